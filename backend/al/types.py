@@ -1,0 +1,94 @@
+"""Plain data types the engine trades in: label schemas, examples and model outputs.
+
+Kept free of Flask, Redis and Label Studio so the engine can run anywhere (simulation, workers).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+
+class TaskType(str, Enum):
+    CLASSIFICATION = "classification"
+    TAGGING = "tagging"
+
+
+@dataclass(frozen=True)
+class LabelSchema:
+    """What the model predicts: classes for classification, entity types for tagging."""
+
+    task_type: TaskType
+    labels: tuple[str, ...]
+    multi_label: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.labels:
+            raise ValueError("a label schema needs at least one label")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"duplicate labels in {self.labels}")
+        if self.multi_label and self.task_type is not TaskType.CLASSIFICATION:
+            raise ValueError("multi_label applies to classification only")
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Names of the model's output units: classes, or IOB2 tags (O, B-X, I-X, ...)."""
+        if self.task_type is TaskType.CLASSIFICATION:
+            return self.labels
+        return ("O",) + tuple(f"{prefix}-{label}" for label in self.labels for prefix in ("B", "I"))
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.output_names)
+
+    def to_dict(self) -> dict:
+        return {"task_type": self.task_type.value, "labels": list(self.labels), "multi_label": self.multi_label}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LabelSchema":
+        return cls(TaskType(data["task_type"]), tuple(data["labels"]), bool(data.get("multi_label", False)))
+
+
+@dataclass
+class ClassificationExample:
+    text: str
+    labels: tuple[str, ...] = ()  # gold classes; empty while unlabeled
+
+
+@dataclass
+class TaggingExample:
+    words: list[str]
+    tags: list[str] = field(default_factory=list)  # IOB2 tag per word; empty while unlabeled
+    # Character offsets (start, end) of each word in `text`, when the example came from raw text.
+    offsets: list[tuple[int, int]] | None = None
+    text: str | None = None
+
+
+Example = ClassificationExample | TaggingExample
+
+
+@dataclass
+class Predictions:
+    """Model outputs for a batch of examples, in input order.
+
+    Classification: `probs` is an (N, C) array (sigmoid outputs for multi-label).
+    Tagging: `probs` is a list of (n_words, T) arrays, one per example, read at each word's first
+    sub-token. `embeddings` (N, H) holds pooled [CLS] vectors when asked for (Mahalanobis).
+    """
+
+    task_type: TaskType
+    probs: np.ndarray | list[np.ndarray]
+    embeddings: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.probs)
+
+    def subset(self, indices: np.ndarray | list[int]) -> "Predictions":
+        idx = np.asarray(indices, dtype=int)
+        if isinstance(self.probs, np.ndarray):
+            probs: np.ndarray | list[np.ndarray] = self.probs[idx]
+        else:
+            probs = [self.probs[i] for i in idx]
+        emb = self.embeddings[idx] if self.embeddings is not None else None
+        return Predictions(self.task_type, probs, emb)
