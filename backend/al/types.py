@@ -80,6 +80,7 @@ class Predictions:
     task_type: TaskType
     probs: np.ndarray | list[np.ndarray]
     embeddings: np.ndarray | None = None
+    multi_label: bool = False  # sigmoid outputs, one binary decision per class
 
     def __len__(self) -> int:
         return len(self.probs)
@@ -91,4 +92,4 @@ class Predictions:
         else:
             probs = [self.probs[i] for i in idx]
         emb = self.embeddings[idx] if self.embeddings is not None else None
-        return Predictions(self.task_type, probs, emb)
+        return Predictions(self.task_type, probs, emb, self.multi_label)
