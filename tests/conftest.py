@@ -3,8 +3,13 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import pytest
+
+from backend.al.transformer import quiet_transformers
+
+quiet_transformers()
 
 from tests.helpers.tiny_models import build_tiny_model
 

@@ -260,10 +260,30 @@ class LabelStudioServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def _write_settings(self) -> Path:
+        """A Django settings module that is LS's own, except that its RQ / Redis connection points
+        at a unix socket that does not exist. LS 1.23 hard-codes ``localhost:6379`` (it PINGs it at
+        start-up and reads user-activity keys from it when it answers): a test LS must never talk
+        to a Redis it does not own."""
+        settings_dir = self.data_dir / "ls-settings"
+        settings_dir.mkdir(parents=True, exist_ok=True)
+        no_redis = self.data_dir / "no-redis.sock"
+        (settings_dir / "ls_isolated_settings.py").write_text(
+            "from label_studio.core.settings.label_studio import *  # noqa: F401,F403\n"
+            "from label_studio.core.settings.label_studio import RQ_QUEUES\n"
+            "for _queue in RQ_QUEUES.values():\n"
+            "    for _key in ('HOST', 'PORT', 'URL'):\n"
+            "        _queue.pop(_key, None)\n"
+            f"    _queue['UNIX_SOCKET_PATH'] = {str(no_redis)!r}\n"
+        )
+        return settings_dir
+
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "DJANGO_"))}
         for key in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
             env.pop(key, None)
+        env["PYTHONPATH"] = str(self._write_settings())
+        env["DJANGO_SETTINGS_MODULE"] = "ls_isolated_settings"
         venv_bin = str(self.executable.parent)
         env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
         env.update(

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set everything up (including a real Label Studio for the integration suite), then run all tests.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+WITH_LABEL_STUDIO=1 bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 REQUIRE_LABEL_STUDIO="${REQUIRE_LABEL_STUDIO:-1}"
+exec "${PYTHON:-python3}" -m pytest tests -q "$@"
