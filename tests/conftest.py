@@ -27,3 +27,39 @@ def tiny_distilbert(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_electra(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-electra"), "electra")
+
+
+# --------------------------------------------------------------------- real servers (Redis)
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A private, throw-away ``redis-server`` (free port, no persistence) for the whole session.
+
+    ``.url`` is ``redis://127.0.0.1:<port>/0``. Never the shared Redis on 6379. Tests that stop or
+    restart Redis must start their own ``tests.helpers.servers.RedisServer`` instead of stopping
+    this one. Skips when ``redis-server`` is missing (``scripts/ensure_redis.sh`` installs it),
+    unless ``REQUIRE_REDIS=1``, where that is a failure.
+    """
+    from tests.helpers.servers import RedisServer, redis_server_binary
+
+    if redis_server_binary() is None:
+        message = "redis-server not installed: run scripts/ensure_redis.sh"
+        if os.environ.get("REQUIRE_REDIS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The session Redis, emptied (FLUSHALL) before the test; returns its URL."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_server.url

@@ -16,7 +16,8 @@ transformers: never anything from `backend`.
 Tokenization is word level (`build_word_tokenizer`): a vocabulary of the training words, no
 special tokens, so for tagging every word is exactly one token and the CRF chain runs over words.
 The BiLSTM-CRF returns as `logits` the log of the CRF's posterior tag marginals (forward-backward),
-so `softmax(logits)` is each word's tag distribution and its argmax is posterior decoding;
+so `softmax(logits)` is each word's tag distribution and its argmax is posterior decoding (in
+training mode with labels it returns the emissions instead, to save the backward pass);
 `decode()` gives the Viterbi path. Invalid IOB2 transitions (`O -> I-X`, `B-X -> I-Y`) are
 forbidden in the CRF when the labels are IOB2 tags.
 """
@@ -99,6 +100,10 @@ class _ClassicalPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Embedding):
             _init.normal_(module.weight, mean=0.0, std=0.1)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                # a zero [PAD] vector (never updated) = the convolutions' own zero padding, so
+                # predictions do not depend on how a batch is padded
+                module.weight[module.padding_idx].zero_()
         elif isinstance(module, (nn.Linear, nn.Conv1d)):
             _init.xavier_uniform_(module.weight)
             if module.bias is not None:
@@ -182,38 +187,48 @@ class TextCNNForSequenceClassification(_ClassicalPreTrainedModel):
 
 
 # ------------------------------------------------------------------------------------------ CRF
-def iob2_transition_mask(id2label: dict[int, str]) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(allowed[from, to], allowed_start[to]) for IOB2 tags; None when the labels are not IOB2."""
+def iob2_transition_mask(id2label: dict[int, str]) -> tuple[list[list[bool]], list[bool]] | None:
+    """(allowed[from][to], allowed_start[to]) for IOB2 tags; None when the labels are not IOB2."""
     names = [id2label[i] for i in range(len(id2label))]
     if not all(n == "O" or (len(n) > 2 and n[:2] in ("B-", "I-")) for n in names):
         return None
-    n = len(names)
-    allowed = torch.ones(n, n, dtype=torch.bool)
-    start = torch.ones(n, dtype=torch.bool)
+    allowed = [[True] * len(names) for _ in names]
+    start = [True] * len(names)
     for j, to in enumerate(names):
         if to.startswith("I-"):
             start[j] = False
             for i, frm in enumerate(names):
-                allowed[i, j] = frm != "O" and frm[2:] == to[2:]
+                allowed[i][j] = frm != "O" and frm[2:] == to[2:]
     return allowed, start
 
 
 class CRF(nn.Module):
     """Linear-chain CRF over emissions (B, L, T) with a prefix mask (B, L): NLL, marginals, Viterbi."""
 
-    def __init__(self, num_tags: int, constraints: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    def __init__(self, num_tags: int, constraints: tuple[list[list[bool]], list[bool]] | None = None) -> None:
         super().__init__()
         self.num_tags = num_tags
         self.transitions = nn.Parameter(torch.zeros(num_tags, num_tags))  # [from, to]
         self.start_transitions = nn.Parameter(torch.zeros(num_tags))
         self.end_transitions = nn.Parameter(torch.zeros(num_tags))
-        allowed, start = constraints if constraints is not None else (
-            torch.ones(num_tags, num_tags, dtype=torch.bool), torch.ones(num_tags, dtype=torch.bool))
-        self.register_buffer("_penalty", (~allowed).float() * NEG_INF, persistent=False)
-        self.register_buffer("_start_penalty", (~start).float() * NEG_INF, persistent=False)
+        # Kept as plain lists and turned into penalties at use: `from_pretrained` builds modules on
+        # the meta device, where buffers made in __init__ would hold no values.
+        self._allowed = constraints[0] if constraints is not None else None
+        self._allowed_start = constraints[1] if constraints is not None else None
+        self._penalties: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _trans(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transitions + self._penalty, self.start_transitions + self._start_penalty
+        device = self.transitions.device
+        if device not in self._penalties:
+            if self._allowed is None:
+                pen = torch.zeros(self.num_tags, self.num_tags, device=device)
+                start = torch.zeros(self.num_tags, device=device)
+            else:
+                pen = (~torch.tensor(self._allowed, dtype=torch.bool, device=device)).float() * NEG_INF
+                start = (~torch.tensor(self._allowed_start, dtype=torch.bool, device=device)).float() * NEG_INF
+            self._penalties[device] = (pen, start)
+        pen, start = self._penalties[device]
+        return self.transitions + pen, self.start_transitions + start
 
     def _alphas(self, emissions: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         trans, start = self._trans()
@@ -331,7 +346,10 @@ class BiLSTMCRFForTokenClassification(_ClassicalPreTrainedModel):
         if labels is not None:
             label_mask = mask.bool() & (labels != -100)
             loss = self.crf.nll(emissions, labels.clamp(min=0), label_mask).sum() / batch
-        logits = self.crf.log_marginals(emissions, mask)
+        if self.training and labels is not None:
+            logits = emissions  # training only needs the loss: skip forward-backward
+        else:
+            logits = self.crf.log_marginals(emissions, mask)
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=(hidden,) if output_hidden_states else None)
 
     @torch.no_grad()

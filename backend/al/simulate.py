@@ -19,7 +19,7 @@ import numpy as np
 from backend.al.datasets import Dataset
 from backend.al.errors import EmptyPoolError
 from backend.al.metrics import evaluate
-from backend.al.strategies import make_strategy
+from backend.al.strategies import MahalanobisDistance, make_strategy
 from backend.al.transformer import TrainingConfig, TransformerModel
 from backend.al.types import Predictions, TaggingExample, TaskType
 from backend.al.ups import DEFAULT_FULL_RESCORE_ITERATIONS, UPS, FullPool, PoolSampler, RandomSubsample, UPSScorer
@@ -235,18 +235,28 @@ class Simulation:
             run.labeled.extend(chosen)
             return 0.0, 0
         model: TransformerModel = shared["model"]
+        strategy = run.scorer.strategy
         seconds = 0.0
+        if isinstance(strategy, MahalanobisDistance):
+            # class centroids and covariance come from the labeled set's embeddings
+            start = time.perf_counter()
+            labeled_examples = [self.train.examples[i] for i in run.labeled]
+            embeddings = model.predict(labeled_examples, return_embeddings=True).embeddings
+            strategy.fit(embeddings, np.array([ex.labels[0] for ex in labeled_examples]))  # type: ignore[union-attr]
+            seconds += time.perf_counter() - start
 
         def predict(indices: np.ndarray) -> Predictions:
             nonlocal seconds
-            key = tuple(pool[indices])
+            key = (tuple(pool[indices]), strategy.needs_embeddings)
             cached = shared["pool_predictions"].get(key)
             if cached is None:
                 start = time.perf_counter()
-                preds = model.predict([self.train.examples[i] for i in pool[indices]])
+                preds = model.predict(
+                    [self.train.examples[i] for i in pool[indices]], return_embeddings=strategy.needs_embeddings
+                )
                 cached = (preds, time.perf_counter() - start)
                 shared["pool_predictions"][key] = cached
-            seconds = cached[1]
+            seconds += cached[1]
             return cached[0]
 
         scores = run.scorer.score_pool(run.uncertainty[pool], run.confidence[pool], iteration, predict)

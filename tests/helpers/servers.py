@@ -269,6 +269,9 @@ class LabelStudioServer:
         settings_dir.mkdir(parents=True, exist_ok=True)
         no_redis = self.data_dir / "no-redis.sock"
         (settings_dir / "ls_isolated_settings.py").write_text(
+            # base first: LS's settings module reads django.conf.settings while it is imported
+            # (sentry init), which re-enters this partially imported module.
+            "from label_studio.core.settings.base import *  # noqa: F401,F403\n"
             "from label_studio.core.settings.label_studio import *  # noqa: F401,F403\n"
             "from label_studio.core.settings.label_studio import RQ_QUEUES\n"
             "for _queue in RQ_QUEUES.values():\n"

@@ -43,6 +43,16 @@ def test_ups_rescores_a_subset_only_on_optimized_iterations(tiny_bert):
     assert by[("full", 4)].metrics["main"] > 0.6
 
 
+def test_mahalanobis_strategy_fits_on_labeled_embeddings(tiny_bert):
+    config = SimulationConfig(
+        acquisition_model=str(tiny_bert), configurations=("ups",), strategy="mahalanobis",
+        iterations=2, seeds=(0,), seed_size=20, query_size=10, training=FAST,
+    )
+    records = Simulation(config, cls_dataset(120, 0), cls_dataset(40, 1)).run()
+    assert [r.labeled for r in records] == [20, 30, 40]
+    assert all(r.inference_seconds > 0 for r in records[:2])
+
+
 def test_tagging_budget_counts_tokens_and_successor_is_evaluated(tiny_distilbert, tiny_electra):
     schema = LabelSchema(TaskType.TAGGING, ("PER", "LOC"))
     train = Dataset("toy-ner", schema, toy_tagging(200, 0))

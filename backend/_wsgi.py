@@ -1,0 +1,19 @@
+"""WSGI entry point for gunicorn: ``gunicorn backend._wsgi:app`` (what ``feasible-al serve`` runs).
+
+Settings come from the environment (`backend.config.Settings.from_env`); a bad setting stops the
+process at start with a one-line message naming the variable.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from backend.al.transformer import quiet_transformers
+from backend.server import create_app
+
+logging.basicConfig(
+    level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+    format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
+)
+quiet_transformers()
+app = create_app()
