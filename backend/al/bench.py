@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from backend.al.transformer import TransformerModel
+from backend.al.transformer import TrainingConfig, TransformerModel
 from backend.al.types import Example
 from backend.al.ups import UPS
 
@@ -46,6 +46,18 @@ def bench_scoring(model: TransformerModel, examples: Sequence[Example], repeats:
             model.predict(examples, sort_by_length=sort)
             run.seconds.append(time.perf_counter() - start)
     return [sorted_run, padded_run]
+
+
+def bench_training(
+    model_name: str, schema, examples: Sequence[Example], config: TrainingConfig, repeats: int = 2
+) -> list[ScoringResult]:
+    """One epoch of fine-tuning with random batches against length-grouped batches."""
+    runs = [ScoringResult("random batches", [], len(examples)), ScoringResult("length-grouped batches", [], len(examples))]
+    for _ in range(repeats):
+        for run, grouped in zip(runs, (False, True)):
+            settings = replace(config, epochs=1, group_by_length=grouped)
+            run.seconds.append(TransformerModel(model_name, schema, settings).fit(examples).seconds)
+    return runs
 
 
 def ups_shares(pool_size: int, gamma: float, temperature: float, draws: int = 200, seed: int = 0) -> dict:

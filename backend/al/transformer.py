@@ -62,6 +62,9 @@ class TrainingConfig:
     inference_batch_size: int | None = field(
         default=None, metadata={"help": "texts per inference batch; default 64 on CPU, 512 on CUDA"}
     )
+    group_by_length: bool = field(
+        default=True, metadata={"help": "train on batches of similar length (less padding, same epochs)"}
+    )
     seed: int = field(default=0, metadata={"help": "seed for head init, shuffling and dropout"})
     device: str = field(default="auto", metadata={"help": "'auto' (CUDA when present), 'cpu' or 'cuda[:n]'"})
 
@@ -265,10 +268,10 @@ class TransformerModel:
         model.train()
         loss_value = float("nan")
         step = 0
+        lengths = [len(e.input_ids) for e in encoded]
         for _ in range(epochs):
-            order = torch.randperm(len(encoded), generator=generator).tolist()
-            for b in range(0, len(order), bs):
-                batch = self._collate([encoded[i] for i in order[b : b + bs]], with_labels=True)
+            for batch_indices in _training_batches(lengths, bs, generator, self.config.group_by_length):
+                batch = self._collate([encoded[i] for i in batch_indices], with_labels=True)
                 with self._autocast():
                     loss = model(**batch).loss
                 loss.backward()
@@ -394,6 +397,24 @@ class TransformerModel:
         wrapper._model = auto.from_pretrained(path, dtype=torch.float32).to(wrapper.device).eval()
         wrapper._tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
         return wrapper
+
+
+def _training_batches(
+    lengths: list[int], batch_size: int, generator: torch.Generator, group_by_length: bool
+) -> list[list[int]]:
+    """One epoch of shuffled batches. Grouped by length, each batch holds texts of similar length
+    (sorted within shuffled windows of 50 batches, as transformers' `group_by_length` does), so
+    little compute goes to padding; the batch order is shuffled again so training stays random."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    if not group_by_length:
+        return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
+    window = batch_size * 50
+    batches: list[list[int]] = []
+    for w in range(0, len(order), window):
+        chunk = sorted(order[w : w + window], key=lambda i: -lengths[i])
+        batches.extend(chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size))
+    shuffled = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffled]
 
 
 def _pad_to(batch: dict[str, torch.Tensor], width: int, pad_id: int) -> dict[str, torch.Tensor]:

@@ -48,3 +48,15 @@ def corpus_lines() -> list[str]:
     return [" ".join(POSITIVE + NEGATIVE + FILLER + PEOPLE + PLACES)] + [
         e.text for e in toy_classification(200)
     ]
+
+
+def write_toy_csv(path, n: int, seed: int = 0):
+    """A CSV dataset file (text,label) for CLI tests."""
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        for ex in toy_classification(n, seed):
+            writer.writerow([ex.text, ex.labels[0]])
+    return path

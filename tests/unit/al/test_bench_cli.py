@@ -1,10 +1,9 @@
-import csv
 import json
 
 from backend.al.bench import ups_shares
 from backend.al.offline import resolve_model
 from backend.cli import main
-from tests.helpers.toy_data import toy_classification
+from tests.helpers.toy_data import write_toy_csv
 
 
 def test_ups_share_matches_paper_figure():
@@ -14,18 +13,14 @@ def test_ups_share_matches_paper_figure():
 
 
 def test_bench_cli_prints_table_and_writes_json(tmp_path, tiny_bert, capsys):
-    data = tmp_path / "toy.csv"
-    with data.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["text", "label"])
-        for ex in toy_classification(120):
-            writer.writerow([ex.text, ex.labels[0]])
+    data = write_toy_csv(tmp_path / "toy.csv", 120)
     code = main(["bench", "--dataset", str(data), "--model", str(tiny_bert), "--pool-size", "80",
-                 "--repeats", "1", "--ups-pool-size", "2000", "--device", "cpu", "--output-dir", str(tmp_path / "b")])
+                 "--repeats", "1", "--train-size", "40", "--ups-pool-size", "2000", "--device", "cpu", "--output-dir", str(tmp_path / "b")])
     assert code == 0
     payload = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert [r["texts"] for r in payload["scoring"]] == [80, 80]
     assert payload["length_sort_speedup"] > 0
+    assert [r["name"] for r in payload["training"]] == ["random batches", "length-grouped batches"]
     assert "length-sorted speed-up" in capsys.readouterr().out
 
 

@@ -1,7 +1,5 @@
-import csv
 import json
 
-import numpy as np
 import pytest
 
 from backend.al.datasets import Dataset
@@ -9,7 +7,7 @@ from backend.al.simulate import Simulation, SimulationConfig, summarize
 from backend.al.transformer import TrainingConfig
 from backend.al.types import LabelSchema, TaskType
 from backend.cli import main
-from tests.helpers.toy_data import toy_classification, toy_tagging
+from tests.helpers.toy_data import toy_classification, toy_tagging, write_toy_csv
 
 FAST = TrainingConfig(epochs=10, learning_rate=3e-3, device="cpu")
 
@@ -75,12 +73,7 @@ def test_tagging_budget_counts_tokens_and_successor_is_evaluated(tiny_distilbert
 
 
 def test_simulate_cli_writes_json_plot_and_table(tmp_path, tiny_bert, capsys):
-    data = tmp_path / "toy.csv"
-    with data.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["text", "label"])
-        for ex in toy_classification(200):
-            writer.writerow([ex.text, ex.labels[0]])
+    data = write_toy_csv(tmp_path / "toy.csv", 200)
     out = tmp_path / "run"
     code = main([
         "simulate", "--dataset", str(data), "--acquisition-model", str(tiny_bert), "--iterations", "2",
