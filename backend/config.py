@@ -87,6 +87,8 @@ class Settings:
     model_cache_size: int = field(default=2, metadata={"help": "checkpoints kept loaded per process"})
     # --- training overrides (empty = the paper's defaults for the task type) -----------------
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present) | cpu | cuda[:n]"})
+    torch_threads: int = field(default=0, metadata={
+        "help": "CPU threads per process for torch (0 = torch's default; 1 suits tiny models on busy CPUs)"})
     epochs: int | None = field(default=None, metadata={"help": "default 5 classification / 15 tagging"})
     learning_rate: float | None = field(default=None, metadata={"help": "default 2e-5 / 5e-5"})
     batch_size: int = field(default=16, metadata={"help": "training batch size"})
@@ -113,6 +115,7 @@ class Settings:
             (self.model_cache_size >= 1, "MODEL_CACHE_SIZE", "must be >= 1"),
             (self.job_timeout >= 60, "JOB_TIMEOUT", "must be >= 60 seconds"),
             (self.redis_timeout > 0, "REDIS_TIMEOUT", "must be > 0"),
+            (self.torch_threads >= 0, "TORCH_THREADS", "must be >= 0"),
             (self.label_studio_timeout > 0, "LABEL_STUDIO_TIMEOUT", "must be > 0"),
             (self.strategy == "auto" or self.strategy in STRATEGIES, "STRATEGY",
              f"must be auto or one of {', '.join(STRATEGIES)}"),

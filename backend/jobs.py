@@ -93,6 +93,10 @@ class JobContext:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "JobContext":
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
         store = ProjectStore.from_settings(settings)
         return cls(
             settings=settings,
@@ -162,7 +166,7 @@ def request_training(ctx: JobContext, project_id: int, reason: str) -> TrainingR
     except Exception:
         ctx.store.clear_job_field(project_id, "queued_job", job_id)
         raise
-    ctx.metrics.count_job("train", "enqueued")
+    ctx.metrics.count_job("train_acquisition", "enqueued")
     return req
 
 
@@ -288,7 +292,7 @@ def train_acquisition(project_id: int) -> dict[str, Any]:
     _set_meta(job, stage="score")
     chunk_jobs, finisher = enqueue_scoring(ctx, project_id, pipeline_id, version, subset)
     store.set_stage_job(project_id, pipeline_id, finisher.id)
-    ctx.metrics.count_job("train", "finished")
+    ctx.metrics.count_job("train_acquisition", "finished")
     log.info("project %s: trained %s on %d examples in %.1fs; scoring %d of %d pool tasks in %d chunks",
              project_id, version, len(report.examples), train_seconds, len(subset), len(pool_ids), len(chunk_jobs))
     return {"version": version, "iteration": iteration, "labeled": len(report.examples),

@@ -599,3 +599,20 @@ class LabelStudioClient:
             "model_version": getattr(backend, "model_version", None),
             "project": getattr(backend, "project", None),
         }
+
+    # ------------------------------------------------------------------ used by backend.jobs
+    # (added by the ML-backend issue: a cheap consistency check for the cached unlabeled pool)
+
+    def count_tasks(self, project_id: int) -> int:
+        """Number of tasks in the project (one ``GET /api/tasks`` page of one id: ~0.1 s where
+        listing every id takes seconds on a 10k-task project)."""
+        what = f"count the tasks of project {project_id}"
+        response = self._raw(
+            what, "GET", "api/tasks/",
+            params={"project": int(project_id), "fields": "task_only", "page_size": 1, "page": 1, "include": "id"},
+        )
+        payload = self._json(response, what)
+        try:
+            return int(payload["total"])
+        except (KeyError, TypeError, ValueError):
+            raise LabelStudioError(f"Label Studio's task list for project {project_id} has no 'total'") from None

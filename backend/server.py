@@ -17,7 +17,6 @@ import logging
 import time
 from typing import Any
 
-import redis
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -70,6 +69,25 @@ def _body() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request", f"request body must be a JSON object, got {type(data).__name__}")
     return data
+
+
+def _discard_body(limit: int) -> None:
+    """Read and drop an oversized body (in small chunks, so no memory is spent) before answering
+    413: a server that answers while the client is still sending resets the connection, and the
+    client then sees a broken pipe instead of our JSON error. Bodies past `limit` are not drained."""
+    length = request.content_length
+    stream = request.environ.get("wsgi.input")
+    if not length or length > limit or stream is None:
+        return
+    remaining = length
+    try:
+        while remaining > 0:
+            chunk = stream.read(min(remaining, 1 << 16))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+    except OSError:
+        pass
 
 
 def create_app(settings: Settings | None = None, backend: Backend | None = None) -> Flask:
@@ -148,6 +166,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge) -> Response:
+        _discard_body(4 * settings.max_request_bytes)
         return _error(413, "request_too_large",
                       f"request body exceeds MAX_REQUEST_BYTES={settings.max_request_bytes} bytes; "
                       "send fewer tasks per request or raise the limit")

@@ -109,5 +109,8 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--predict-repeats", type=int, default=5)
     bench.add_argument("--epochs", type=int, default=None, help="training epochs (default: the paper's)")
     bench.add_argument("--device", default="cpu")
+    bench.add_argument("--torch-threads", type=int, default=0, help="TORCH_THREADS for the backend (0 = torch default)")
+    bench.add_argument("--full-rescore-iterations", default="1",
+                       help="FULL_RESCORE_ITERATIONS for the run (default '1': iteration 2 is a UPS one)")
     bench.add_argument("--output-dir", default="runs/bench-backend")
     bench.set_defaults(func=cmd_bench_backend)

@@ -271,11 +271,11 @@ class ProjectStore:
     def register_project(
         self, project_id: int, label_config: str, control_name: str, value_key: str, task_type: str
     ) -> bool:
-        """Remember the project's label config; True when it changed (the pool's texts may then
-        come from another field, so the pool is marked stale)."""
+        """Remember the project's label config; True when it differs from the stored one. The
+        cached pool holds the texts of one task field, so only a change of that field marks the
+        pool stale (a reformatted or relabeled config does not cost a re-listing)."""
         key = self.key(project_id)
-        old = self.r.hmget(key, "label_config", "value_key")
-        changed = old[0] is not None and (old[0] != label_config or old[1] != value_key)
+        old_config, old_key = self.r.hmget(key, "label_config", "value_key")
         pipe = self.r.pipeline()
         pipe.sadd(f"{self.prefix}:projects", int(project_id))
         pipe.hset(key, mapping={
@@ -284,10 +284,10 @@ class ProjectStore:
         })
         pipe.hsetnx(key, "version", UNTRAINED)
         pipe.hsetnx(key, "created_at", time.time())
-        if changed:
+        if old_key is not None and old_key != value_key:
             pipe.hset(key, "pool_stale", "1")
         pipe.execute()
-        return changed
+        return old_config is not None and old_config != label_config
 
     def get_project(self, project_id: int) -> ProjectState | None:
         h = self.r.hgetall(self.key(project_id))

@@ -278,6 +278,7 @@ def pseudo_label(
     """Stages 1-3: split the gold labels, fine-tune the teacher, pseudo-label the pool."""
     stages = _stages or _Stages(progress, cancel_check)
     with stages.stage("split"):
+        make_model(options.successor, schema, options.successor_training)  # fail fast on a bad successor
         gold_train, dev = split_gold(gold, options.dev_share, options.seed)
         indices = np.arange(len(unlabeled))
         if options.max_pool is not None and len(unlabeled) > options.max_pool:

@@ -34,6 +34,8 @@ def test_register_reports_config_changes_and_marks_pool_stale(store):
     assert state.version == UNTRAINED and state.iteration == 0 and not state.trained
     assert state.control_name == "sentiment" and state.value_key == "text"
     assert store.register_project(7, CLASSIFICATION_XML, "sentiment", "text", "classification") is False
+    assert store.register_project(7, CLASSIFICATION_XML + " ", "sentiment", "text", "classification") is True
+    assert not store.get_project(7).pool_stale  # same task field: the cached pool is still right
     assert store.register_project(7, CLASSIFICATION_XML.replace("$text", "$body"), "sentiment", "body",
                                   "classification") is True
     assert store.get_project(7).pool_stale

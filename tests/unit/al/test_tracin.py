@@ -95,15 +95,16 @@ def test_tracker_scores_at_each_checkpoint():
 
 
 def test_self_influence_flags_flipped_labels():
-    """Pruthi et al.'s use: mislabelled training examples get the highest self-influence."""
-    examples = toy_classification(120)
-    flipped = set(range(0, 120, 10))
+    """Pruthi et al.'s use: mislabelled training examples get high self-influence (10% flipped,
+    both classes; the top-20 holds at least 3x the chance share of them)."""
+    examples = toy_classification(200)
+    flipped = set(range(0, 200, 20)) | set(range(7, 200, 20))
     noisy = [ClassificationExample(e.text, (("neg",) if e.labels == ("pos",) else ("pos",)) if i in flipped else e.labels)
              for i, e in enumerate(examples)]
-    wrapper = make_model("cnn", CLS, TrainingConfig(epochs=6, batch_size=16, seed=0, device="cpu"))
+    wrapper = make_model("cnn", CLS, TrainingConfig(epochs=8, batch_size=16, seed=0, device="cpu"))
     tracker = TracInCheckpoints(wrapper, noisy, checkpoints=3)
     wrapper.fit(noisy, progress=tracker.progress)
     top = set(np.argsort(-tracker.scores)[: len(flipped)].tolist())
-    assert len(top & flipped) >= len(flipped) // 2
-    mask = np.isin(np.arange(120), list(flipped))
-    assert tracker.scores[mask].mean() > 2 * tracker.scores[~mask].mean()
+    assert len(top & flipped) >= 3 * len(flipped) * len(flipped) // len(noisy)
+    mask = np.isin(np.arange(len(noisy)), list(flipped))
+    assert tracker.scores[mask].mean() > 1.5 * tracker.scores[~mask].mean()
