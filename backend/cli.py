@@ -322,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="feasible-al", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: one per core; 1 avoids oversubscription on a busy machine)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="emulate active learning on a labeled dataset (paper experiments)")
@@ -422,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     from backend.al.transformer import quiet_transformers
 
     quiet_transformers()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except (ActiveLearningError, ValueError, FileNotFoundError, RuntimeError) as exc:  # user errors: one line

@@ -141,6 +141,7 @@ class PseudoLabels:
     confidence: np.ndarray  # teacher confidence per pool example (max P / exp(-MNLP))
     pool_indices: np.ndarray  # positions in the caller's unlabeled list
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    unlabeled_total: int = 0  # size of the caller's pool before `max_pool` subsampling
 
     @property
     def dev_score(self) -> float:
@@ -297,7 +298,7 @@ def pseudo_label(
         else:
             labeled, confidence = [], np.zeros(0)
     return PseudoLabels(schema, gold_train, dev, teacher, teacher_dev, labeled, np.asarray(confidence),
-                        indices, dict(stages.seconds))
+                        indices, dict(stages.seconds), len(unlabeled))
 
 
 def build_successor(
@@ -355,7 +356,7 @@ def build_successor(
     seconds = {**labels.stage_seconds, **stages.seconds}
     sizes = {
         "gold": len(labels.gold_train) + len(labels.dev), "gold_train": len(labels.gold_train),
-        "dev": len(labels.dev), "pool": n, "pseudo_kept": len(kept),
+        "dev": len(labels.dev), "unlabeled": labels.unlabeled_total, "pool": n, "pseudo_kept": len(kept),
         "dropped_uncertainty": plan.uncertainty, "dropped_tracin": n - len(kept) - plan.uncertainty,
         "successor_train": len(labels.gold_train) + len(kept),
     }
@@ -494,7 +495,8 @@ model = {auto}.from_pretrained("{name}"{remote})
 | gold labels | {s['gold']} |
 | gold used for training | {s['gold_train']} |
 | dev split (held out, {result.options.dev_share:.0%}) | {s['dev']} |
-| unlabeled pool pseudo-labeled | {s['pool']} |
+| unlabeled pool | {s['unlabeled']} |
+| pseudo-labeled (pool, or a `max_pool` subsample of it) | {s['pool']} |
 | pseudo-labels dropped as least confident | {s['dropped_uncertainty']} |
 | pseudo-labels dropped by TracIn | {s['dropped_tracin']} |
 | pseudo-labels kept | {s['pseudo_kept']} |

@@ -132,14 +132,13 @@ class Simulation:
         self.schema = train.schema
         self.progress = progress or (lambda message: None)
         self.sizes = np.array([_units(ex) for ex in train.examples])
-        share_default = 0.01 if self.schema.task_type is TaskType.CLASSIFICATION else 0.02
-        total_units = int(self.sizes.sum())
+        # The paper counts tagging budgets in tokens; absolute sizes always count instances.
+        tagging = self.schema.task_type is TaskType.TAGGING
+        self.seed_unit = "tokens" if tagging and config.seed_size is None and config.query_size is None else "instances"
+        share_default = 0.02 if tagging else 0.01
+        total_units = int(self.sizes.sum()) if self.seed_unit == "tokens" else len(train)
         self.seed_budget = config.seed_size or max(1, round((config.seed_share or share_default) * total_units))
         self.query_budget = config.query_size or max(1, round((config.query_share or share_default) * total_units))
-        if self.schema.task_type is TaskType.TAGGING and config.seed_size is None:
-            self.seed_unit = "tokens"
-        else:
-            self.seed_unit = "instances"
         self.strategy_name = config.strategy
         make_strategy(config.strategy, self.schema.task_type)  # validate early
 
