@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def _harness():
     try:
-        from tests.helpers.servers import LabelStudioServer, RedisServer, free_port, wait_http
+        from tests.helpers.servers import LabelStudioServer, RedisServer, free_port, stop_process_group, wait_http
         from tests.helpers.tiny_models import build_tiny_model
         from tests.helpers.toy_data import toy_classification
     except ImportError as exc:  # pragma: no cover - installed without the repository
@@ -40,7 +39,7 @@ def _harness():
             "bench-backend runs from a source checkout: it starts Redis and Label Studio with tests/helpers "
             f"({exc})"
         ) from None
-    return LabelStudioServer, RedisServer, free_port, wait_http, build_tiny_model, toy_classification
+    return LabelStudioServer, RedisServer, free_port, wait_http, build_tiny_model, toy_classification, stop_process_group
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -52,15 +51,6 @@ def _summary(ms: list[float]) -> dict[str, float]:
     return {"n": len(ms), "p50_ms": _percentile(ms, 50), "p99_ms": _percentile(ms, 99), "max_ms": max(ms),
             "mean_ms": statistics.fmean(ms)}
 
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
 
 
 class _Backend:
@@ -96,7 +86,7 @@ class _Backend:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    LabelStudioServer, RedisServer, free_port, wait_http, build_tiny_model, toy_classification = _harness()
+    LabelStudioServer, RedisServer, free_port, wait_http, build_tiny_model, toy_classification, stop_process_group = _harness()
     from backend.ls_client import UNCERTAINTY_SAMPLING, LabelStudioClient
 
     out_dir = Path(args.output_dir)
@@ -143,7 +133,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 raise
             finally:
                 for proc in procs:
-                    _stop(proc)
+                    stop_process_group(proc, grace=20)
     (out_dir / "bench_backend.json").write_text(json.dumps(results, indent=2))
     _print_table(results)
     print(f"\nwrote {out_dir / 'bench_backend.json'}")

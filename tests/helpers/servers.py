@@ -68,7 +68,7 @@ def wait_http(
         time.sleep(interval)
 
 
-def _kill_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+def stop_process_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
     """SIGTERM the process group of ``proc`` (started with start_new_session), then SIGKILL."""
     if proc.poll() is not None:
         # The leader is gone; children may not be. Try the group anyway.
@@ -177,7 +177,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self._proc is not None:
-            _kill_group(self._proc, grace=5.0)
+            stop_process_group(self._proc, grace=5.0)
             self._proc = None
 
     def restart(self) -> "RedisServer":
@@ -351,7 +351,7 @@ class LabelStudioServer:
 
     def stop(self) -> None:
         if self._proc is not None:
-            _kill_group(self._proc, grace=15.0)
+            stop_process_group(self._proc, grace=15.0)
             self._proc = None
         if self._log_file is not None:
             self._log_file.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import requests
 
 from backend.ls_client import UNCERTAINTY_SAMPLING, LabelStudioClient, LabelStudioError
 from tests.helpers.backend import CLASSIFICATION_XML, NER_XML, SENTIMENT, REPO_ROOT
-from tests.helpers.servers import free_port, wait_http
+from tests.helpers.servers import free_port, stop_process_group, wait_http
 from tests.helpers.toy_data import toy_classification, toy_tagging
 
 pytestmark = pytest.mark.integration
@@ -50,15 +49,6 @@ class Stack:
     def log_tail(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.logs.glob("*.log")))
 
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +78,7 @@ def stack(label_studio, redis_server, tiny_bert, tmp_path_factory):
             yield s
         finally:
             for proc in procs:
-                _stop(proc)
+                stop_process_group(proc, grace=20)
 
 
 @pytest.fixture(scope="module")
@@ -169,14 +159,18 @@ def train(stack: Stack, ls: LabelStudioClient, project_id: int, ml_backend_id: i
     return state
 
 
-def check_ordering(ls: LabelStudioClient, project_id: int, version: str, unlabeled: set[int]) -> dict[int, float]:
+def check_ordering(
+    ls: LabelStudioClient, project_id: int, version: str, unlabeled: set[int]
+) -> tuple[dict[int, float], int]:
+    """Scores of the new version, and the task Uncertainty sampling served (LS keeps serving it to
+    the same user until it is annotated, as an annotator would)."""
     assert ls.get_project(project_id)["model_version"] == version
     scores = predictions_by_task(ls, project_id, version)
     assert set(scores) == unlabeled, "every unlabeled task holds exactly one prediction of the new version"
     nxt = ls.next_task(project_id)
     assert nxt is not None and scores[int(nxt["id"])] == min(scores.values()), \
         "Uncertainty sampling must serve the least confident task first"
-    return scores
+    return scores, int(nxt["id"])
 
 
 # ------------------------------------------------------------------------------- the tests
@@ -205,7 +199,7 @@ def test_two_iterations_of_active_learning(stack, ls, label_studio, kind):
     assert first["model_scored_delta"] == len(unlabeled)
     assert record["pushed"] == len(unlabeled)
     assert set(record["seconds"]) >= {"train", "inference", "push", "total"}
-    scores_v1 = check_ordering(ls, pid, v1, unlabeled)
+    scores_v1, served_v1 = check_ordering(ls, pid, v1, unlabeled)
     assert stack.post("/setup", json={"project": f"{pid}.0", "schema": xml}).json() == {"model_version": v1}
 
     # ---- LS -> /predict for new tasks nobody scored yet (Retrieve predictions)
@@ -220,9 +214,11 @@ def test_two_iterations_of_active_learning(stack, ls, label_studio, kind):
     unlabeled |= set(new_ids)
 
     # ---- iteration 2: only the UPS subset is re-scored, the rest keep their stale scores
-    more = ids[FIRST_LABELS:FIRST_LABELS + SECOND_LABELS]
-    for task_id, result in zip(more, results[FIRST_LABELS:FIRST_LABELS + SECOND_LABELS]):
-        ls.create_annotation(task_id, result)
+    # the annotator labels the task Uncertainty sampling served, then a few more
+    result_of = dict(zip(ids, results))
+    more = [served_v1] + [t for t in ids[FIRST_LABELS:] if t != served_v1][: SECOND_LABELS - 1]
+    for task_id in more:
+        ls.create_annotation(task_id, result_of[task_id])
     unlabeled -= set(more)
     second = train(stack, ls, pid, backend["id"], 2)
     v2 = second["version"]
@@ -233,7 +229,7 @@ def test_two_iterations_of_active_learning(stack, ls, label_studio, kind):
     assert 0 < subset < len(unlabeled)
     assert record["scored_by_model"] == subset == second["model_scored_delta"]  # model calls counted
     assert record["kept_stale"] == len(unlabeled) - subset
-    scores_v2 = check_ordering(ls, pid, v2, unlabeled)
+    scores_v2, _ = check_ordering(ls, pid, v2, unlabeled)
     old = {**scores_v1, **predictions_by_task(ls, pid, v1)}
     unchanged = sum(1 for t in unlabeled if scores_v2[t] == old[t])
     assert unchanged >= len(unlabeled) - subset  # stale scores carried over, not recomputed
