@@ -70,6 +70,10 @@ class Settings:
         "help": "retrain after this many annotation events (0 = only on Start training)"})
     acquisition_model: str = field(default="distilbert-base-uncased", metadata={
         "help": "acquisition model: hub name or local checkpoint directory"})
+    teacher_model: str = field(default="bert-base-uncased", metadata={
+        "help": "PLASM teacher (pseudo-labeling model) for POST /successor: hub name or local directory"})
+    successor_model: str = field(default="google/electra-base-discriminator", metadata={
+        "help": "PLASM successor for POST /successor: AutoModelFor... checkpoint, or cnn / bilstm-crf"})
     strategy: str = field(default="auto", metadata={
         "help": "auto (least_confidence / mnlp) | " + " | ".join(STRATEGIES)})
     ups_gamma: float = field(default=0.1, metadata={"help": "UPS: top share of the pool always re-scored"})

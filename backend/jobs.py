@@ -512,6 +512,10 @@ def describe_job(ctx: JobContext, job_id: str) -> dict[str, Any] | None:
                               "chunks": int(info.get("chunks", 0)), "chunks_done": int(info.get("chunks_done", 0))}
         except KeyError:
             pass
+    if meta.get("kind") == "successor":
+        out["stage_done"], out["stage_total"] = meta.get("stage_done"), meta.get("stage_total")
+        out["metrics"], out["sizes"] = meta.get("metrics"), meta.get("sizes")
+        out["download"] = f"/successor/{job.id}/download" if meta.get("stage") == "done" else None
     if meta.get("iteration_record"):
         out["iteration"] = meta["iteration_record"]
     if job.is_finished and meta.get("pipeline") != job.id:

@@ -3,7 +3,8 @@
 Protocol (measured against Label Studio 1.23.2, see DESIGN.md section 4): ``GET /health``,
 ``POST /setup``, ``POST /predict``, ``POST /webhook`` (``START_TRAINING`` included), ``GET /versions``;
 ``POST /train`` for Label Studio builds that still post there. Extras: ``GET /metrics``
-(Prometheus), ``GET /jobs/<id>``, ``GET /projects/<id>``.
+(Prometheus), ``GET /jobs/<id>``, ``GET /projects/<id>``, and the PLASM successor build:
+``POST /successor``, ``GET /successor/<job id>/download``, ``POST /successor/<job id>/cancel``.
 
 Every error is JSON ``{"error": <code>, "message": <what is wrong>, "status": <http status>}``.
 Optional HTTP basic auth guards every endpoint. Nothing here trains or scores a pool: requests
@@ -17,7 +18,7 @@ import logging
 import time
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.config import Settings
@@ -33,6 +34,14 @@ from backend.model import (
     parse_project_id,
 )
 from backend.store import REDIS_ERRORS, StoreUnavailableError
+from backend.successor_job import (
+    SuccessorOptionsError,
+    SuccessorRunningError,
+    export_paths,
+    parse_options,
+    request_cancel,
+    request_successor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +144,16 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     @app.errorhandler(InvalidRequestError)
     def _invalid(exc: InvalidRequestError) -> Response:
         return _error(400, "bad_request", str(exc))
+
+    @app.errorhandler(SuccessorOptionsError)
+    def _bad_options(exc: SuccessorOptionsError) -> Response:
+        return _error(400, "bad_options", str(exc))
+
+    @app.errorhandler(SuccessorRunningError)
+    def _running(exc: SuccessorRunningError) -> Response:
+        response = jsonify({"error": "successor_running", "job_id": exc.job_id, "message": str(exc), "status": 409})
+        response.status_code = 409
+        return response
 
     @app.errorhandler(UnsupportedLabelConfigError)
     def _unsupported(exc: UnsupportedLabelConfigError) -> Response:
@@ -267,6 +286,40 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         if described is None:
             raise ApiError(404, "unknown_job", f"no job {job_id!r} (finished jobs are kept for 7 days)")
         return jsonify(described)
+
+    @app.post("/successor")
+    def successor() -> Response:
+        """Build the final model with PLASM (queue "successor"): 202 with the job id."""
+        data = _body()
+        pid = parse_project_id(data.get("project"))
+        if backend.store.get_project(pid) is None:
+            raise UnknownProjectError(f"unknown project {pid}: Label Studio has not connected it to this backend")
+        options = parse_options(settings, data)
+        if not settings.label_studio_configured:
+            raise LabelStudioNotConfiguredError(
+                "building a successor needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY in the backend's environment")
+        job_id = request_successor(backend, pid, options)
+        return jsonify({"job_id": job_id, "status": f"/jobs/{job_id}"}), 202
+
+    def _successor_job(job_id: str):
+        paths = export_paths(settings.model_dir, job_id)  # None unless a well-formed successor job id
+        job = backend.queues.fetch(job_id) if paths is not None else None
+        if job is None or (job.meta or {}).get("kind") != "successor":
+            raise ApiError(404, "unknown_job", f"no successor job {job_id!r} (finished jobs are kept for 7 days)")
+        return job, paths
+
+    @app.get("/successor/<job_id>/download")
+    def successor_download(job_id: str) -> Response:
+        job, (_, archive) = _successor_job(job_id)
+        if (job.meta or {}).get("stage") != "done" or not archive.is_file():
+            raise ApiError(404, "not_ready", f"successor job {job_id} has no export (yet): see /jobs/{job_id}")
+        return send_file(archive, mimetype="application/gzip", as_attachment=True, download_name=archive.name)
+
+    @app.post("/successor/<job_id>/cancel")
+    def successor_cancel(job_id: str) -> Response:
+        _successor_job(job_id)
+        request_cancel(backend, job_id)
+        return jsonify({"job_id": job_id, "cancel": "requested"}), 202
 
     @app.get("/projects/<project_id>")
     def project_status(project_id: str) -> Response:
