@@ -9,7 +9,9 @@ the lowest-score task, and that a second iteration re-scores only the UPS subset
 """
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 import secrets
 import subprocess
 import sys
@@ -19,7 +21,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from transformers import AutoModelForSequenceClassification
 
+from backend.labeling import parse_label_config
 from backend.ls_client import UNCERTAINTY_SAMPLING, LabelStudioClient, LabelStudioError
 from tests.helpers.backend import CLASSIFICATION_XML, NER_XML, SENTIMENT, REPO_ROOT
 from tests.helpers.servers import free_port, stop_process_group, wait_http
@@ -240,6 +244,38 @@ def test_two_iterations_of_active_learning(stack, ls, label_studio, kind):
     metrics = stack.get("/metrics").text
     assert f'feasible_al_iteration{{project="{pid}"}} 2.0' in metrics
     assert f'feasible_al_last_iteration_scored_tasks{{project="{pid}"}} {float(subset)}' in metrics
+    ls.delete_project(pid)
+
+
+def test_successor_build_from_a_real_project(stack, ls, tiny_bert, tiny_electra, tmp_path):
+    """PLASM end to end: gold labels and the pool come from Label Studio, the archive loads."""
+    xml, build = CASES["classification"]
+    pid = ls.create_project(f"e2e-plasm-{secrets.token_hex(3)}", xml)["id"]
+    data, results = build(40)
+    ids = ls.import_tasks(pid, data)
+    ls.connect_ml_backend(pid, stack.url, "feasible-al", basic_auth_user=AUTH[0], basic_auth_pass=AUTH[1])
+    for task_id, result in zip(ids[:24], results[:24]):
+        ls.create_annotation(task_id, result)
+    options = {"project": pid, "teacher": str(tiny_bert), "successor": str(tiny_electra),
+               "epochs": 2, "learning_rate": 1e-3, "tracin_checkpoints": 2}
+    r = stack.post("/successor", json=options)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    busy = stack.post("/successor", json=options)
+    assert busy.status_code == 409 and busy.json()["job_id"] == job_id
+    deadline = time.monotonic() + 300
+    while (status := stack.get(f"/jobs/{job_id}").json())["status"] not in ("finished", "failed"):
+        assert time.monotonic() < deadline, f"successor job still {status}\n{stack.log_tail()}"
+        time.sleep(1)
+    assert status["status"] == "finished" and status["stage"] == "done", f"{status}\n{stack.log_tail()}"
+    assert status["sizes"]["gold"] == 24 and status["sizes"]["pool"] == 16
+    assert status["metrics"]["chosen"] in ("plasm", "gold_only")
+    download = stack.get(f"/successor/{job_id}/download")
+    assert download.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(download.content), mode="r:gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / job_id)
+    assert set(model.config.id2label.values()) == set(parse_label_config(xml).schema.labels)
     ls.delete_project(pid)
 
 
