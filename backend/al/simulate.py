@@ -261,9 +261,7 @@ class Simulation:
         scores = run.scorer.score_pool(run.uncertainty[pool], run.confidence[pool], iteration, predict)
         run.uncertainty[pool] = scores.uncertainty
         run.confidence[pool] = scores.confidence
-        fresh = np.flatnonzero(scores.rescored)
-        ranked = fresh[np.argsort(-scores.uncertainty[fresh], kind="stable")]
-        chosen = self._budget_take(pool[ranked], self.query_budget)
+        chosen = self._budget_take(pool[scores.ranked_fresh()], self.query_budget)
         run.labeled.extend(chosen)
         run.uncertainty[chosen] = np.nan
         run.confidence[chosen] = np.nan

@@ -124,13 +124,16 @@ class PoolScores:
     def rescored_share(self) -> float:
         return float(self.rescored.mean()) if self.rescored.size else 0.0
 
-    def query(self, size: int) -> np.ndarray:
-        """Indices of the `size` most uncertain tasks among those scored this iteration."""
+    def ranked_fresh(self) -> np.ndarray:
+        """Tasks scored this iteration, most uncertain first: the query is chosen from these only."""
         fresh = np.flatnonzero(self.rescored)
         if fresh.size == 0:
             raise EmptyPoolError("no freshly scored tasks to query from")
-        ranked = fresh[np.argsort(-self.uncertainty[fresh], kind="stable")]
-        return ranked[:size]
+        return fresh[np.argsort(-self.uncertainty[fresh], kind="stable")]
+
+    def query(self, size: int) -> np.ndarray:
+        """Indices of the `size` most uncertain tasks among those scored this iteration."""
+        return self.ranked_fresh()[:size]
 
 
 class UPSScorer:
