@@ -84,12 +84,3 @@ class Predictions:
 
     def __len__(self) -> int:
         return len(self.probs)
-
-    def subset(self, indices: np.ndarray | list[int]) -> "Predictions":
-        idx = np.asarray(indices, dtype=int)
-        if isinstance(self.probs, np.ndarray):
-            probs: np.ndarray | list[np.ndarray] = self.probs[idx]
-        else:
-            probs = [self.probs[i] for i in idx]
-        emb = self.embeddings[idx] if self.embeddings is not None else None
-        return Predictions(self.task_type, probs, emb, self.multi_label)
