@@ -377,11 +377,12 @@ def run_plasm(
     *,
     progress: ProgressFn | None = None,
     cancel_check: CancelFn | None = None,
+    _stages: _Stages | None = None,
 ) -> PlasmResult:
     """The whole PLASM job in memory. `progress(stage, done, total)` is called often (every
     training step); `cancel_check()` returning True stops it with `PlasmCancelled`. A failing stage
     raises `PlasmStageError` naming it. Nothing is written: call `export_successor` after."""
-    stages = _Stages(progress, cancel_check)
+    stages = _stages or _Stages(progress, cancel_check)
     labels = pseudo_label(gold, unlabeled, schema, options, _stages=stages)
     return build_successor(labels, options, _stages=stages)
 
@@ -536,8 +537,7 @@ def build_and_export(
     """`run_plasm` then `export_successor` as the last stage ('export'): what the RQ job calls.
     A failure or cancellation at any stage leaves no export (and any previous one untouched)."""
     stages = _Stages(progress, cancel_check)
-    labels = pseudo_label(gold, unlabeled, schema, options, _stages=stages)
-    result = build_successor(labels, options, _stages=stages)
+    result = run_plasm(gold, unlabeled, schema, options, _stages=stages)
     with stages.stage("export"):
         paths = export_successor(result, directory, archive=archive, extra=extra)
     result.stage_seconds["export"] = stages.seconds["export"]
