@@ -1,6 +1,6 @@
 """WSGI entry point for gunicorn: ``gunicorn backend._wsgi:app`` (what ``feasible-al serve`` runs).
 
-Settings come from the environment (`backend.config.Settings.from_env`); a bad setting stops the
+Settings come from the environment (`backend.service.settings.Settings.from_env`); a bad setting stops the
 process at start with a one-line message naming the variable.
 """
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 import os
 
-from backend.al.transformer import quiet_transformers
-from backend.server import create_app
+from backend.engine.models.transformer import quiet_transformers
+from backend.service.app import create_app
 
 logging.basicConfig(
     level=os.environ.get("LOG_LEVEL", "INFO").upper(),

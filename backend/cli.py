@@ -22,7 +22,7 @@ def _add_training_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _training_config(args: argparse.Namespace):
-    from backend.al.transformer import TrainingConfig
+    from backend.engine.models.transformer import TrainingConfig
 
     return TrainingConfig(
         epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
@@ -31,7 +31,7 @@ def _training_config(args: argparse.Namespace):
 
 
 def _add_dataset_args(parser: argparse.ArgumentParser, default: str = "rotten_tomatoes") -> None:
-    from backend.al.datasets import PACKAGED_DATASETS
+    from backend.engine.data.datasets import PACKAGED_DATASETS
 
     names = "; ".join(f"{k}: {v}" for k, v in PACKAGED_DATASETS.items())
     g = parser.add_argument_group("data")
@@ -43,7 +43,7 @@ def _add_dataset_args(parser: argparse.ArgumentParser, default: str = "rotten_to
 
 
 def _load_split(args: argparse.Namespace):
-    from backend.al.datasets import load_dataset, train_test_split
+    from backend.engine.data.datasets import load_dataset, train_test_split
 
     dataset = load_dataset(
         args.dataset, text_field=args.text_field, label_field=args.label_field,
@@ -56,10 +56,10 @@ def _load_split(args: argparse.Namespace):
 def cmd_simulate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from backend.al.simulate import (
+    from backend.experiments.simulate import (
         Simulation, SimulationConfig, format_table, plot_learning_curves, summarize, write_results,
     )
-    from backend.al.types import TaskType
+    from backend.engine.types import TaskType
 
     dataset, train, test = _load_split(args)
     config = SimulationConfig(
@@ -99,8 +99,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from backend.al.bench import bench_scoring, bench_training, ups_shares
-    from backend.al.transformer import TransformerModel, resolve_device
+    from backend.experiments.bench import bench_scoring, bench_training, ups_shares
+    from backend.engine.models.transformer import TransformerModel, resolve_device
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ def _successor_training(args: argparse.Namespace):
 
 
 def _add_filter_args(parser: argparse.ArgumentParser) -> None:
-    from backend.al.plasm import FILTERS
+    from backend.engine.plasm.pipeline import FILTERS
 
     g = parser.add_argument_group("pseudo-label filtering")
     g.add_argument("--filter", default="both", choices=FILTERS,
@@ -161,7 +161,7 @@ def _add_filter_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _pool_texts(examples) -> list[str]:
-    from backend.al.types import TaggingExample
+    from backend.engine.types import TaggingExample
 
     return [" ".join(ex.words) if isinstance(ex, TaggingExample) else ex.text for ex in examples]
 
@@ -181,7 +181,7 @@ def _stage_printer():
 def cmd_distill(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from backend.al.distill import DistillConfig, distill
+    from backend.engine.plasm.distill import DistillConfig, distill
 
     _, train, _ = _load_split(args)
     config = DistillConfig(
@@ -209,7 +209,7 @@ def _read_pool(path: str, task_type, text_field: str) -> list:
     .jsonl (objects with the text field, or 'tokens'/'words' for tagging) or .csv (text field)."""
     import csv
 
-    from backend.al.types import ClassificationExample, TaggingExample, TaskType
+    from backend.engine.types import ClassificationExample, TaggingExample, TaskType
 
     file = Path(path)
     if file.suffix == ".jsonl":
@@ -229,8 +229,8 @@ def _read_pool(path: str, task_type, text_field: str) -> list:
 def cmd_plasm(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from backend.al.metrics import evaluate
-    from backend.al.plasm import PlasmOptions, export_successor, run_plasm, strip_labels
+    from backend.engine.metrics import evaluate
+    from backend.engine.plasm.pipeline import PlasmOptions, export_successor, run_plasm, strip_labels
 
     dataset, train, test = _load_split(args)
     schema = train.schema
@@ -276,12 +276,12 @@ def cmd_plasm(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate_plasm(args: argparse.Namespace) -> int:
-    from backend.al.distill import DistillConfig, distill
-    from backend.al.plasm_experiment import (
+    from backend.engine.plasm.distill import DistillConfig, distill
+    from backend.experiments.plasm_experiment import (
         PlasmExperiment, PlasmExperimentConfig, format_experiment_table, format_stage_table, stage_seconds,
         summarize_experiment, write_experiment,
     )
-    from backend.al.types import TaskType
+    from backend.engine.types import TaskType
 
     start = time.perf_counter()
     dataset, train, test = _load_split(args)
@@ -317,8 +317,8 @@ def cmd_simulate_plasm(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from backend.al.simulate import CONFIGURATIONS
-    from backend.al.ups import DEFAULT_FULL_RESCORE_ITERATIONS
+    from backend.experiments.simulate import CONFIGURATIONS
+    from backend.engine.acquisition.sampling import DEFAULT_FULL_RESCORE_ITERATIONS
 
     parser = argparse.ArgumentParser(prog="feasible-al", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -409,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_successor_args(sp)
     sp.set_defaults(func=cmd_simulate_plasm)
 
-    from backend.service import add_service_commands  # serve, worker, bench-backend
+    from backend.service.commands import add_service_commands  # serve, worker, bench-backend
 
     add_service_commands(sub)
     return parser
@@ -420,8 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from backend.al.errors import ActiveLearningError
-    from backend.al.transformer import quiet_transformers
+    from backend.engine.errors import ActiveLearningError
+    from backend.engine.models.transformer import quiet_transformers
 
     quiet_transformers()
     if args.threads:

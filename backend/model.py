@@ -3,7 +3,7 @@
 
 It never trains or scores the pool itself: ``predict`` answers from the scores the last iteration
 stored (running the model only for tasks no iteration scored), and ``fit`` records the event and
-queues work for the RQ workers (`backend.jobs`). `Backend` is the per-process runtime (settings,
+queues work for the RQ workers (`backend.service.jobs.iteration`). `Backend` is the per-process runtime (settings,
 Redis store, queues, loaded checkpoints) the model objects share.
 """
 from __future__ import annotations
@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from backend.config import Settings
-from backend.jobs import JobContext, request_training
+from backend.service.settings import Settings
+from backend.service.jobs.iteration import JobContext, request_training
 from backend.labeling import LabelConfig, parse_label_config, prediction_entry
-from backend.scoring import CheckpointMissingError
-from backend.store import UNTRAINED, ProjectState, ScoreEntry
+from backend.service.checkpoints import CheckpointMissingError
+from backend.service.store import UNTRAINED, ProjectState, ScoreEntry
 
 log = logging.getLogger(__name__)
 

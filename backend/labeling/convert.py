@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 import regex
 
-from backend.al.types import ClassificationExample, Example, TaggingExample, TaskType
+from backend.engine.types import ClassificationExample, Example, TaggingExample, TaskType
 
 from .label_config import LabelConfig, LabelConfigError
 

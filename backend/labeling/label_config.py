@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - the stdlib parser never fetches extern
     class DefusedXmlException(ValueError):  # type: ignore[no-redef]
         """Placeholder so the except clause below stays valid without defusedxml."""
 
-from backend.al.types import LabelSchema, TaskType
+from backend.engine.types import LabelSchema, TaskType
 
 __all__ = [
     "LabelConfig",

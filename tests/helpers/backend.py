@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from backend.al.strategies import make_strategy
-from backend.al.transformer import TransformerModel
-from backend.al.types import ClassificationExample
-from backend.config import Settings
+from backend.engine.acquisition.strategies import make_strategy
+from backend.engine.models.transformer import TransformerModel
+from backend.engine.types import ClassificationExample
+from backend.service.settings import Settings
 from backend.labeling import parse_label_config
-from backend.scoring import checkpoint_dir, write_checkpoint_extras
-from backend.store import ProjectStore
+from backend.service.checkpoints import checkpoint_dir, write_checkpoint_extras
+from backend.service.store import ProjectStore
 from tests.helpers.toy_data import toy_classification
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

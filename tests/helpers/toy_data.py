@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 
-from backend.al.types import ClassificationExample, TaggingExample
+from backend.engine.types import ClassificationExample, TaggingExample
 
 POSITIVE = ["great", "wonderful", "superb", "lovely", "brilliant", "moving", "fun", "charming"]
 NEGATIVE = ["awful", "boring", "dull", "terrible", "clumsy", "tedious", "bad", "lifeless"]

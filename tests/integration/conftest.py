@@ -42,7 +42,7 @@ def label_studio(tmp_path_factory):
 
 @pytest.fixture
 def ls_client(label_studio):
-    """A ``backend.ls_client.LabelStudioClient`` logged in to the session's Label Studio."""
-    from backend.ls_client import LabelStudioClient
+    """A ``backend.service.ls_client.LabelStudioClient`` logged in to the session's Label Studio."""
+    from backend.service.ls_client import LabelStudioClient
 
     return LabelStudioClient(label_studio.url, label_studio.token)

@@ -24,7 +24,7 @@ import requests
 from transformers import AutoModelForSequenceClassification
 
 from backend.labeling import parse_label_config
-from backend.ls_client import UNCERTAINTY_SAMPLING, LabelStudioClient, LabelStudioError
+from backend.service.ls_client import UNCERTAINTY_SAMPLING, LabelStudioClient, LabelStudioError
 from tests.helpers.backend import CLASSIFICATION_XML, NER_XML, SENTIMENT, REPO_ROOT
 from tests.helpers.servers import free_port, stop_process_group, wait_http
 from tests.helpers.toy_data import toy_classification, toy_tagging

@@ -1,4 +1,4 @@
-"""backend.ls_client against a real Label Studio 1.23.2 (see tests/integration/conftest.py)."""
+"""backend.service.ls_client against a real Label Studio 1.23.2 (see tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from backend.ls_client import (
+from backend.service.ls_client import (
     UNCERTAINTY_SAMPLING,
     LabelStudioAuthError,
     LabelStudioClient,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.al.types import ClassificationExample, TaggingExample
+from backend.engine.types import ClassificationExample, TaggingExample
 from backend.labeling import (
     LabelConfigError,
     MissingTextFieldError,

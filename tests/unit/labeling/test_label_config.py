@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.al.types import TaskType
+from backend.engine.types import TaskType
 from backend.labeling import (
     LabelConfig,
     LabelConfigError,

@@ -1,0 +1,171 @@
+"""One interface over every successor architecture: any `AutoModelFor...` checkpoint
+(`TransformerModel`) or a classical model trained from scratch (`ClassicalModel`: the CNN text
+classifier or the BiLSTM-CRF tagger of `backend.engine.models.classical`).
+
+Both expose the same `fit(examples, progress)`, `predict(examples)`, `save(dir)` and `load(dir)`,
+and both save a directory that `AutoModelFor...from_pretrained` reads (the classical ones with
+`trust_remote_code=True` outside this package, see `classical.py`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, set_seed
+
+from backend.engine.models.classical import (
+    BiLSTMCRFConfig,
+    BiLSTMCRFForTokenClassification,
+    TextCNNConfig,
+    TextCNNForSequenceClassification,
+    build_word_tokenizer,
+    register_auto_classes,
+)
+from backend.engine.models.transformer import FitReport, ProgressCallback, TrainingConfig, TransformerModel
+from backend.engine.types import Example, LabelSchema, TaskType
+
+register_auto_classes()
+
+CNN, BILSTM_CRF, CLASSICAL = "cnn", "bilstm-crf", "classical"
+CLASSICAL_KINDS = (CNN, BILSTM_CRF)
+_MODEL_TYPES = {TextCNNConfig.model_type: CNN, BiLSTMCRFConfig.model_type: BILSTM_CRF}
+
+# Classical models start from random weights: higher learning rate, more epochs than fine-tuning.
+CLASSICAL_DEFAULTS = {
+    TaskType.CLASSIFICATION: {"epochs": 10, "learning_rate": 1e-3},
+    TaskType.TAGGING: {"epochs": 20, "learning_rate": 5e-3},
+}
+
+
+def classical_kind(name_or_path: str | os.PathLike, task_type: TaskType | None = None) -> str | None:
+    """'cnn' / 'bilstm-crf' when `name_or_path` names a classical model or a saved one, else None.
+    'classical' picks the task's model (CNN for classification, BiLSTM-CRF for tagging)."""
+    name = str(name_or_path)
+    if name == CLASSICAL:
+        if task_type is None:
+            raise ValueError("'classical' needs the task type to pick CNN or BiLSTM-CRF")
+        return CNN if task_type is TaskType.CLASSIFICATION else BILSTM_CRF
+    if name in CLASSICAL_KINDS:
+        return name
+    config = Path(name) / "config.json"
+    if config.is_file():
+        try:
+            return _MODEL_TYPES.get(json.loads(config.read_text()).get("model_type"))
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def classical_training(config: TrainingConfig | None, task_type: TaskType) -> TrainingConfig:
+    """Fill a training config's unset epochs / learning rate with the classical defaults."""
+    config = config or TrainingConfig()
+    defaults = CLASSICAL_DEFAULTS[task_type]
+    return replace(
+        config,
+        epochs=config.epochs or defaults["epochs"],
+        learning_rate=config.learning_rate or defaults["learning_rate"],
+    )
+
+
+class ClassicalModel(TransformerModel):
+    """A CNN or BiLSTM-CRF trained from scratch through `TransformerModel`'s training and inference
+    loops. The word vocabulary is built from the training examples at each `fit`."""
+
+    def __init__(
+        self,
+        name_or_path: str | os.PathLike,
+        schema: LabelSchema,
+        config: TrainingConfig | None = None,
+        *,
+        model: PreTrainedModel | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        architecture: dict | None = None,
+    ) -> None:
+        kind = classical_kind(name_or_path, schema.task_type)
+        if kind is None:
+            raise ValueError(f"{name_or_path!r} is not a classical model ({', '.join(CLASSICAL_KINDS)})")
+        wanted = CNN if schema.task_type is TaskType.CLASSIFICATION else BILSTM_CRF
+        if kind != wanted:
+            raise ValueError(f"{kind} does not suit {schema.task_type.value}; use {wanted}")
+        super().__init__(name_or_path, schema, classical_training(config, schema.task_type),
+                         model=model, tokenizer=tokenizer)
+        self.kind = kind
+        self.architecture = dict(architecture or {})
+        self._saved = Path(str(name_or_path)).is_dir()
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        if self._tokenizer is None:
+            if not self._saved:
+                raise RuntimeError("a classical model builds its vocabulary in fit(): train it first")
+            self._tokenizer = AutoTokenizer.from_pretrained(self.name_or_path)
+        return self._tokenizer
+
+    def _fresh_model(self) -> PreTrainedModel:
+        names = self.schema.output_names
+        common = dict(
+            vocab_size=len(self.tokenizer), pad_token_id=self.tokenizer.pad_token_id,
+            unk_token_id=self.tokenizer.unk_token_id, num_labels=len(names),
+            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+        )
+        arch = dict(self.architecture)
+        if self._saved and not arch:  # refit a saved model: keep its architecture
+            saved = json.loads((Path(self.name_or_path) / "config.json").read_text())
+            keys = ("embedding_dim", "num_filters", "kernel_sizes", "dropout", "word_dropout",
+                    "hidden_size", "num_lstm_layers")
+            arch = {k: saved[k] for k in keys if k in saved}
+        set_seed(self.config.seed)
+        if self.kind == CNN:
+            problem = "multi_label_classification" if self.schema.multi_label else "single_label_classification"
+            config = TextCNNConfig(**arch, **common, problem_type=problem)
+            model = TextCNNForSequenceClassification(config)
+        else:
+            model = BiLSTMCRFForTokenClassification(BiLSTMCRFConfig(**arch, **common))
+        return model.to(self.device)
+
+    def fit(self, examples: Sequence[Example], progress: ProgressCallback | None = None) -> FitReport:
+        self._check_trainable(examples)
+        if self.kind == CNN:
+            corpus = [ex.text for ex in examples]  # type: ignore[union-attr]
+            self._tokenizer = build_word_tokenizer(corpus, split_words=True, lowercase=True,
+                                                   max_length=self.config.max_length)
+        else:
+            corpus = [ex.words for ex in examples]  # type: ignore[union-attr]
+            self._tokenizer = build_word_tokenizer(corpus, split_words=False, lowercase=False,
+                                                   max_length=self.config.max_length)
+        return super().fit(examples, progress)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, config: TrainingConfig | None = None) -> "ClassicalModel":
+        return super().load(directory, config)  # type: ignore[return-value]
+
+
+def make_model(
+    name_or_path: str | os.PathLike, schema: LabelSchema, config: TrainingConfig | None = None
+) -> TransformerModel:
+    """A trainable successor: classical for 'cnn' / 'bilstm-crf' / 'classical' (or a saved one),
+    otherwise an `AutoModelFor...` checkpoint (hub name, packaged alias or local directory)."""
+    if classical_kind(name_or_path, schema.task_type) is not None:
+        return ClassicalModel(name_or_path, schema, config)
+    return TransformerModel(name_or_path, schema, config)
+
+
+def load_model(directory: str | os.PathLike, config: TrainingConfig | None = None) -> TransformerModel:
+    """Load a checkpoint saved by `save()` of either kind."""
+    if classical_kind(directory) is not None:
+        return ClassicalModel.load(directory, config)
+    return TransformerModel.load(directory, config)
+
+
+def describe(model: TransformerModel) -> str:
+    """A short human name for reports and model cards."""
+    if isinstance(model, ClassicalModel):
+        return {CNN: "CNN text classifier (from scratch)", BILSTM_CRF: "BiLSTM-CRF tagger (from scratch)"}[model.kind]
+    return str(model.name_or_path)
+
+
+def training_dict(model: TransformerModel) -> dict:
+    return asdict(model.config)

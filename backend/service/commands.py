@@ -1,0 +1,116 @@
+"""`feasible-al serve | worker | bench-backend`: the backend's processes, as CLI subcommands.
+
+Kept out of `backend.cli` so that module stays a thin parser; every command reads its settings
+through `Settings.from_env()` (flags only override the environment).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+
+from backend.service.settings import Settings
+from backend.service.jobs.iteration import QUEUE_KINDS
+
+
+def _settings_with(overrides: dict[str, object]) -> tuple[Settings, dict[str, str]]:
+    """Settings from the environment with CLI overrides applied (validated), and the environment
+    a child process needs to see the same values."""
+    env = dict(os.environ)
+    for name, value in overrides.items():
+        if value is not None:
+            env[name.upper()] = str(value)
+    return Settings.from_env(env), env
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Replace this process with gunicorn serving `backend._wsgi:app` (gthread workers)."""
+    settings, env = _settings_with({"host": args.host, "port": args.port, "workers": args.workers,
+                                    "threads": args.threads})
+    if shutil.which("gunicorn") is None and not _has_module("gunicorn"):
+        raise RuntimeError("gunicorn is not installed: pip install gunicorn")
+    argv = [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"{settings.host}:{settings.port}",
+        "--workers", str(settings.workers),
+        "--threads", str(settings.threads),
+        "--worker-class", "gthread",
+        # /predict may run the model for never-scored tasks; LS itself waits 100 s.
+        "--timeout", str(args.timeout),
+        "--graceful-timeout", "30",
+        "--access-logfile", "-" if args.access_log else "/dev/null",
+        "backend._wsgi:app",
+    ]
+    print(f"serving on http://{settings.host}:{settings.port} "
+          f"({settings.workers} workers x {settings.threads} threads), Redis {settings.describe()['redis_url']}",
+          file=sys.stderr)
+    sys.stdout.flush()
+    os.execve(sys.executable, argv, env)
+    return 0  # pragma: no cover
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from backend.service.jobs.iteration import run_worker
+
+    settings, _ = _settings_with({})
+    kinds = tuple(args.queues)
+    print(f"RQ worker on {', '.join(f'{settings.key_prefix}-{k}' for k in kinds)} "
+          f"(Redis {settings.describe()['redis_url']}, {'fork per job' if args.fork else 'in-process jobs'})",
+          file=sys.stderr)
+    run_worker(settings, kinds, burst=args.burst, fork=args.fork, name=args.name)
+    return 0
+
+
+def cmd_bench_backend(args: argparse.Namespace) -> int:
+    from backend.service.bench import run_bench
+
+    return run_bench(args)
+
+
+def add_service_commands(sub: argparse._SubParsersAction) -> None:
+    epilog = "environment variables:\n" + Settings.help_text()
+    serve = sub.add_parser("serve", help="run the ML backend HTTP server (gunicorn, backend._wsgi:app)",
+                           epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("--host", default=None, help="default: HOST (0.0.0.0)")
+    serve.add_argument("--port", type=int, default=None, help="default: PORT (9090)")
+    serve.add_argument("--workers", type=int, default=None, help="default: WORKERS (1)")
+    serve.add_argument("--threads", type=int, default=None, help="default: THREADS (8)")
+    serve.add_argument("--timeout", type=int, default=120, help="gunicorn worker timeout, seconds")
+    serve.add_argument("--access-log", action="store_true", help="log every request to stdout")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run an RQ worker for training, scoring and successor jobs",
+                            epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    worker.add_argument("--queues", nargs="+", default=list(QUEUE_KINDS), choices=QUEUE_KINDS,
+                        help="queue kinds to serve, in priority order")
+    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    worker.add_argument("--fork", action="store_true",
+                        help="fork a child per job (default: run jobs in-process, keeping models and CUDA)")
+    worker.add_argument("--name", default=None, help="worker name (default: host and pid)")
+    worker.set_defaults(func=cmd_worker)
+
+    bench = sub.add_parser(
+        "bench-backend",
+        help="benchmark the backend end to end (real Redis, Label Studio, gunicorn, RQ worker)",
+    )
+    bench.add_argument("--model", default="tiny",
+                       help="acquisition model: 'tiny' (built on the fly, CPU) or a hub name / directory")
+    bench.add_argument("--pool-size", type=int, default=2000, help="unlabeled tasks in the project")
+    bench.add_argument("--labeled", type=int, default=40, help="annotated tasks before training")
+    bench.add_argument("--webhook-events", type=int, default=200)
+    bench.add_argument("--predict-tasks", type=int, default=1000)
+    bench.add_argument("--predict-repeats", type=int, default=5)
+    bench.add_argument("--epochs", type=int, default=None, help="training epochs (default: the paper's)")
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--torch-threads", type=int, default=0, help="TORCH_THREADS for the backend (0 = torch default)")
+    bench.add_argument("--full-rescore-iterations", default="1",
+                       help="FULL_RESCORE_ITERATIONS for the run (default '1': iteration 2 is a UPS one)")
+    bench.add_argument("--output-dir", default="runs/bench-backend")
+    bench.set_defaults(func=cmd_bench_backend)

@@ -1,0 +1,175 @@
+"""RQ jobs with a real Redis and real RQ workers (in-process `SimpleWorker`, burst mode).
+
+Label Studio is not running here: its URL points at a closed port, which is how the failure
+paths are exercised for real. The full pipeline against a real Label Studio is in
+tests/integration/test_backend_e2e.py.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from rq import SimpleWorker
+from rq.job import JobStatus
+from rq.registry import FailedJobRegistry
+
+from backend.service.jobs import iteration as jobs
+from backend.service.jobs.iteration import JobContext, enqueue_scoring, request_training, set_context
+from backend.service.ls_client import LabelStudioClient
+from backend.service.store import ScoreEntry
+from tests.helpers.backend import make_settings, publish_checkpoint, sentiment_tasks
+from tests.helpers.servers import free_port
+
+PID = 7
+
+
+@pytest.fixture
+def ctx(redis_url, tmp_path, tiny_bert):
+    settings = make_settings(redis_url, tmp_path, tiny_bert, label_studio_url=f"http://127.0.0.1:{free_port()}",
+                             label_studio_api_key="test-token", label_studio_timeout=2.0, score_chunk_size=4)
+    context = JobContext.from_settings(settings)
+    set_context(context)
+    yield context
+    set_context(None)
+
+
+def work(ctx: JobContext) -> None:
+    SimpleWorker(ctx.queues.all(), connection=ctx.queues.connection).work(burst=True)
+
+
+def failed_ids(ctx: JobContext) -> set[str]:
+    ids: set[str] = set()
+    for q in ctx.queues.all():
+        ids |= set(FailedJobRegistry(queue=q).get_job_ids())
+    return ids
+
+
+def test_score_chunks_store_results_and_count_model_calls(ctx):
+    publish_checkpoint(ctx.settings, ctx.store, PID, "acq-1-a")
+    tasks = sentiment_tasks(10, start_id=1)
+    ctx.store.pool_replace(PID, {t["id"]: t["data"]["text"] for t in tasks}, "text", 1)
+    ctx.store.start_iteration(PID, "acq-1-a", {"iteration": 2, "value_key": "text", "subset_size": 6,
+                                               "pipeline": "p", "chunks": 2}, [t["id"] for t in tasks])
+    ctx.store.begin_training(PID, "p")
+    chunk_jobs, finisher = enqueue_scoring(ctx, PID, "p", "acq-1-a", [1, 2, 3, 5, 8, 9])
+    assert len(chunk_jobs) == 2  # SCORE_CHUNK_SIZE=4
+    assert finisher.get_status() == JobStatus.DEFERRED
+    for job in chunk_jobs:  # run only the chunks: the finisher needs Label Studio
+        job.perform()
+    info = ctx.store.iteration_info(PID, "acq-1-a")
+    assert int(info["scored"]) == 6 and int(info["chunks_done"]) == 2 and float(info["inference_seconds"]) > 0
+    scores = ctx.store.get_scores(PID, "acq-1-a", [t["id"] for t in tasks])
+    assert sorted(scores) == [1, 2, 3, 5, 8, 9]
+    for entry in scores.values():
+        assert entry.result[0]["value"]["choices"] and 0 < entry.score <= 1
+        assert entry.uncertainty == pytest.approx(1 - entry.score)  # least confidence
+    assert ctx.store.get_project(PID).model_scored_total == 6
+
+
+def test_failed_training_keeps_the_previous_model_and_records_the_error(ctx):
+    publish_checkpoint(ctx.settings, ctx.store, PID, "acq-1-a")
+    req = request_training(ctx, PID, "test")
+    assert req.outcome == "enqueue"
+    work(ctx)
+    state = ctx.store.get_project(PID)
+    assert state.version == "acq-1-a" and state.iteration == 1  # still serving
+    assert state.running_job is None and state.queued_job is None
+    assert "unreachable" in state.last_error and state.last_error_job == req.job_id
+    described = jobs.describe_job(ctx, req.job_id)
+    assert described["status"] == "failed" and described["pipeline_status"] == "failed"
+    assert described["stage"] == "fetch" and "unreachable" in described["error"]
+    body = ctx.metrics.render(ctx.store, ctx.queues.all()).decode()
+    assert f'job="{req.job_id}"' in body and "unreachable" in body
+    assert 'feasible_al_jobs_total{job="train_acquisition",outcome="failed"} 1.0' in body
+    assert (ctx.settings.model_dir / str(PID) / "acq-1-a").is_dir()
+
+
+@contextlib.contextmanager
+def unresponsive_server():
+    """A port that accepts connections and never answers: a Label Studio that hangs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_events_during_a_run_cause_exactly_one_more_run(ctx):
+    ctx.store.register_project(PID, "<View/>", "c", "text", "classification")
+    with unresponsive_server() as url:
+        ctx._ls = LabelStudioClient(url, "test-token", timeout=1.0, max_retries=0)
+        first = request_training(ctx, PID, "test")
+        outcomes: list[str] = []
+
+        def annotate_while_it_runs() -> None:
+            deadline = time.monotonic() + 30
+            while ctx.store.get_project(PID).running_job != first.job_id and time.monotonic() < deadline:
+                time.sleep(0.01)
+            outcomes.extend(request_training(ctx, PID, "test").outcome for _ in range(5))
+
+        annotator = threading.Thread(target=annotate_while_it_runs)
+        annotator.start()
+        work(ctx)  # run 1 hangs on LS until its timeout and fails; the events cause exactly one rerun
+        annotator.join()
+    assert outcomes == ["deferred"] * 5
+    failed = failed_ids(ctx)
+    assert first.job_id in failed and len(failed) == 2
+    state = ctx.store.get_project(PID)
+    assert state.running_job is None and state.queued_job is None and not state.dirty
+    assert ctx.queues.training.count == 0
+    assert "timed out" in state.last_error
+
+
+def test_stale_flags_from_lost_jobs_are_repaired(ctx):
+    ctx.store.register_project(PID, "<View/>", "c", "text", "classification")
+    assert ctx.store.request_training(PID, "ghost-queued").outcome == "enqueue"  # never reached RQ
+    req = request_training(ctx, PID, "test")
+    assert req.outcome == "enqueue" and req.job_id != "ghost-queued"
+    ctx.store.clear_job_field(PID, "queued_job", req.job_id)
+    ctx.queues.training.empty()
+    ctx.store.begin_training(PID, "ghost-running")  # a worker killed without its failure callback
+    again = request_training(ctx, PID, "test")
+    assert again.outcome == "enqueue"
+    assert "ghost-running" in ctx.store.get_project(PID).last_error
+
+
+def test_a_failed_chunk_cancels_the_finisher_and_releases_the_project(ctx):
+    ctx.store.register_project(PID, "<View/>", "c", "text", "classification")
+    req = request_training(ctx, PID, "test")
+    ctx.queues.training.remove(req.job_id)  # run the later stages by hand: the checkpoint does not exist
+    ctx.store.begin_training(PID, req.job_id)
+    ctx.store.pool_replace(PID, {1: "a", 2: "b"}, "text", 1)
+    ctx.store.start_iteration(PID, "acq-1-missing", {"iteration": 1, "value_key": "text", "pipeline": req.job_id},
+                              [1, 2])
+    chunk_jobs, finisher = enqueue_scoring(ctx, PID, req.job_id, "acq-1-missing", [1, 2])
+    ctx.store.set_stage_job(PID, req.job_id, finisher.id)
+    work(ctx)
+    assert chunk_jobs[0].get_status() == JobStatus.FAILED
+    assert finisher.get_status() == JobStatus.CANCELED
+    state = ctx.store.get_project(PID)
+    assert state.running_job is None and state.version == "untrained"
+    assert "CheckpointMissingError" in state.last_error and "MODEL_DIR" in state.last_error
+    assert jobs.describe_job(ctx, req.job_id)["pipeline_status"] == "failed"
+
+
+def test_a_stale_score_entry_round_trips_through_the_finisher_format():
+    entry = ScoreEntry([{"value": {"choices": ["Positive"]}}], 0.75, 0.25)
+    assert ScoreEntry.from_json(entry.to_json()) == entry
+
+
+def test_new_versions_are_unique_and_name_the_iteration():
+    versions = {jobs.new_version(3) for _ in range(50)}
+    assert len(versions) == 50 and all(v.startswith("acq-3-") for v in versions)
+
+
+def test_worker_command_runs_in_burst_mode(redis_url, tmp_path):
+    env = {**os.environ, "REDIS_URL": redis_url, "KEY_PREFIX": "cli-test", "MODEL_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "backend.cli", "worker", "--burst"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "cli-test-scoring" in done.stderr

@@ -1,0 +1,170 @@
+"""ProjectStore against a real redis-server: dedupe scripts, scores, pool cache, publishing,
+surviving a restart of the backend, and clear errors when Redis is down."""
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+
+import numpy as np
+import pytest
+import redis
+
+from backend.service.store import UNTRAINED, ProjectStore, ScoreEntry, StoreUnavailableError
+from tests.helpers.backend import CLASSIFICATION_XML
+from tests.helpers.servers import RedisServer
+
+
+@pytest.fixture
+def store(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    s = ProjectStore(client, f"t-{uuid.uuid4().hex[:6]}")
+    s.register_project(7, CLASSIFICATION_XML, "sentiment", "text", "classification")
+    yield s
+    client.close()
+
+
+def test_needs_a_decoding_client(redis_url):
+    with pytest.raises(ValueError, match="decode_responses"):
+        ProjectStore(redis.Redis.from_url(redis_url))
+
+
+def test_register_reports_config_changes_and_marks_pool_stale(store):
+    state = store.get_project(7)
+    assert state.version == UNTRAINED and state.iteration == 0 and not state.trained
+    assert state.control_name == "sentiment" and state.value_key == "text"
+    assert store.register_project(7, CLASSIFICATION_XML, "sentiment", "text", "classification") is False
+    assert store.register_project(7, CLASSIFICATION_XML + " ", "sentiment", "text", "classification") is True
+    assert not store.get_project(7).pool_stale  # same task field: the cached pool is still right
+    assert store.register_project(7, CLASSIFICATION_XML.replace("$text", "$body"), "sentiment", "body",
+                                  "classification") is True
+    assert store.get_project(7).pool_stale
+    assert store.get_project(8) is None
+    assert store.project_ids() == [7]
+
+
+def test_training_dedupe_one_queued_one_running_and_a_rerun_flag(store):
+    first = store.request_training(7, "job-a")
+    assert (first.outcome, first.job_id) == ("enqueue", "job-a")
+    again = store.request_training(7, "job-b")
+    assert (again.outcome, again.job_id) == ("queued", "job-a")  # the queued one will see the labels
+
+    assert store.begin_training(7, "job-a")
+    state = store.get_project(7)
+    assert state.running_job == "job-a" and state.queued_job is None
+    during = store.request_training(7, "job-c")
+    assert during.outcome == "deferred" and store.get_project(7).dirty
+    assert store.request_training(7, "job-d").outcome == "deferred"  # never a pile-up
+
+    assert store.end_pipeline(7, "job-a") is True  # one more run is due
+    assert store.end_pipeline(7, "job-a") is None  # idempotent: not running any more
+    state = store.get_project(7)
+    assert state.running_job is None and not state.dirty
+    assert store.request_training(7, "job-e").outcome == "enqueue"
+
+
+def test_a_second_pipeline_cannot_start_while_one_runs(store):
+    store.request_training(7, "job-a")
+    assert store.begin_training(7, "job-a")
+    assert not store.begin_training(7, "job-x")
+    assert store.get_project(7).dirty  # the running one reruns instead
+    assert store.end_pipeline(7, "job-x") is None
+
+
+def test_concurrent_requests_enqueue_exactly_once(store):
+    outcomes = []
+
+    def ask(i):
+        outcomes.append(store.request_training(7, f"job-{i}").outcome)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("enqueue") == 1 and outcomes.count("queued") == 19
+
+
+def test_clear_job_field_only_clears_the_expected_job(store):
+    store.request_training(7, "job-a")
+    assert not store.clear_job_field(7, "queued_job", "job-b")
+    assert store.clear_job_field(7, "queued_job", "job-a")
+    assert store.get_project(7).queued_job is None
+
+
+def test_annotation_counter_fires_every_n(store):
+    assert store.count_annotations(7, 1, 3) == (False, 1)
+    assert store.count_annotations(7, 1, 3) == (False, 2)
+    assert store.count_annotations(7, 2, 3) == (True, 4)
+    assert store.count_annotations(7, 1, 3) == (False, 1)
+    assert store.count_annotations(7, 50, 0) == (False, 51)  # 0 = only Start training
+
+
+def test_scores_round_trip_and_uncertainties(store):
+    entries = {1: ScoreEntry([{"type": "choices"}], 0.9, 0.1), 2: ScoreEntry([], 0.4, 0.6)}
+    store.put_scores(7, "v1", entries)
+    got = store.get_scores(7, "v1", [2, 3, 1])
+    assert got == entries
+    u = store.uncertainties(7, "v1", [1, 2, 3])
+    assert u[:2].tolist() == [0.1, 0.6] and math.isnan(u[2])
+    assert np.isnan(store.uncertainties(7, UNTRAINED, [1, 2])).all()
+    assert store.scored_count(7, "v1") == 2
+
+
+def test_pool_cache(store):
+    assert not store.pool_exists(7)
+    store.pool_add(7, {1: "x"})  # no cache yet: ignored, the next training lists the pool
+    assert not store.pool_exists(7)
+    store.pool_replace(7, {3: "c", 1: "a", 2: "b"}, "text", iteration=1)
+    assert store.pool_ids(7) == [1, 2, 3]
+    assert store.pool_texts(7, [2, 9]) == ["b", None]
+    store.pool_add(7, {4: "d"})
+    assert store.pool_remove(7, [1, 99]) == 1
+    assert store.pool_ids(7) == [2, 3, 4]
+    state = store.get_project(7)
+    assert state.pool_value_key == "text" and state.pool_refreshed_iteration == 1 and not state.pool_stale
+    store.mark_pool_stale(7)
+    assert store.get_project(7).pool_stale
+
+
+def test_publish_keeps_current_and_previous_scores_only(store):
+    for i, version in enumerate(["v1", "v2", "v3"], start=1):
+        store.put_scores(7, version, {1: ScoreEntry([], 0.5, 0.5)})
+        store.start_iteration(7, version, {"iteration": i}, [1])
+        store.publish_version(7, version, i, {"iteration": i, "version": version, "seconds": {"train": 1.0}})
+    assert store.current_version(7) == "v3" and store.get_project(7).iteration == 3
+    assert store.versions(7) == ["v1", "v2", "v3"]
+    assert store.scored_count(7, "v1") == 0 and store.scored_count(7, "v2") == 1
+    assert [r["version"] for r in store.iterations(7)] == ["v1", "v2", "v3"]
+    assert store.last_iteration(7)["iteration"] == 3
+    with pytest.raises(KeyError):
+        store.iteration_info(7, "v3")  # finished iterations leave no progress hash behind
+
+
+def test_iteration_progress_counters(store):
+    store.start_iteration(7, "v1", {"iteration": 1, "subset_size": 10}, [5, 6, 7])
+    assert store.add_iteration_progress(7, "v1", 4, 0.5) == (4, 1)
+    assert store.add_iteration_progress(7, "v1", 6, 0.25) == (10, 2)
+    info = store.iteration_info(7, "v1")
+    assert info["pool"] == [5, 6, 7] and float(info["inference_seconds"]) == 0.75
+    assert store.get_project(7).model_scored_total == 10
+
+
+def test_state_survives_a_new_store_instance(store, redis_url):
+    store.put_scores(7, "v1", {1: ScoreEntry([], 0.5, 0.5)})
+    store.publish_version(7, "v1", 1, {"iteration": 1})
+    store.request_training(7, "job-a")
+    fresh = ProjectStore(redis.Redis.from_url(redis_url, decode_responses=True), store.prefix)  # a restarted backend
+    state = fresh.get_project(7)
+    assert state.version == "v1" and state.queued_job == "job-a"
+    assert fresh.get_scores(7, "v1", [1])[1].score == 0.5
+
+
+def test_redis_down_gives_a_clear_error():
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True, socket_connect_timeout=0.5)
+        s = ProjectStore(client, "t")
+        s.ping()
+        server.stop()
+        with pytest.raises(StoreUnavailableError, match=f"Redis at redis://127.0.0.1:{server.port}/0 is unreachable"):
+            s.ping()

@@ -1,0 +1,176 @@
+"""The PLASM successor job over HTTP: a real Redis, a real in-process RQ worker, tiny models.
+
+Label Studio is replaced by an in-memory stand-in for the two calls the job makes
+(`labeled_tasks`, `unlabeled_tasks`), returning task JSON in Label Studio's format; the real
+client against a real Label Studio is covered by the integration tests.
+"""
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+import torch
+from rq import SimpleWorker
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from backend.service.jobs.iteration import describe_job, set_context
+from backend.model import Backend
+from backend.service.app import create_app
+from tests.helpers.backend import CLASSIFICATION_XML, make_settings, sentiment_examples, sentiment_tasks
+from tests.helpers.servers import free_port
+
+PID = 11
+FAST = {"epochs": 2, "learning_rate": 1e-3, "batch_size": 16, "tracin_checkpoints": 2}
+
+
+class FakeLabelStudio:
+    """What `LabelStudioClient` returns for a project: annotated tasks and the unlabeled pool."""
+
+    def __init__(self, n_gold: int = 30, n_pool: int = 16, fail: bool = False) -> None:
+        self.fail = fail
+        self.gold = [
+            {"id": i + 1, "data": {"text": ex.text}, "predictions": [],
+             "annotations": [{"id": i + 1, "was_cancelled": False, "result": [
+                 {"id": "c", "from_name": "sentiment", "to_name": "text", "type": "choices",
+                  "value": {"choices": [ex.labels[0]]}}]}]}
+            for i, ex in enumerate(sentiment_examples(n_gold))
+        ]
+        self.pool = sentiment_tasks(n_pool, start_id=1000, seed=5)
+
+    def labeled_tasks(self, project_id: int, page_size: int = 1000) -> list[dict]:
+        if self.fail:
+            raise ConnectionError("Label Studio is unreachable (test)")
+        return self.gold
+
+    def unlabeled_tasks(self, project_id: int, page_size: int = 1000, include=None) -> list[dict]:
+        return self.pool
+
+
+@pytest.fixture
+def backend(redis_url, tmp_path, tiny_bert, tiny_electra):
+    settings = make_settings(
+        redis_url, tmp_path, tiny_bert, label_studio_url=f"http://127.0.0.1:{free_port()}",
+        label_studio_api_key="test-token", teacher_model=str(tiny_bert), successor_model=str(tiny_electra),
+        torch_threads=1,
+    )
+    b = Backend.from_settings(settings)
+    b._ls = FakeLabelStudio()
+    set_context(b)
+    yield b
+    set_context(None)
+
+
+@pytest.fixture
+def client(backend):
+    client = create_app(backend=backend).test_client()
+    r = client.post("/setup", json={"project": f"{PID}.1700000000", "schema": CLASSIFICATION_XML})
+    assert r.status_code == 200
+    return client
+
+
+def work(backend) -> None:
+    SimpleWorker([backend.queues.successor], connection=backend.queues.connection).work(burst=True)
+
+
+def test_successor_job_end_to_end(client, backend, tiny_electra):
+    r = client.post("/successor", json={"project": PID, "filter": "both", **FAST})
+    assert r.status_code == 202, r.json
+    job_id = r.json["job_id"]
+
+    second = client.post("/successor", json={"project": PID})
+    assert second.status_code == 409
+    assert second.json["error"] == "successor_running" and second.json["job_id"] == job_id
+
+    assert client.get(f"/successor/{job_id}/download").status_code == 404  # not finished yet
+    work(backend)
+
+    status = client.get(f"/jobs/{job_id}").json
+    assert status["status"] == "finished" and status["stage"] == "done" and status["progress"] == 1.0
+    assert status["error"] is None and status["download"] == f"/successor/{job_id}/download"
+    metrics = status["metrics"]
+    assert set(metrics["dev_metrics"]) >= {"teacher", "successor_plasm", "successor_gold_only"}
+    assert 0 <= metrics["dev_metrics"]["teacher"]["main"] <= 1
+    assert metrics["chosen"] in ("plasm", "gold_only") and metrics["models"]["successor"] == str(tiny_electra)
+    assert metrics["sizes"] and status["sizes"]["gold"] == 30 and status["sizes"]["pool"] == 16
+
+    download = client.get(f"/successor/{job_id}/download")
+    assert download.status_code == 200 and download.mimetype == "application/gzip"
+    extract = backend.settings.model_dir.parent / "extracted"
+    with tarfile.open(fileobj=io.BytesIO(download.data), mode="r:gz") as tar:
+        tar.extractall(extract, filter="data")
+    directory = extract / job_id
+    assert (directory / "metrics.json").is_file() and (directory / "README.md").is_file()
+    model = AutoModelForSequenceClassification.from_pretrained(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    assert set(model.config.id2label.values()) == {"Positive", "Negative", "Neutral"}
+    with torch.no_grad():
+        logits = model(**tokenizer(["a great movie", "awful"], return_tensors="pt", padding=True)).logits
+    assert logits.shape == (2, 3)
+
+    again = client.post("/successor", json={"project": PID, **FAST})  # the lock was released
+    assert again.status_code == 202 and again.json["job_id"] != job_id
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ({"filter": "nope"}, "'filter'"),
+    ({"epochs": 0}, "'epochs'"),
+    ({"learning_rate": "fast"}, "'learning_rate'"),
+    ({"max_pool": -3}, "'max_pool'"),
+    ({"teacher": ""}, "'teacher'"),
+    ({"dev_share": 1.5}, "'dev_share'"),
+    ({"epoch": 3}, "unknown option"),
+])
+def test_bad_options_are_refused(client, body, fragment):
+    r = client.post("/successor", json={"project": PID, **body})
+    assert r.status_code == 400 and r.json["error"] == "bad_options" and fragment in r.json["message"], r.json
+
+
+def test_unknown_project_and_unknown_downloads_are_404(client):
+    assert client.post("/successor", json={"project": 999}).status_code == 404
+    for job_id in ("successor-11-000000000000", "..%2Fx", "x", "train-11-abcdefabcdef"):
+        r = client.get(f"/successor/{job_id}/download")
+        assert r.status_code == 404, job_id
+    assert client.get("/successor/../x/download").status_code == 404
+
+
+def test_a_failed_build_records_the_error_leaves_no_export_and_releases_the_lock(client, backend):
+    backend._ls.fail = True
+    job_id = client.post("/successor", json={"project": PID, **FAST}).json["job_id"]
+    work(backend)
+    described = describe_job(backend, job_id)
+    assert described["status"] == "failed" and described["stage"] == "fetch"
+    assert "unreachable" in described["error"] and "stage 'fetch'" in described["error"]
+    assert not (backend.settings.model_dir / str(PID) / "successors" / job_id).exists()
+    assert client.get(f"/successor/{job_id}/download").status_code == 404
+    backend._ls.fail = False
+    assert client.post("/successor", json={"project": PID, **FAST}).status_code == 202
+
+
+def test_auth_guards_the_successor_endpoints(redis_url, tmp_path, tiny_bert):
+    settings = make_settings(redis_url, tmp_path, tiny_bert, basic_auth_user="u", basic_auth_pass="p")
+    client = create_app(settings=settings).test_client()
+    assert client.post("/successor", json={"project": PID}).status_code == 401
+    assert client.get("/successor/successor-11-000000000000/download").status_code == 401
+
+
+def test_cancelling_a_running_build_leaves_no_export(client, backend):
+    from backend.service.jobs.successor import _cancel_key
+
+    job_id = client.post("/successor", json={"project": PID, **FAST}).json["job_id"]
+    backend.store.r.set(_cancel_key(backend.settings.key_prefix, job_id), "1")  # as if asked mid-run
+    work(backend)
+    described = describe_job(backend, job_id)
+    assert described["status"] == "failed" and described["stage"] == "cancelled"
+    assert "cancelled" in described["error"]
+    assert not (backend.settings.model_dir / str(PID) / "successors").exists() or not any(
+        (backend.settings.model_dir / str(PID) / "successors").iterdir())
+    assert client.post("/successor", json={"project": PID, **FAST}).status_code == 202
+
+
+def test_cancel_endpoint_cancels_a_queued_build(client, backend):
+    job_id = client.post("/successor", json={"project": PID, **FAST}).json["job_id"]
+    r = client.post(f"/successor/{job_id}/cancel")
+    assert r.status_code == 202
+    assert describe_job(backend, job_id)["status"] == "canceled"
+    assert client.post("/successor", json={"project": PID, **FAST}).status_code == 202
