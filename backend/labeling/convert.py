@@ -132,6 +132,16 @@ class ConversionReport:
         self.examples.append(example)
         self.task_ids.append(task_id)
 
+    def as_dict(self, max_warnings: int = 20) -> dict[str, Any]:
+        """What a user reads to learn why tasks were not used (job status, project state, logs);
+        warnings are capped so one broken import cannot flood Redis."""
+        return {
+            "examples": len(self.examples),
+            "skipped": dict(sorted(self.skipped.items())),
+            "warnings": self.warnings[:max_warnings],
+            "warnings_total": len(self.warnings),
+        }
+
     def summary(self) -> str:
         skipped = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or "none"
         return f"{len(self.examples)} examples; skipped: {skipped}; {len(self.warnings)} warnings"
@@ -195,15 +205,18 @@ def latest_annotation(task: dict) -> tuple[dict | None, str | None]:
     return best, None
 
 
-def _results_for(annotation: dict, config: LabelConfig) -> list[dict]:
+def _results_for(annotation: dict, config: LabelConfig) -> list[dict] | None:
+    """The annotation's results for the config's control, or None when `result` is unreadable
+    (a malformed JSON string, or not a list): for tagging an empty list means "no entities", so an
+    unreadable result must not be read as one."""
     result = annotation.get("result") or []
     if isinstance(result, str):  # some exports/imports carry the result list as a JSON string
         try:
             result = json.loads(result)
-        except json.JSONDecodeError:
-            return []
+        except (json.JSONDecodeError, ValueError):
+            return None
     if not isinstance(result, list):
-        return []
+        return None
     return [
         r for r in result
         if isinstance(r, dict) and r.get("from_name") == config.control_name and isinstance(r.get("value"), dict)
@@ -233,7 +246,8 @@ def tasks_to_examples(tasks: Sequence[dict], config: LabelConfig) -> ConversionR
     Only the latest non-cancelled annotation of a task counts, and only its results whose
     ``from_name`` is the config's control. A task is skipped (and counted by reason) rather than
     raising: ``no_annotation``, ``cancelled``, ``missing_text_field``, ``non_string_text``,
-    ``empty_text``, ``no_words``, ``unknown_label`` (a label the config does not define: the
+    ``empty_text``, ``no_words``, ``malformed_result`` (the annotation's result is not a
+    list of regions), ``unknown_label`` (a label the config does not define: the
     config changed, so the whole task is left out rather than half-labelled), and for
     classification ``no_label`` (nothing chosen) and ``multiple_choices`` (several choices under a
     single-choice config, e.g. from an API import: there is no right one to keep, so the task is
@@ -252,6 +266,13 @@ def tasks_to_examples(tasks: Sequence[dict], config: LabelConfig) -> ConversionR
         if text is None:
             continue
         results = _results_for(annotation, config)
+        if results is None:
+            report.skip("malformed_result")
+            report.warnings.append(
+                f"task {task.get('id')!r}: annotation {annotation.get('id')!r} has a result that is not a "
+                "list of regions (malformed JSON?); task skipped"
+            )
+            continue
         if config.task_type is TaskType.CLASSIFICATION:
             example: Example | None = _classification_example(task.get("id"), text, results, config, report)
         else:

@@ -310,6 +310,33 @@ def test_annotation_without_spans_is_an_all_o_example():
     assert ex.tags == ["O"] * 4
 
 
+@pytest.mark.parametrize("bad_result", ["{not json", '{"from_name": "label"}', {"from_name": "label"}, 5])
+def test_unreadable_tagging_result_is_skipped_not_read_as_no_entities(bad_result):
+    good = task(2, "Obama visited Paris", ann([mark("Obama visited Paris", "Paris", "LOC")]))
+    broken = task(1, "Barack Obama visited Paris", ann(bad_result, ann_id=9))
+    report = tasks_to_examples([broken, good], NER)
+    assert report.task_ids == [2]  # the broken task gave no all-O example
+    assert report.skipped == {"malformed_result": 1}
+    assert len(report.warnings) == 1 and "task 1" in report.warnings[0] and "annotation 9" in report.warnings[0]
+    assert report.as_dict() == {"examples": 1, "skipped": {"malformed_result": 1},
+                                "warnings": report.warnings, "warnings_total": 1}
+
+
+def test_result_as_a_json_string_is_still_read():
+    text = "Obama visited Paris"
+    report = tasks_to_examples([task(1, text, ann(json.dumps([mark(text, "Paris", "LOC")])))], NER)
+    assert report.examples[0].tags == ["O", "O", "B-LOC"] and report.skipped == {}
+
+
+def test_report_dict_caps_warnings():
+    text = "New York City Hall opened"
+    spans = [span(0, 13, "LOC", "New York City")] + [span(4, 18, "ORG", "York City Hall")] * 1
+    tasks = [task(i, text, ann(spans)) for i in range(30)]
+    report = tasks_to_examples(tasks, NER)
+    summary = report.as_dict(max_warnings=5)
+    assert summary["warnings_total"] == 30 and len(summary["warnings"]) == 5
+
+
 def test_span_cutting_a_word_tags_the_whole_word():
     text = "visit NewYorkCity now"
     ex = tasks_to_examples([task(1, text, ann([span(9, 13, "LOC", "York")]))], NER).examples[0]
