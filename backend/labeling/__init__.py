@@ -1,34 +1,36 @@
-"""Label Studio <-> engine: label-config schema, tasks/annotations -> examples, model outputs ->
-Label Studio results (code-point character offsets for spans). No Flask, Redis or SDK here."""
-from .convert import (
-    ConversionReport,
-    MissingTextFieldError,
-    classification_results,
-    index_to_utf16,
-    iob2_spans,
-    latest_annotation,
-    prediction_entry,
-    split_words,
-    tagging_results,
-    task_text,
-    tasks_to_examples,
-    unlabeled_examples,
-    utf16_to_index,
-)
+"""Label Studio <-> engine: label-config schema (`label_config`), tasks/annotations -> examples
+(`tasks`, tagging spans in `spans`), model outputs -> Label Studio results (`results`), words and
+code-point/UTF-16 offsets (`text`). No Flask, Redis or SDK here. Import from this package, not
+from its modules."""
 from .label_config import (
     SUPPORTED_PAIRS,
+    ControlTag,
     LabelConfig,
     LabelConfigError,
     UnsupportedLabelConfigError,
     parse_label_config,
 )
+from .results import classification_results, iob2_spans, prediction_entry, tagging_results
+from .tasks import (
+    ConversionReport,
+    MissingTextFieldError,
+    SkipReason,
+    latest_annotation,
+    task_text,
+    tasks_to_examples,
+    text_to_example,
+    unlabeled_examples,
+)
+from .text import index_to_utf16, split_words, utf16_to_index
 
 __all__ = [
     "SUPPORTED_PAIRS",
+    "ControlTag",
     "ConversionReport",
     "LabelConfig",
     "LabelConfigError",
     "MissingTextFieldError",
+    "SkipReason",
     "UnsupportedLabelConfigError",
     "classification_results",
     "index_to_utf16",
@@ -40,6 +42,7 @@ __all__ = [
     "tagging_results",
     "task_text",
     "tasks_to_examples",
+    "text_to_example",
     "unlabeled_examples",
     "utf16_to_index",
 ]

@@ -15,7 +15,7 @@ annotation results"). Its ``value`` is remembered too, so results that carry it 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Literal
 from xml.etree.ElementTree import Element, ParseError
 
 try:  # defusedxml refuses entity expansion and DTD tricks outright; not a hard dependency
@@ -35,14 +35,17 @@ __all__ = [
     "UnsupportedLabelConfigError",
     "parse_label_config",
     "SUPPORTED_PAIRS",
+    "ControlTag",
 ]
+
+ControlTag = Literal["Choices", "Labels"]  # as Label Studio spells the supported control tags
 
 # (control tag, object tag) -> task type. Tag names are matched case-insensitively.
 SUPPORTED_PAIRS: dict[tuple[str, str], TaskType] = {
     ("choices", "text"): TaskType.CLASSIFICATION,
     ("labels", "text"): TaskType.TAGGING,
 }
-_CANONICAL_TAG = {"choices": "Choices", "labels": "Labels", "text": "Text"}
+_CANONICAL_TAG: dict[str, ControlTag] = {"choices": "Choices", "labels": "Labels"}
 _CHILD_TAG = {"choices": "choice", "labels": "label"}
 _SUPPORTED_TEXT = "Choices->Text (classification) or Labels->Text (span tagging)"
 
@@ -64,7 +67,7 @@ class LabelConfig:
     """
 
     control_name: str
-    control_tag: str  # "Choices" or "Labels"
+    control_tag: ControlTag
     object_name: str
     value_key: str
     schema: LabelSchema

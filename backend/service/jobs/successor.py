@@ -26,8 +26,7 @@ from rq.job import Job, JobStatus
 
 from backend.engine.plasm.pipeline import FILTERS, PlasmCancelled, PlasmOptions, build_and_export
 from backend.engine.models.transformer import TrainingConfig, quiet_transformers
-from backend.labeling import parse_label_config, tasks_to_examples
-from backend.labeling.convert import unlabeled_examples
+from backend.labeling import parse_label_config, tasks_to_examples, unlabeled_examples
 
 log = logging.getLogger(__name__)
 

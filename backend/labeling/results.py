@@ -1,0 +1,122 @@
+"""Model outputs -> Label Studio results: ``choices`` for classification, code-point ``labels``
+spans for tagging (see `backend.labeling.text`), and the ``/predict`` entry wrapping them."""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from backend.engine.types import TaggingExample, TaskType
+
+from .label_config import LabelConfig
+
+__all__ = ["iob2_spans", "classification_results", "tagging_results", "prediction_entry"]
+
+
+def iob2_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
+    """Decode IOB2 tags into (first_word, end_word_exclusive, label); lenient like a model's
+    argmax needs: an I- without a matching span starts one, a type change ends one."""
+    spans: list[tuple[int, int, str]] = []
+    current: list[Any] | None = None  # [first, end, label]
+    for i, tag in enumerate(tags):
+        prefix, _, label = tag.partition("-")
+        if prefix == "I" and current is not None and current[2] == label:
+            current[1] = i + 1
+            continue
+        if current is not None:
+            spans.append((current[0], current[1], current[2]))
+            current = None
+        if prefix in ("B", "I") and label:
+            current = [i, i + 1, label]
+    if current is not None:
+        spans.append((current[0], current[1], current[2]))
+    return spans
+
+
+def _require(config: LabelConfig, task_type: TaskType) -> None:
+    if config.task_type is not task_type:
+        raise ValueError(
+            f"control {config.control_name!r} is {config.task_type.value}, not {task_type.value}"
+        )
+
+
+def classification_results(probs_row: np.ndarray, config: LabelConfig, threshold: float = 0.5) -> list[dict]:
+    """One ``choices`` result for a task: the argmax class (single-label), or every class at or
+    above `threshold` and at least the argmax (multi-label). ``score`` is the mean probability of
+    the chosen classes."""
+    _require(config, TaskType.CLASSIFICATION)
+    probs = np.asarray(probs_row, dtype=float)
+    labels = config.labels
+    if probs.ndim != 1 or probs.shape[0] != len(labels):
+        raise ValueError(f"expected {len(labels)} class probabilities for {list(labels)}, got shape {probs.shape}")
+    if not np.all(np.isfinite(probs)):
+        raise ValueError(f"class probabilities are not finite: {probs.tolist()}")
+    best = int(np.argmax(probs))
+    chosen = [best]
+    if config.schema.multi_label:
+        chosen = sorted(set(np.flatnonzero(probs >= threshold).tolist()) | {best})
+    return [
+        {
+            "from_name": config.control_name,
+            "to_name": config.object_name,
+            "type": "choices",
+            "value": {"choices": [labels[i] for i in chosen]},
+            "score": float(np.mean(probs[chosen])),
+        }
+    ]
+
+
+def _check_tagging_input(example: TaggingExample, probs: np.ndarray, names: Sequence[str]) -> None:
+    if example.offsets is None or example.text is None:
+        raise ValueError("tagging_results needs an example built from task text (with offsets and text)")
+    if len(example.offsets) != len(example.words):
+        raise ValueError(f"{len(example.offsets)} offsets for {len(example.words)} words")
+    if probs.ndim != 2 or probs.shape[1] != len(names):
+        raise ValueError(f"expected an (n_words, {len(names)}) array over {list(names)}, got shape {probs.shape}")
+    if probs.shape[0] > len(example.words):
+        raise ValueError(f"{probs.shape[0]} probability rows for {len(example.words)} words")
+
+
+def tagging_results(example: TaggingExample, word_probs: np.ndarray, config: LabelConfig) -> list[dict]:
+    """Span results for one task from per-word tag probabilities (columns = ``output_names``).
+
+    Rows may be fewer than words (the model truncated a long text): later words get no span.
+    Offsets are code points, ``text`` is exactly ``example.text[start:end]``, and ``score`` is the
+    mean of the span's words' highest probabilities.
+    """
+    _require(config, TaskType.TAGGING)
+    names = config.schema.output_names
+    probs = np.asarray(word_probs, dtype=float)
+    _check_tagging_input(example, probs, names)
+    if probs.shape[0] == 0:
+        return []
+    best = probs.argmax(axis=1)
+    best_p = probs.max(axis=1)
+    results = []
+    for first, end, label in iob2_spans([names[i] for i in best]):
+        start_char = example.offsets[first][0]
+        end_char = example.offsets[end - 1][1]
+        results.append(
+            {
+                "from_name": config.control_name,
+                "to_name": config.object_name,
+                "type": "labels",
+                "value": {
+                    "start": int(start_char),
+                    "end": int(end_char),
+                    "text": example.text[start_char:end_char],
+                    "labels": [label],
+                },
+                "score": float(np.mean(best_p[first:end])),
+            }
+        )
+    return results
+
+
+def prediction_entry(result: list[dict], score: float, model_version: str) -> dict:
+    """One entry of a ``/predict`` answer (or a prediction to import) for one task."""
+    score = float(score)
+    if not math.isfinite(score):
+        raise ValueError(f"prediction score must be finite, got {score}")
+    return {"result": result, "score": score, "model_version": str(model_version)}
