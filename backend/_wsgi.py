@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 
-from backend.engine.models.transformer import quiet_transformers
+from backend.engine.device import quiet_transformers
 from backend.service.app import create_app
 
 logging.basicConfig(

@@ -7,7 +7,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import pytest
 
-from backend.engine.models.transformer import quiet_transformers
+from backend.engine.device import quiet_transformers
 
 quiet_transformers()
 

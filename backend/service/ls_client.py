@@ -3,20 +3,15 @@
 Everything the backend needs from Label Studio goes through :class:`LabelStudioClient`:
 reading the project and its tasks, pushing predictions in bulk, and setting the project's
 ``model_version`` (Label Studio's prediction-score ordering and *Uncertainty sampling* only count
-predictions of that version). A few extra calls (create a project, import tasks, annotate,
-connect an ML backend, start training, ``/next``) exist for tests and tooling.
+predictions of that version). Calls that *administer* Label Studio (create a project, import
+tasks, annotate, connect an ML backend, start training) are in `backend.service.ls_admin`, for
+the benchmark, demos and tests; the backend itself never makes them.
 
 The connection is always ``LABEL_STUDIO_URL`` + ``LABEL_STUDIO_API_KEY`` from the backend's own
 settings. The ``hostname`` / ``access_token`` Label Studio sends in ``/setup`` are unauthenticated
 input and are never used to call out (SSRF).
 
-Errors are precise and never carry the API key:
-
-- :class:`LabelStudioUnavailableError`: cannot connect, timed out, or a 502/503/504;
-- :class:`LabelStudioAuthError`: 401/403 (wrong, expired or legacy-disabled token);
-- :class:`LabelStudioNotFoundError`: 404 (no such project, task, ML backend);
-- :class:`LabelStudioError`: anything else (e.g. a 400 for a malformed prediction), with
-  ``status_code`` set when there was an HTTP answer.
+Errors are precise and never carry the API key (`backend.service.ls_errors`, re-exported here).
 
 Task listing uses ``GET /api/tasks`` with a Data Manager filter on ``total_annotations``
 (non-cancelled annotations), ordered by id and paged by ``total``. It reads the JSON as Label Studio
@@ -29,12 +24,22 @@ from __future__ import annotations
 
 import json
 import math
-import urllib.parse
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
 
 import httpx
 from label_studio_sdk.client import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
+
+from backend.service.ls_errors import (
+    ErrorTranslator,
+    LabelStudioAuthError,
+    LabelStudioError,
+    LabelStudioNotFoundError,
+    LabelStudioUnavailableError,
+    error_detail,
+    response_body,
+    safe_url,
+)
 
 __all__ = [
     "LabelStudioClient",
@@ -42,79 +47,14 @@ __all__ = [
     "LabelStudioUnavailableError",
     "LabelStudioAuthError",
     "LabelStudioNotFoundError",
-    "UNCERTAINTY_SAMPLING",
-    "SEQUENTIAL_SAMPLING",
-    "UNIFORM_SAMPLING",
 ]
 
 T = TypeVar("T")
 
-UNCERTAINTY_SAMPLING = "Uncertainty sampling"
-SEQUENTIAL_SAMPLING = "Sequential sampling"
-UNIFORM_SAMPLING = "Uniform sampling"
-
 TaskFields = Literal["all", "task_only"]
 
 
-# ----------------------------------------------------------------------------------- errors
-
-
-class LabelStudioError(Exception):
-    """A Label Studio API call failed. ``status_code`` is the HTTP status when there was one."""
-
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
-class LabelStudioUnavailableError(LabelStudioError):
-    """Label Studio cannot be reached (connection refused, DNS, timeout, 502/503/504)."""
-
-
-class LabelStudioAuthError(LabelStudioError):
-    """Label Studio refused the API key (401) or its permissions (403)."""
-
-
-class LabelStudioNotFoundError(LabelStudioError):
-    """The project / task / ML backend does not exist (404)."""
-
-
 # ----------------------------------------------------------------------------------- helpers
-
-
-def _safe_url(url: str) -> str:
-    """``url`` without user-info (``user:pass@``), for messages."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        parts = parts._replace(netloc=host)
-    return urllib.parse.urlunsplit(parts)
-
-
-def _detail(body: Any, limit: int = 300) -> str:
-    """A short human string from an error body (LS answers ``{"detail": ...}`` or validation dicts)."""
-    if body is None:
-        return ""
-    if isinstance(body, Mapping):
-        parts = [body[k] for k in ("detail", "validation_errors", "message", "error") if body.get(k)]
-        if parts:
-            body = " ".join(p if isinstance(p, str) else json.dumps(p, default=str) for p in parts)
-    text = body if isinstance(body, str) else json.dumps(body, default=str)
-    text = " ".join(text.split())
-    return text[:limit] + ("..." if len(text) > limit else "")
-
-
-def _body(response: httpx.Response) -> Any:
-    """The response's JSON, or its text when it is not JSON."""
-    try:
-        return response.json()
-    except ValueError:
-        return response.text
 
 
 def _annotations_filter(only_labeled: bool | None) -> dict | None:
@@ -133,6 +73,30 @@ def _annotations_filter(only_labeled: bool | None) -> dict | None:
             }
         ],
     }
+
+
+def _task_list_params(
+    project_id: int,
+    only_labeled: bool | None,
+    fields: TaskFields,
+    page_size: int,
+    include: Sequence[str] | None,
+    ordering: str,
+) -> dict[str, Any]:
+    """Query parameters of ``GET /api/tasks`` (the Data Manager query is JSON in ``query``)."""
+    query: dict[str, Any] = {"ordering": [ordering]}
+    flt = _annotations_filter(only_labeled)
+    if flt is not None:
+        query["filters"] = flt
+    params: dict[str, Any] = {
+        "project": int(project_id),
+        "fields": fields,
+        "page_size": int(page_size),
+        "query": json.dumps(query),
+    }
+    if include:
+        params["include"] = ",".join(include)
+    return params
 
 
 # ----------------------------------------------------------------------------------- client
@@ -157,7 +121,7 @@ class LabelStudioClient:
         self.url = url.rstrip("/")
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
-        self._api_key = api_key
+        self._errors = ErrorTranslator(self.url, api_key)
         # The constructor decodes a JWT key and raises ApiError(401) if it has expired.
         self._sdk: LabelStudio = self._call(
             "create the client",
@@ -167,64 +131,7 @@ class LabelStudioClient:
         )
 
     def __repr__(self) -> str:  # never show the key
-        return f"LabelStudioClient(url={_safe_url(self.url)!r})"
-
-    @property
-    def sdk(self) -> LabelStudio:
-        """The underlying ``label_studio_sdk.LabelStudio`` (escape hatch; prefer the methods)."""
-        return self._sdk
-
-    # ------------------------------------------------------------------ error translation
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
-
-    def _error(self, what: str, status: int | None, body: Any = None) -> LabelStudioError:
-        where = _safe_url(self.url)
-        detail = self._scrub(_detail(body))
-        suffix = f": {detail}" if detail else ""
-        if status in (401, 403):
-            reason = "rejected the API key" if status == 401 else "denied access for this API key"
-            return LabelStudioAuthError(
-                f"Label Studio at {where} {reason} (HTTP {status}) while trying to {what}; check "
-                f"LABEL_STUDIO_API_KEY (a personal access token, or a legacy token with legacy tokens "
-                f"enabled){suffix}",
-                status_code=status,
-            )
-        if status == 404:
-            return LabelStudioNotFoundError(
-                f"Label Studio at {where}: not found (HTTP 404) while trying to {what}{suffix}",
-                status_code=status,
-            )
-        if status in (502, 503, 504):
-            return LabelStudioUnavailableError(
-                f"Label Studio at {where} is unavailable (HTTP {status}) while trying to {what}{suffix}",
-                status_code=status,
-            )
-        return LabelStudioError(
-            f"Label Studio at {where} answered HTTP {status} while trying to {what}{suffix}",
-            status_code=status,
-        )
-
-    def _translate(self, what: str, exc: BaseException) -> LabelStudioError:
-        where = _safe_url(self.url)
-        if isinstance(exc, ApiError):
-            return self._error(what, exc.status_code, exc.body)
-        if isinstance(exc, httpx.TimeoutException):
-            return LabelStudioUnavailableError(
-                f"Label Studio at {where} timed out ({type(exc).__name__}) "
-                f"while trying to {what}"
-            )
-        if isinstance(exc, (httpx.TransportError, OSError)):
-            return LabelStudioUnavailableError(
-                f"Label Studio at {where} is unreachable ({type(exc).__name__}) while trying to {what}"
-            )
-        if isinstance(exc, httpx.HTTPError):
-            return LabelStudioError(f"Label Studio at {where}: {type(exc).__name__} while trying to {what}")
-        return LabelStudioError(
-            f"Label Studio at {where}: unexpected {type(exc).__name__} while trying to {what}: "
-            f"{self._scrub(str(exc))[:300]}"
-        )
+        return f"LabelStudioClient(url={safe_url(self.url)!r})"
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run an SDK call, turning its exceptions into :class:`LabelStudioError` subclasses."""
@@ -234,7 +141,7 @@ class LabelStudioClient:
             raise
         except (ApiError, httpx.HTTPError, OSError, ValueError) as exc:
             # ``from None``: the SDK's ApiError text carries response headers, not needed here.
-            raise self._translate(what, exc) from None
+            raise self._errors.for_exception(what, exc) from None
 
     def _request_options(self, *, retry: bool = True, timeout: float | None = None) -> dict:
         opts: dict[str, Any] = {"max_retries": self.max_retries if retry else 0}
@@ -254,8 +161,8 @@ class LabelStudioClient:
         ok: Iterable[int] = (),
     ) -> httpx.Response:
         """A request through the SDK's authenticated HTTP client (token refresh, retries, base URL),
-        for endpoints the SDK does not wrap (``/next``) or where its models would re-shape the JSON
-        (task listing). Raises for any non-2xx status not in ``ok``."""
+        for endpoints where the SDK's models would re-shape the JSON (task listing, counting) or that
+        it does not wrap. Raises for any non-2xx status not in ``ok``."""
         http = self._sdk._client_wrapper.httpx_client
         response = self._call(
             what,
@@ -269,14 +176,14 @@ class LabelStudioClient:
         )
         if 200 <= response.status_code < 300 or response.status_code in set(ok):
             return response
-        raise self._error(what, response.status_code, _body(response))
+        raise self._errors.for_status(what, response.status_code, response_body(response))
 
     def _json(self, response: httpx.Response, what: str) -> Any:
         try:
             return response.json()
         except ValueError:
             raise LabelStudioError(
-                f"Label Studio at {_safe_url(self.url)} answered HTTP {response.status_code} with a body "
+                f"Label Studio at {safe_url(self.url)} answered HTTP {response.status_code} with a body "
                 f"that is not JSON while trying to {what}",
                 status_code=response.status_code,
             ) from None
@@ -314,52 +221,7 @@ class LabelStudioClient:
             ),
         )
 
-    def set_sampling(self, project_id: int, sampling: str = UNCERTAINTY_SAMPLING) -> None:
-        """PATCH the project's task sampling (``"Uncertainty sampling"``, ``"Sequential sampling"``,
-        ``"Uniform sampling"``)."""
-        if sampling not in (UNCERTAINTY_SAMPLING, SEQUENTIAL_SAMPLING, UNIFORM_SAMPLING):
-            raise ValueError(f"unknown sampling {sampling!r}")
-        self._call(
-            f"set sampling of project {project_id}",
-            lambda: self._sdk.projects.update(
-                id=int(project_id), sampling=sampling, request_options=self._request_options()
-            ),
-        )
-
-    def create_project(self, title: str, label_config: str, **settings: Any) -> dict:
-        """Create a project (tests / tooling); returns :meth:`get_project`'s dict."""
-        created = self._call(
-            "create a project",
-            lambda: self._sdk.projects.create(
-                title=title,
-                label_config=label_config,
-                request_options=self._request_options(retry=False),
-                **settings,
-            ),
-        )
-        return self.get_project(created.id)
-
-    def delete_project(self, project_id: int) -> None:
-        self._call(
-            f"delete project {project_id}",
-            lambda: self._sdk.projects.delete(id=int(project_id), request_options=self._request_options()),
-        )
-
     # ------------------------------------------------------------------ tasks
-
-    def import_tasks(self, project_id: int, tasks: Sequence[Mapping[str, Any]]) -> list[int]:
-        """Import tasks (each ``{"data": {...}}`` or a bare data dict); returns the new task ids."""
-        result = self._call(
-            f"import {len(tasks)} tasks into project {project_id}",
-            lambda: self._sdk.projects.import_tasks(
-                id=int(project_id),
-                request=[dict(t) for t in tasks],
-                return_task_ids=True,
-                commit_to_project=True,
-                request_options=self._request_options(retry=False),
-            ),
-        )
-        return [int(i) for i in (getattr(result, "task_ids", None) or [])]
 
     def iter_tasks(
         self,
@@ -389,54 +251,34 @@ class LabelStudioClient:
             raise ValueError("fields must be 'all' or 'task_only'")
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
-        query: dict[str, Any] = {"ordering": [ordering]}
-        flt = _annotations_filter(only_labeled)
-        if flt is not None:
-            query["filters"] = flt
-        params: dict[str, Any] = {
-            "project": int(project_id),
-            "fields": fields,
-            "page_size": int(page_size),
-            "query": json.dumps(query),
-        }
-        if include:
-            params["include"] = ",".join(include)
+        params = _task_list_params(project_id, only_labeled, fields, page_size, include, ordering)
         seen: set[int] = set()
-        page = 1
-        while True:
-            response = self._raw(
-                f"list tasks of project {project_id} (page {page})",
-                "GET",
-                "api/tasks/",
-                params={**params, "page": page},
-                ok=(404,),
-            )
-            if response.status_code == 404:
-                body = _body(response)
-                if page > 1 and "invalid page" in _detail(body).lower():
-                    return  # past the last page ("Invalid page.")
-                raise self._error(f"list tasks of project {project_id}", 404, body)
-            payload = self._json(response, f"list tasks of project {project_id}")
-            tasks = payload.get("tasks", [])
+        for tasks in self._task_pages(project_id, params, page_size):
             for task in tasks:
                 task_id = task.get("id")
-                if task_id in seen:
-                    continue
-                seen.add(task_id)
-                yield task
-            total = int(payload.get("total", 0))
-            if not tasks or page * page_size >= total:
+                if task_id not in seen:
+                    seen.add(task_id)
+                    yield task
+
+    def _task_pages(self, project_id: int, params: dict[str, Any], page_size: int) -> Iterator[list[dict]]:
+        """``GET /api/tasks`` page after page until ``total`` is reached (or LS says "Invalid page",
+        which is how it answers a page past the end when tasks disappeared meanwhile)."""
+        what = f"list tasks of project {project_id}"
+        page = 1
+        while True:
+            response = self._raw(f"{what} (page {page})", "GET", "api/tasks/", params={**params, "page": page},
+                                 ok=(404,))
+            if response.status_code == 404:
+                body = response_body(response)
+                if page > 1 and "invalid page" in error_detail(body).lower():
+                    return
+                raise self._errors.for_status(what, 404, body)
+            payload = self._json(response, what)
+            tasks = payload.get("tasks", [])
+            yield tasks
+            if not tasks or page * page_size >= int(payload.get("total", 0)):
                 return
             page += 1
-
-    def unlabeled_task_ids(self, project_id: int, page_size: int = 1000) -> list[int]:
-        """Ids of tasks with no non-cancelled annotation, ascending."""
-        return [
-            int(t["id"])
-            for t in self.iter_tasks(
-                project_id, only_labeled=False, fields="task_only", page_size=page_size, include=("id",)
-            )
-        ]
 
     def unlabeled_tasks(
         self, project_id: int, page_size: int = 1000, include: Sequence[str] | None = ("id", "data")
@@ -449,40 +291,6 @@ class LabelStudioClient:
     def labeled_tasks(self, project_id: int, page_size: int = 1000) -> list[dict]:
         """Full tasks with at least one non-cancelled annotation, with their ``annotations``."""
         return list(self.iter_tasks(project_id, only_labeled=True, fields="all", page_size=page_size))
-
-    def get_task(self, task_id: int) -> dict:
-        what = f"read task {task_id}"
-        return self._json(self._raw(what, "GET", f"api/tasks/{int(task_id)}/"), what)
-
-    def create_annotation(
-        self, task_id: int, result: list[dict], *, was_cancelled: bool = False, ground_truth: bool = False
-    ) -> dict:
-        """Annotate a task as the API user (tests / emulation)."""
-        annotation = self._call(
-            f"annotate task {task_id}",
-            lambda: self._sdk.annotations.create(
-                id=int(task_id),
-                result=result,
-                was_cancelled=was_cancelled,
-                ground_truth=ground_truth,
-                request_options=self._request_options(retry=False),
-            ),
-        )
-        return annotation.model_dump(mode="json", exclude_none=True)
-
-    def next_task(self, project_id: int) -> dict | None:
-        """``GET /api/projects/<id>/next``: the task LS would show the API user next (None when
-        there is none). Under *Uncertainty sampling* that is the lowest-score prediction of the
-        project's ``model_version`` (random among the first few when several annotators exist)."""
-        response = self._raw(
-            f"get the next task of project {project_id}", "GET", f"api/projects/{int(project_id)}/next", ok=(404,)
-        )
-        if response.status_code == 404:
-            body = _body(response)
-            if "no tasks" in _detail(body).lower():
-                return None
-            raise self._error(f"get the next task of project {project_id}", 404, body)
-        return self._json(response, f"get the next task of project {project_id}")
 
     # ------------------------------------------------------------------ predictions
 
@@ -543,65 +351,6 @@ class LabelStudioClient:
         if p.get("model_version") is not None:
             entry["model_version"] = str(p["model_version"])
         return entry
-
-    # ------------------------------------------------------------------ ML backends
-
-    def connect_ml_backend(
-        self,
-        project_id: int,
-        url: str,
-        title: str,
-        *,
-        basic_auth_user: str | None = None,
-        basic_auth_pass: str | None = None,
-        is_interactive: bool = False,
-        timeout: float | None = None,
-    ) -> dict:
-        """Connect an ML backend to a project (LS calls its ``/health`` and ``/setup`` while doing so).
-
-        Returns ``{id, url, title, state, model_version, project}``. Connecting sets the project's
-        ``model_version`` to ``title`` in LS 1.23.
-        """
-        kwargs: dict[str, Any] = {"project": int(project_id), "url": url, "title": title, "is_interactive": is_interactive}
-        if basic_auth_user:
-            kwargs.update(auth_method="BASIC_AUTH", basic_auth_user=basic_auth_user, basic_auth_pass=basic_auth_pass or "")
-        else:
-            kwargs["auth_method"] = "NONE"
-        if timeout is not None:
-            kwargs["timeout"] = float(timeout)
-        backend = self._call(
-            f"connect an ML backend to project {project_id}",
-            lambda: self._sdk.ml.create(**kwargs, request_options=self._request_options(retry=False)),
-        )
-        return self._ml_dict(backend)
-
-    def list_ml_backends(self, project_id: int) -> list[dict]:
-        backends = self._call(
-            f"list the ML backends of project {project_id}",
-            lambda: self._sdk.ml.list(project=int(project_id), request_options=self._request_options()),
-        )
-        return [self._ml_dict(b) for b in backends]
-
-    def start_training(self, ml_backend_id: int) -> None:
-        """What *Start training* does: LS posts ``/webhook {"action": "START_TRAINING"}`` to the backend."""
-        self._call(
-            f"start training of ML backend {ml_backend_id}",
-            lambda: self._sdk.ml.train(id=int(ml_backend_id), request_options=self._request_options(retry=False)),
-        )
-
-    @staticmethod
-    def _ml_dict(backend: Any) -> dict:
-        return {
-            "id": backend.id,
-            "url": backend.url,
-            "title": backend.title,
-            "state": getattr(backend, "state", None),
-            "model_version": getattr(backend, "model_version", None),
-            "project": getattr(backend, "project", None),
-        }
-
-    # ------------------------------------------------------------------ used by backend.service.jobs.iteration
-    # (added by the ML-backend issue: a cheap consistency check for the cached unlabeled pool)
 
     def count_tasks(self, project_id: int) -> int:
         """Number of tasks in the project (one ``GET /api/tasks`` page of one id: ~0.1 s where

@@ -42,7 +42,8 @@ def label_studio(tmp_path_factory):
 
 @pytest.fixture
 def ls_client(label_studio):
-    """A ``backend.service.ls_client.LabelStudioClient`` logged in to the session's Label Studio."""
-    from backend.service.ls_client import LabelStudioClient
+    """A ``LabelStudioClient`` with the admin and test calls (`tests.helpers.ls_admin`), logged in
+    to the session's Label Studio."""
+    from tests.helpers.ls_admin import LabelStudioTestClient
 
-    return LabelStudioClient(label_studio.url, label_studio.token)
+    return LabelStudioTestClient(label_studio.url, label_studio.token)

@@ -13,20 +13,18 @@ import io
 import os
 import tarfile
 import secrets
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import requests
 from transformers import AutoModelForSequenceClassification
 
 from backend.labeling import parse_label_config
-from backend.service.ls_client import UNCERTAINTY_SAMPLING, LabelStudioClient, LabelStudioError
-from tests.helpers.backend import CLASSIFICATION_XML, NER_XML, SENTIMENT, REPO_ROOT
-from tests.helpers.servers import free_port, stop_process_group, wait_http
+from backend.service.ls_client import LabelStudioError
+from tests.helpers.backend import CLASSIFICATION_XML, NER_XML, SENTIMENT
+from tests.helpers.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioTestClient
+from tests.helpers.servers import BackendProcesses
 from tests.helpers.toy_data import toy_classification, toy_tagging
 
 pytestmark = pytest.mark.integration
@@ -42,7 +40,7 @@ MAX_REQUEST_BYTES = 2 * 1024 * 1024
 class Stack:
     url: str
     env: dict[str, str]
-    logs: Path
+    processes: BackendProcesses
 
     def get(self, path: str, **kw) -> requests.Response:
         return requests.get(f"{self.url}{path}", auth=AUTH, timeout=30, **kw)
@@ -51,15 +49,13 @@ class Stack:
         return requests.post(f"{self.url}{path}", auth=AUTH, timeout=60, **kw)
 
     def log_tail(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.logs.glob("*.log")))
-
+        return self.processes.log_tail()
 
 
 @pytest.fixture(scope="module")
 def stack(label_studio, redis_server, tiny_bert, tmp_path_factory):
     """gunicorn (backend._wsgi:app) + one RQ worker, configured through the environment only."""
     root = tmp_path_factory.mktemp("backend-e2e")
-    port = free_port()
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
@@ -70,24 +66,13 @@ def stack(label_studio, redis_server, tiny_bert, tmp_path_factory):
         "SCORE_CHUNK_SIZE": "8", "BASIC_AUTH_USER": AUTH[0], "BASIC_AUTH_PASS": AUTH[1],
         "MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES), "WORKERS": "1", "THREADS": "4",
     }
-    procs = []
-    with open(root / "gunicorn.log", "wb") as web_log, open(root / "worker.log", "wb") as worker_log:
-        for args, log in ((["serve", "--host", "127.0.0.1", "--port", str(port)], web_log), (["worker"], worker_log)):
-            procs.append(subprocess.Popen([sys.executable, "-m", "backend.cli", *args], cwd=REPO_ROOT, env=env,
-                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        s = Stack(f"http://127.0.0.1:{port}", env, root)
-        try:
-            wait_http(f"{s.url}/health", 90, ok=lambda r: r.status_code in (200, 401),
-                      alive=lambda: procs[0].poll() is None)
-            yield s
-        finally:
-            for proc in procs:
-                stop_process_group(proc, grace=20)
+    with BackendProcesses(env, root, startup_timeout=90) as processes:
+        yield Stack(processes.url, env, processes)
 
 
 @pytest.fixture(scope="module")
 def ls(label_studio):
-    return LabelStudioClient(label_studio.url, label_studio.token)
+    return LabelStudioTestClient(label_studio.url, label_studio.token)
 
 
 # ------------------------------------------------------------------------------- task builders
@@ -144,7 +129,7 @@ def wait_for_iteration(stack: Stack, project_id: int, iteration: int, timeout: f
     pytest.fail(f"iteration {iteration} not published after {timeout}s: {state}\n{stack.log_tail()}")
 
 
-def predictions_by_task(ls: LabelStudioClient, project_id: int, version: str) -> dict[int, float]:
+def predictions_by_task(ls: LabelStudioTestClient, project_id: int, version: str) -> dict[int, float]:
     """Score of each unlabeled task's prediction of `version` (tasks without one are left out)."""
     out = {}
     for task in ls.iter_tasks(project_id, only_labeled=False, fields="all"):
@@ -155,7 +140,7 @@ def predictions_by_task(ls: LabelStudioClient, project_id: int, version: str) ->
     return out
 
 
-def train(stack: Stack, ls: LabelStudioClient, project_id: int, ml_backend_id: int, iteration: int) -> dict:
+def train(stack: Stack, ls: LabelStudioTestClient, project_id: int, ml_backend_id: int, iteration: int) -> dict:
     before = stack.get(f"/projects/{project_id}").json()
     ls.start_training(ml_backend_id)  # LS posts /webhook {"action": "START_TRAINING"}
     state = wait_for_iteration(stack, project_id, iteration)
@@ -164,7 +149,7 @@ def train(stack: Stack, ls: LabelStudioClient, project_id: int, ml_backend_id: i
 
 
 def check_ordering(
-    ls: LabelStudioClient, project_id: int, version: str, unlabeled: set[int]
+    ls: LabelStudioTestClient, project_id: int, version: str, unlabeled: set[int]
 ) -> tuple[dict[int, float], int]:
     """Scores of the new version, and the task Uncertainty sampling served (LS keeps serving it to
     the same user until it is annotated, as an annotator would)."""
@@ -194,7 +179,7 @@ def test_two_iterations_of_active_learning(stack, ls, label_studio, kind):
         ls.create_annotation(task_id, result)
 
     # ---- iteration 1: the whole pool is scored
-    first = train(stack, ls, pid, backend["id"], 1)
+    first = train(stack, ls, pid, backend.id, 1)
     v1 = first["version"]
     record = first["last_iteration"]
     unlabeled = set(ids[FIRST_LABELS:])
@@ -224,7 +209,7 @@ def test_two_iterations_of_active_learning(stack, ls, label_studio, kind):
     for task_id in more:
         ls.create_annotation(task_id, result_of[task_id])
     unlabeled -= set(more)
-    second = train(stack, ls, pid, backend["id"], 2)
+    second = train(stack, ls, pid, backend.id, 2)
     v2 = second["version"]
     record = second["last_iteration"]
     assert v2 != v1 and record["iteration"] == 2 and not record["full_rescore"]

@@ -1,4 +1,5 @@
-"""backend.service.ls_client against a real Label Studio 1.23.2 (see tests/integration/conftest.py)."""
+"""backend.service.ls_client (and the ls_admin calls built on it) against a real Label Studio 1.23.2
+(see tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,12 @@ import pytest
 import requests
 
 from backend.service.ls_client import (
-    UNCERTAINTY_SAMPLING,
     LabelStudioAuthError,
-    LabelStudioClient,
     LabelStudioError,
     LabelStudioNotFoundError,
     LabelStudioUnavailableError,
 )
+from tests.helpers.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioTestClient
 from tests.helpers.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -167,7 +167,7 @@ def test_not_found(ls_client):
 
 
 def test_label_studio_down_is_unavailable():
-    client = LabelStudioClient(f"http://127.0.0.1:{free_port()}", "some-token", timeout=2, max_retries=0)
+    client = LabelStudioTestClient(f"http://127.0.0.1:{free_port()}", "some-token", timeout=2, max_retries=0)
     for call in (lambda: client.get_project(1), lambda: client.unlabeled_task_ids(1),
                  lambda: client.import_predictions(1, [{"task": 1, "result": [], "score": 0.1}])):
         with pytest.raises(LabelStudioUnavailableError) as info:
@@ -177,7 +177,7 @@ def test_label_studio_down_is_unavailable():
 
 def test_wrong_key_is_auth_error_without_the_key(label_studio):
     key = "wrong-" + secrets.token_hex(16)
-    client = LabelStudioClient(label_studio.url, key)
+    client = LabelStudioTestClient(label_studio.url, key)
     calls = {
         "get_project": lambda: client.get_project(1),
         "unlabeled_task_ids": lambda: client.unlabeled_task_ids(1),
@@ -246,12 +246,12 @@ def test_connect_ml_backend_and_start_training(ls_client, project):
     pid = project["id"]
     with _StubBackend() as stub:
         backend = ls_client.connect_ml_backend(pid, stub.url, "stub-backend")
-        assert backend["id"] and backend["url"] == stub.url
-        assert [b["id"] for b in ls_client.list_ml_backends(pid)] == [backend["id"]]
+        assert backend.id and backend.url == stub.url
+        assert [b.id for b in ls_client.list_ml_backends(pid)] == [backend.id]
         paths = [p for p, _ in stub.requests]
         assert any(p.startswith("/setup") for p in paths), paths
 
-        ls_client.start_training(backend["id"])
+        ls_client.start_training(backend.id)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             hooks = [d for p, d in stub.requests if p.startswith("/webhook")]

@@ -1,0 +1,125 @@
+"""Administering a Label Studio: what a person does in its UI, as API calls.
+
+The backend itself never makes these calls (it only reads tasks and pushes predictions, see
+`backend.service.ls_client`). They set up a project the way a user would, for
+``feasible-al bench-backend``, demos and the integration tests: create a project, import tasks,
+annotate, connect an ML backend, choose *Uncertainty sampling*, press *Start training*.
+
+Calls that create something are never retried, so a retried request cannot create twice.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from backend.service.ls_client import LabelStudioClient
+
+Sampling = Literal["Uncertainty sampling", "Sequential sampling", "Uniform sampling"]
+UNCERTAINTY_SAMPLING: Sampling = "Uncertainty sampling"
+SEQUENTIAL_SAMPLING: Sampling = "Sequential sampling"
+UNIFORM_SAMPLING: Sampling = "Uniform sampling"
+
+
+@dataclass(frozen=True)
+class MLBackendInfo:
+    """An ML backend as Label Studio records it (``state`` is e.g. ``"CO"`` once connected)."""
+
+    id: int
+    url: str
+    title: str
+    state: str | None = None
+    model_version: str | None = None
+    project: int | None = None
+
+    @classmethod
+    def from_sdk(cls, backend: Any) -> "MLBackendInfo":
+        return cls(id=backend.id, url=backend.url, title=backend.title, state=getattr(backend, "state", None),
+                   model_version=getattr(backend, "model_version", None),
+                   project=getattr(backend, "project", None))
+
+
+class LabelStudioAdmin(LabelStudioClient):
+    """:class:`LabelStudioClient` plus the calls that set up projects and drive Label Studio."""
+
+    def create_project(self, title: str, label_config: str, **settings: Any) -> dict:
+        """Create a project; returns :meth:`get_project`'s dict."""
+        created = self._call(
+            "create a project",
+            lambda: self._sdk.projects.create(title=title, label_config=label_config,
+                                              request_options=self._request_options(retry=False), **settings),
+        )
+        return self.get_project(created.id)
+
+    def delete_project(self, project_id: int) -> None:
+        self._call(
+            f"delete project {project_id}",
+            lambda: self._sdk.projects.delete(id=int(project_id), request_options=self._request_options()),
+        )
+
+    def set_sampling(self, project_id: int, sampling: Sampling = UNCERTAINTY_SAMPLING) -> None:
+        """PATCH the project's task sampling (what the labeling stream serves next)."""
+        if sampling not in get_args(Sampling):
+            raise ValueError(f"unknown sampling {sampling!r}")
+        self._call(
+            f"set sampling of project {project_id}",
+            lambda: self._sdk.projects.update(id=int(project_id), sampling=sampling,
+                                              request_options=self._request_options()),
+        )
+
+    def import_tasks(self, project_id: int, tasks: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Import tasks (each ``{"data": {...}}`` or a bare data dict); returns the new task ids."""
+        result = self._call(
+            f"import {len(tasks)} tasks into project {project_id}",
+            lambda: self._sdk.projects.import_tasks(
+                id=int(project_id), request=[dict(t) for t in tasks], return_task_ids=True,
+                commit_to_project=True, request_options=self._request_options(retry=False),
+            ),
+        )
+        return [int(i) for i in (getattr(result, "task_ids", None) or [])]
+
+    def create_annotation(
+        self, task_id: int, result: list[dict], *, was_cancelled: bool = False, ground_truth: bool = False
+    ) -> dict:
+        """Annotate a task as the API user."""
+        annotation = self._call(
+            f"annotate task {task_id}",
+            lambda: self._sdk.annotations.create(
+                id=int(task_id), result=result, was_cancelled=was_cancelled, ground_truth=ground_truth,
+                request_options=self._request_options(retry=False),
+            ),
+        )
+        return annotation.model_dump(mode="json", exclude_none=True)
+
+    def connect_ml_backend(
+        self,
+        project_id: int,
+        url: str,
+        title: str,
+        *,
+        basic_auth_user: str | None = None,
+        basic_auth_pass: str | None = None,
+        is_interactive: bool = False,
+        timeout: float | None = None,
+    ) -> MLBackendInfo:
+        """Connect an ML backend to a project (LS calls its ``/health`` and ``/setup`` while doing
+        so, and sets the project's ``model_version`` to ``title``)."""
+        kwargs: dict[str, Any] = {"project": int(project_id), "url": url, "title": title,
+                                  "is_interactive": is_interactive, "auth_method": "NONE"}
+        if basic_auth_user:
+            kwargs.update(auth_method="BASIC_AUTH", basic_auth_user=basic_auth_user,
+                          basic_auth_pass=basic_auth_pass or "")
+        if timeout is not None:
+            kwargs["timeout"] = float(timeout)
+        backend = self._call(
+            f"connect an ML backend to project {project_id}",
+            lambda: self._sdk.ml.create(**kwargs, request_options=self._request_options(retry=False)),
+        )
+        return MLBackendInfo.from_sdk(backend)
+
+    def start_training(self, ml_backend_id: int) -> None:
+        """What *Start training* does: LS posts ``/webhook {"action": "START_TRAINING"}`` to the backend."""
+        self._call(
+            f"start training of ML backend {ml_backend_id}",
+            lambda: self._sdk.ml.train(id=int(ml_backend_id), request_options=self._request_options(retry=False)),
+        )
