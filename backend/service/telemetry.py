@@ -68,6 +68,10 @@ class Metrics:
             self._warn(exc)
 
     # ------------------------------------------------------------------ scrape
+    def counts(self, name: str) -> dict[str, float]:
+        """One metrics hash (``http``, ``http_seconds``, ``jobs``): field -> value."""
+        return {_decode(field): float(value) for field, value in self.r.hgetall(self._key(name)).items()}
+
     def render(self, store: "ProjectStore", queues: Sequence["Queue"] = ()) -> bytes:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Collector(self, store, queues))
@@ -85,12 +89,11 @@ class _Collector:
         self.queues = queues
 
     def collect(self) -> Iterable:
-        r = self.m.r
-        yield from self._http(r)
+        yield from self._http()
         jobs = CounterMetricFamily("feasible_al_jobs", "RQ jobs by kind and outcome", labels=["job", "outcome"])
-        for field, value in r.hgetall(self.m._key("jobs")).items():
-            kind, _, outcome = _decode(field).partition("|")
-            jobs.add_metric([kind, outcome], float(value))
+        for field, value in self.m.counts("jobs").items():
+            kind, _, outcome = field.partition("|")
+            jobs.add_metric([kind, outcome], value)
         yield jobs
         queue_len = GaugeMetricFamily("feasible_al_queue_length", "jobs waiting per RQ queue", labels=["queue"])
         for q in self.queues:
@@ -98,19 +101,19 @@ class _Collector:
         yield queue_len
         yield from self._projects()
 
-    def _http(self, r: redis.Redis) -> Iterable:
+    def _http(self) -> Iterable:
         requests = CounterMetricFamily(
             "feasible_al_http_requests", "HTTP requests by endpoint, method and status",
             labels=["endpoint", "method", "status"],
         )
-        for field, value in r.hgetall(self.m._key("http")).items():
-            endpoint, method, status = _decode(field).split("|", 2)
-            requests.add_metric([endpoint, method, status], float(value))
+        for field, value in self.m.counts("http").items():
+            endpoint, method, status = field.split("|", 2)
+            requests.add_metric([endpoint, method, status], value)
         yield requests
         per_endpoint: dict[str, dict[str, float]] = {}
-        for field, value in r.hgetall(self.m._key("http_seconds")).items():
-            endpoint, _, part = _decode(field).rpartition("|")
-            per_endpoint.setdefault(endpoint, {})[part] = float(value)
+        for field, value in self.m.counts("http_seconds").items():
+            endpoint, _, part = field.rpartition("|")
+            per_endpoint.setdefault(endpoint, {})[part] = value
         latency = HistogramMetricFamily(
             "feasible_al_http_request_seconds", "HTTP request latency by endpoint", labels=["endpoint"]
         )
