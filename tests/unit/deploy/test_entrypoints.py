@@ -27,13 +27,25 @@ def _entrypoint() -> list[str]:
     return [sys.executable, "-c", "import sys; from backend.cli import main; sys.exit(main())", *entry[1:]]
 
 
+@pytest.fixture(scope="module")
+def help_runs() -> dict[str, subprocess.CompletedProcess]:
+    """`feasible-al serve --help` and `worker --help`, started together (each imports torch)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    procs = {c: subprocess.Popen([*_entrypoint(), c, "--help"], cwd=files.ROOT, env=env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in ("serve", "worker")}
+    runs = {}
+    for command, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        runs[command] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return runs
+
+
 @pytest.mark.parametrize("command", ["serve", "worker"])
-def test_image_commands_start(command):
+def test_image_commands_start(command, help_runs):
     compose = files.compose()["services"]
     service = "backend" if command == "serve" else "worker"
     assert compose[service]["command"] == [command]
-    result = subprocess.run([*_entrypoint(), command, "--help"], cwd=files.ROOT, capture_output=True,
-                            text=True, timeout=180, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = help_runs[command]
     assert result.returncode == 0, result.stderr[-2000:]
     for f in fields(Settings):  # the help lists every variable the compose file sets
         assert f.name.upper() in result.stdout, f.name.upper()
