@@ -35,7 +35,8 @@ def label_studio(tmp_path_factory):
         if os.environ.get("REQUIRE_LABEL_STUDIO") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    server = LabelStudioServer(data_dir=tmp_path_factory.mktemp("label-studio"))
+    # First start runs the migrations: ~30 s idle, minutes on a loaded machine.
+    server = LabelStudioServer(data_dir=tmp_path_factory.mktemp("label-studio"), startup_timeout=600)
     with server:
         yield server
 
