@@ -6,8 +6,9 @@ username and password, open the project's Data Manager, press "Label All Tasks" 
 the labeling view (``/projects/<id>/data?labeling=1``) renders. The project holds predictions of one version with distinct
 scores, its ``model_version`` is that version and its sampling is "Uncertainty sampling", so the
 view must show the unlabeled task with the lowest score (one lower-scored task is annotated first,
-so "lowest overall" and "lowest unlabeled" differ). A screenshot of that view is saved to
-docs/screenshots/labeling-stream.png for the README.
+so "lowest overall" and "lowest unlabeled" differ). A screenshot of that view is saved in the
+test's temporary directory, or, with ``UPDATE_SCREENSHOTS=1``, over
+docs/screenshots/labeling-stream.png (the README's), so a plain run leaves the tree clean.
 
 Chromium comes from the system (Debian's ``chromium``; ``scripts/ensure_chromium.sh``), never
 from ``playwright install``: set ``CHROMIUM_EXECUTABLE`` to use another binary. Without a browser
@@ -17,7 +18,6 @@ from ``playwright install``: set ``CHROMIUM_EXECUTABLE`` to use another binary. 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from tests.helpers.backend import CLASSIFICATION_XML, REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
-SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "labeling-stream.png"
+README_SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "labeling-stream.png"
 MODEL_VERSION = "v-test"
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
 CHROMIUM_ARGS = [
@@ -63,8 +63,10 @@ def _missing(message: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
+    """A headless Chromium. Session-scoped and first in the test's arguments, so a missing browser
+    is reported before the (slow) Label Studio fixture starts."""
     executable = chromium_executable()
     if executable is None:
         _missing("no Chromium on PATH (run scripts/ensure_chromium.sh, or set CHROMIUM_EXECUTABLE)")
@@ -98,7 +100,8 @@ def make_project(api: LabelStudioAPI) -> tuple[int, dict[int, tuple[str, float]]
     """A sentiment project with scored predictions; returns (project id, {task id: (text, score)},
     the id of the task annotated first)."""
     project = api.call("POST", "/api/projects",
-                       json={"title": f"browser-{secrets.token_hex(3)}", "label_config": CLASSIFICATION_XML})
+                       json={"title": "Sentiment (uncertainty sampling)",
+                             "label_config": CLASSIFICATION_XML})
     pid = int(project["id"])
     api.call("POST", f"/api/projects/{pid}/import", json=[{"text": text} for text, _ in TEXTS_AND_SCORES])
     listed = api.call("GET", "/api/tasks", params={"project": pid, "page_size": 100, "fields": "all"})
@@ -131,7 +134,7 @@ def log_in(page, label_studio) -> None:
     assert "/user/login" not in page.url, f"login failed, still on {page.url}"
 
 
-def test_labeling_stream_shows_least_confident_unlabeled_task(label_studio, browser):
+def test_labeling_stream_shows_least_confident_unlabeled_task(browser, label_studio, tmp_path):
     api = LabelStudioAPI(label_studio.url, label_studio.token)
     pid, tasks, annotated = make_project(api)
     unlabeled = {t: v for t, v in tasks.items() if t != annotated}
@@ -166,7 +169,12 @@ def test_labeling_stream_shows_least_confident_unlabeled_task(label_studio, brow
         others = [text for t, (text, _) in tasks.items() if t != expected_id and text in shown]
         assert not others, f"the labeling view shows other tasks' texts too: {others}"
 
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT))
+        screenshot = README_SCREENSHOT if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path / README_SCREENSHOT.name
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshot))
+    except Exception:
+        page.screenshot(path=str(tmp_path / "failure.png"))
+        print(f"screenshot of the failure: {tmp_path / 'failure.png'}")
+        raise
     finally:
         context.close()
