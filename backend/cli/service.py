@@ -1,7 +1,7 @@
 """`feasible-al serve | worker | bench-backend`: the backend's processes, as CLI subcommands.
 
-Kept out of `backend.cli` so that module stays a thin parser; every command reads its settings
-through `Settings.from_env()` (flags only override the environment).
+Every command reads its settings through `Settings.from_env()` (flags only override the
+environment). Plain argparse here: these flags mirror environment variables, not a dataclass.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import shutil
 import sys
 
 from backend.service.settings import Settings
-from backend.service.jobs.iteration import QUEUE_KINDS
+from backend.service.runtime import QUEUE_KINDS
 
 
 def _settings_with(overrides: dict[str, object]) -> tuple[Settings, dict[str, str]]:
@@ -57,7 +57,7 @@ def _has_module(name: str) -> bool:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from backend.service.jobs.iteration import run_worker
+    from backend.service.jobs.worker import run_worker
 
     settings, _ = _settings_with({})
     kinds = tuple(args.queues)
@@ -74,7 +74,8 @@ def cmd_bench_backend(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
-def add_service_commands(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add serve, worker and bench-backend to the `feasible-al` subcommands."""
     epilog = "environment variables:\n" + Settings.help_text()
     serve = sub.add_parser("serve", help="run the ML backend HTTP server (gunicorn, backend._wsgi:app)",
                            epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
