@@ -3,21 +3,24 @@
 
 It never trains or scores the pool itself: ``predict`` answers from the scores the last iteration
 stored (running the model only for tasks no iteration scored), and ``fit`` records the event and
-queues work for the RQ workers (`backend.service.jobs.iteration`). `Backend` is the per-process runtime (settings,
-Redis store, queues, loaded checkpoints) the model objects share.
+queues work for the RQ workers (`backend.service.jobs.iteration`). The per-process runtime the
+model objects share (settings, Redis store, queues, loaded checkpoints) is
+`backend.service.runtime.Backend`.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from backend.service.settings import Settings
-from backend.service.jobs.iteration import JobContext, request_training
-from backend.labeling import LabelConfig, parse_label_config, prediction_entry
+from backend.labeling import LabelConfig, prediction_entry
 from backend.service.checkpoints import CheckpointMissingError
+from backend.service.jobs.iteration import request_training
 from backend.service.store import UNTRAINED, ProjectState, ScoreEntry
+
+if TYPE_CHECKING:
+    from backend.service.runtime import Backend
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +42,16 @@ class InvalidRequestError(ValueError):
     """A request body is well-formed JSON but not what the protocol expects."""
 
 
-class Backend(JobContext):
-    """Per-process runtime shared by every request (the same parts a worker's job context has)."""
+@dataclass
+class _Event:
+    """One webhook being handled: the handler adds to `answer` and says whether a retrain is due."""
 
-    def model(self, project_id: int, label_config: str | None = None) -> "FeasibleALModel":
-        return FeasibleALModel(project_id, label_config, backend=self)
+    data: dict
+    state: ProjectState
+    before: ProjectState | None
+    answer: dict[str, Any]
+    due: bool = False
+    reason: str = ""
 
 
 @dataclass
@@ -51,25 +59,28 @@ class FeasibleALModel:
     """One project's view of the backend, created per request (state lives in Redis)."""
 
     project_id: int
+    backend: "Backend"
     label_config: str | None = None
-    backend: Backend | None = None
+    _handlers: dict[str, Callable[[_Event], None]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.backend is None:
-            raise ValueError("FeasibleALModel needs a Backend")
-        self.settings: Settings = self.backend.settings
+        self.settings = self.backend.settings
         self.store = self.backend.store
+        self._handlers = {
+            "START_TRAINING": self._on_start_training,
+            "ANNOTATION_CREATED": self._on_annotation,
+            "ANNOTATION_UPDATED": self._on_annotation,
+            "ANNOTATIONS_CREATED": self._on_annotations_created,
+            "ANNOTATIONS_DELETED": self._on_annotations_deleted,
+            "TASKS_CREATED": self._on_tasks_created,
+            "TASKS_DELETED": self._on_tasks_deleted,
+            "PROJECT_UPDATED": self._on_project_updated,
+        }
 
     # ------------------------------------------------------------------ setup
-    def parse_config(self, xml: str) -> LabelConfig:
-        """Raises `LabelConfigError` / `UnsupportedLabelConfigError` with what is wrong."""
-        return parse_label_config(xml, self.settings.label_control_name or None)
-
     def _register(self, xml: str) -> LabelConfig:
-        config = self.parse_config(xml)
-        self.store.register_project(self.project_id, xml, config.control_name, config.value_key,
-                                    config.task_type.value)
-        return config
+        """Raises `LabelConfigError` / `UnsupportedLabelConfigError` with what is wrong."""
+        return self.store.register_label_config(self.project_id, xml, self.settings.label_control_name)
 
     def state(self) -> ProjectState:
         """The project's state, registering the label config the request carries when it is new."""
@@ -101,86 +112,97 @@ class FeasibleALModel:
         answered from Redis; only the others run the model (and are stored for next time)."""
         if not isinstance(tasks, (list, tuple)) or not all(isinstance(t, dict) for t in tasks):
             raise InvalidRequestError("'tasks' must be a list of task objects")
-        state = self.state()
-        version = state.version
+        version = self.state().version
         if version == UNTRAINED:
             return [prediction_entry([], UNTRAINED_SCORE, UNTRAINED) for _ in tasks]
         ids = [_task_id(t) for t in tasks]
         cached = self.store.get_scores(self.project_id, version, [i for i in ids if i is not None])
         todo = [pos for pos, i in enumerate(ids) if i is None or i not in cached]
-        fresh: dict[int, ScoreEntry] = {}
-        if todo:
-            try:
-                checkpoint = self.backend.checkpoints.get(self.project_id, version)  # type: ignore[union-attr]
-            except CheckpointMissingError as exc:
-                raise ModelUnavailableError(str(exc)) from None
-            entries, ran = checkpoint.score([tasks[pos] for pos in todo])
-            fresh = dict(zip(todo, entries))
-            to_store = {ids[pos]: e for pos, e in fresh.items() if ids[pos] is not None}
-            self.store.put_scores(self.project_id, version, to_store)  # type: ignore[arg-type]
-            self.store.add_model_scored(self.project_id, ran)
+        fresh = self._score_now(version, tasks, ids, todo) if todo else {}
         out = []
         for pos, task_id in enumerate(ids):
             entry = fresh.get(pos) or cached[task_id]  # type: ignore[index]
             out.append(prediction_entry(entry.result, entry.score, version))
         return out
 
+    def _score_now(self, version: str, tasks: Sequence[dict], ids: list[int | None], todo: list[int]
+                   ) -> dict[int, ScoreEntry]:
+        """Run the serving checkpoint on the tasks no iteration scored; store what has an id."""
+        try:
+            checkpoint = self.backend.checkpoints.get(self.project_id, version)
+        except CheckpointMissingError as exc:
+            raise ModelUnavailableError(str(exc)) from None
+        entries, ran = checkpoint.score([tasks[pos] for pos in todo])
+        fresh = dict(zip(todo, entries))
+        self.store.put_scores(self.project_id, version,
+                              {ids[pos]: e for pos, e in fresh.items() if ids[pos] is not None})  # type: ignore[misc]
+        self.store.add_model_scored(self.project_id, ran)
+        return fresh
+
     # ------------------------------------------------------------------ fit (events)
     def fit(self, event: str, data: dict, **kwargs: Any) -> dict[str, Any]:
         """Record a Label Studio event and queue a retrain when due; returns what happened."""
         before = self.store.get_project(self.project_id)
-        state = self.state()
-        pid = self.project_id
-        answer: dict[str, Any] = {"action": event, "project": pid}
-        due, reason = False, ""
-        if event == "START_TRAINING":
-            due, reason = True, "Start training"
-        elif event in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
-            annotation = data.get("annotation") if isinstance(data.get("annotation"), dict) else {}
-            if not annotation.get("was_cancelled"):
-                task_id = _task_id(data.get("task")) or _as_int(annotation.get("task"))
-                if task_id is not None:
-                    self.store.pool_remove(pid, [task_id])
-                due, reason = self._count(1, answer)
-        elif event == "ANNOTATIONS_CREATED":
-            annotations = [a for a in _as_list(data.get("annotation")) if isinstance(a, dict)]
-            live = [a for a in annotations if not a.get("was_cancelled")]
-            task_ids = [t for t in (_as_int(a.get("task")) for a in live) if t is not None]
-            task_ids += [t for t in (_task_id(t) for t in _as_list(data.get("task"))) if t is not None]
-            self.store.pool_remove(pid, set(task_ids))
-            due, reason = self._count(len(live), answer)
-        elif event == "ANNOTATIONS_DELETED":
-            self.store.mark_pool_stale(pid)  # the tasks are not named: re-list the pool next time
-            due, reason = self._count(max(1, len(_as_list(data.get("annotations")))), answer)
-        elif event == "TASKS_CREATED":
-            key = state.value_key
-            texts = {}
-            for task in _as_list(data.get("tasks")):
-                task_id = _task_id(task)
-                if task_id is not None and not (task.get("annotations") or task.get("total_annotations")):
-                    value = (task.get("data") or {}).get(key) if isinstance(task.get("data"), dict) else None
-                    texts[task_id] = value if isinstance(value, str) else ""
-            self.store.pool_add(pid, texts)
-            answer["pool_added"] = len(texts)
-        elif event == "TASKS_DELETED":
-            ids = [t for t in (_task_id(t) for t in _as_list(data.get("tasks"))) if t is not None]
-            answer["pool_removed"] = self.store.pool_remove(pid, ids)
-        elif event == "PROJECT_UPDATED":
-            answer["label_config_changed"] = before is not None and before.label_config != state.label_config
-        else:
-            answer["status"] = "ignored"
-            return answer
-        if due:
-            request = request_training(self.backend, pid, reason)  # type: ignore[arg-type]
-            answer.update(training=request.outcome, job=request.job_id)
-        answer.setdefault("status", "ok")
-        return answer
+        ev = _Event(data, self.state(), before, {"action": event, "project": self.project_id})
+        handler = self._handlers.get(event)
+        if handler is None:
+            ev.answer["status"] = "ignored"
+            return ev.answer
+        handler(ev)
+        if ev.due:
+            request = request_training(self.backend, self.project_id, ev.reason)
+            ev.answer.update(training=request.outcome, job=request.job_id)
+        ev.answer.setdefault("status", "ok")
+        return ev.answer
 
-    def _count(self, n: int, answer: dict[str, Any]) -> tuple[bool, str]:
+    def _on_start_training(self, ev: _Event) -> None:
+        ev.due, ev.reason = True, "Start training"
+
+    def _on_annotation(self, ev: _Event) -> None:
+        annotation = ev.data.get("annotation") if isinstance(ev.data.get("annotation"), dict) else {}
+        if annotation.get("was_cancelled"):
+            return
+        task_id = _task_id(ev.data.get("task")) or _as_int(annotation.get("task"))
+        if task_id is not None:
+            self.store.pool_remove(self.project_id, [task_id])
+        self._count(1, ev)
+
+    def _on_annotations_created(self, ev: _Event) -> None:
+        annotations = [a for a in _as_list(ev.data.get("annotation")) if isinstance(a, dict)]
+        live = [a for a in annotations if not a.get("was_cancelled")]
+        task_ids = [t for t in (_as_int(a.get("task")) for a in live) if t is not None]
+        task_ids += [t for t in (_task_id(t) for t in _as_list(ev.data.get("task"))) if t is not None]
+        self.store.pool_remove(self.project_id, set(task_ids))
+        self._count(len(live), ev)
+
+    def _on_annotations_deleted(self, ev: _Event) -> None:
+        self.store.mark_pool_stale(self.project_id)  # the tasks are not named: re-list the pool next time
+        self._count(max(1, len(_as_list(ev.data.get("annotations")))), ev)
+
+    def _on_tasks_created(self, ev: _Event) -> None:
+        key = ev.state.value_key
+        texts = {}
+        for task in _as_list(ev.data.get("tasks")):
+            task_id = _task_id(task)
+            if task_id is not None and not (task.get("annotations") or task.get("total_annotations")):
+                value = (task.get("data") or {}).get(key) if isinstance(task.get("data"), dict) else None
+                texts[task_id] = value if isinstance(value, str) else ""
+        self.store.pool_add(self.project_id, texts)
+        ev.answer["pool_added"] = len(texts)
+
+    def _on_tasks_deleted(self, ev: _Event) -> None:
+        ids = [t for t in (_task_id(t) for t in _as_list(ev.data.get("tasks"))) if t is not None]
+        ev.answer["pool_removed"] = self.store.pool_remove(self.project_id, ids)
+
+    def _on_project_updated(self, ev: _Event) -> None:
+        ev.answer["label_config_changed"] = ev.before is not None and ev.before.label_config != ev.state.label_config
+
+    def _count(self, n: int, ev: _Event) -> None:
         every = self.settings.train_every_n
         due, count = self.store.count_annotations(self.project_id, n, every)
-        answer["annotations_since_training"] = 0 if due else count
-        return due, f"{every} annotation events" if due else ""
+        ev.answer["annotations_since_training"] = 0 if due else count
+        if due:
+            ev.due, ev.reason = True, f"{every} annotation events"
 
 
 def _as_int(value: Any) -> int | None:

@@ -1,47 +1,55 @@
-"""Acquisition checkpoints on disk and scoring tasks with them.
+"""The checkpoint repository: acquisition checkpoints on disk, and scoring tasks with them.
 
 Shared by the web process (``/predict`` for never-scored tasks) and the workers (pool chunks), so
-both turn a task into the same Label Studio result, confidence and uncertainty. A checkpoint is
+both turn a text into the same Label Studio result, confidence and uncertainty. A checkpoint is
 ``MODEL_DIR/<project>/<version>/``: the transformers files written atomically by
-`TransformerModel.save`, plus the label config it was trained for and the fitted query strategy.
+`TransformerModel.save`, plus the label config it was trained for, the fitted query strategy
+(``strategy.json`` + ``strategy.npz``, never a pickle) and provenance (``backend_meta.json``).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import pickle
 import shutil
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from backend.engine.acquisition.strategies import QueryStrategy
+from backend.engine.acquisition.strategies import QueryStrategy, load_strategy, save_strategy
+from backend.engine.io import atomic_write_json, atomic_write_text
 from backend.engine.models.transformer import SCHEMA_FILE, TrainingConfig, TransformerModel
 from backend.engine.types import TaskType
 from backend.labeling import (
     LabelConfig,
+    MissingTextFieldError,
     classification_results,
     parse_label_config,
     tagging_results,
-    unlabeled_examples,
+    task_text,
+    text_to_example,
 )
-from backend.service.store import ScoreEntry
+from backend.service.records import ScoreEntry
 
 log = logging.getLogger(__name__)
 
 LABEL_CONFIG_FILE = "label_config.xml"
 BACKEND_META_FILE = "backend_meta.json"
-STRATEGY_FILE = "strategy.pkl"
+LEGACY_STRATEGY_FILE = "strategy.pkl"  # written by backends before strategies were saved as JSON
 # A task with no usable text gets an empty result that sorts last (nothing to learn from it).
 NO_TEXT_ENTRY = ScoreEntry([], 1.0, 0.0)
 
 
 class CheckpointMissingError(FileNotFoundError):
     """The checkpoint of a published version is not on this machine's MODEL_DIR (not shared?)."""
+
+
+class OutdatedCheckpointError(CheckpointMissingError):
+    """The checkpoint was written by an older backend (a pickled strategy); it is never unpickled:
+    the project has to be retrained."""
 
 
 def checkpoint_dir(model_dir: Path, project_id: int, version: str) -> Path:
@@ -55,18 +63,15 @@ def write_checkpoint_extras(
 ) -> None:
     """Next to the model files: the label config it was trained for, the fitted strategy, and
     provenance. Written before the version is published, so no reader sees it half-written."""
-    (directory / LABEL_CONFIG_FILE).write_text(label_config_xml, encoding="utf-8")
-    with open(directory / STRATEGY_FILE, "wb") as fh:
-        pickle.dump(strategy, fh)
-    (directory / BACKEND_META_FILE).write_text(
-        json.dumps({**meta, "control_name": config.control_name}, indent=2, default=str), encoding="utf-8"
-    )
+    atomic_write_text(directory / LABEL_CONFIG_FILE, label_config_xml)
+    save_strategy(strategy, directory)
+    atomic_write_json(directory / BACKEND_META_FILE, {**meta, "control_name": config.control_name})
 
 
 def prune_checkpoints(model_dir: Path, project_id: int, keep: Sequence[str]) -> list[str]:
     """Delete the project's checkpoint folders not named in `keep` (and leftover temp folders)."""
     root = Path(model_dir) / str(int(project_id))
-    removed = []
+    removed: list[str] = []
     if not root.is_dir():
         return removed
     for child in root.iterdir():
@@ -74,6 +79,13 @@ def prune_checkpoints(model_dir: Path, project_id: int, keep: Sequence[str]) -> 
             shutil.rmtree(child, ignore_errors=True)
             removed.append(child.name)
     return removed
+
+
+def _text_of(task: dict, config: LabelConfig) -> str | None:
+    try:
+        return task_text(task, config)
+    except MissingTextFieldError:
+        return None
 
 
 @dataclass
@@ -86,15 +98,19 @@ class LoadedCheckpoint:
     lock: threading.Lock
 
     def score(self, tasks: Sequence[dict]) -> tuple[list[ScoreEntry], int]:
-        """One entry per task, in order, and how many tasks the model ran on (those with text);
+        """One entry per Label Studio task, in order (see `score_texts`)."""
+        return self.score_texts([_text_of(t, self.config) if isinstance(t, dict) else None for t in tasks])
+
+    def score_texts(self, texts: Sequence[str | None]) -> tuple[list[ScoreEntry], int]:
+        """One entry per text, in order, and how many texts the model ran on (the usable ones);
         the model runs once over the batch."""
         examples, positions = [], []
-        for pos, task in enumerate(tasks):
-            report = unlabeled_examples([task], self.config)
-            if report.examples:
-                examples.append(report.examples[0])
+        for pos, text in enumerate(texts):
+            example = text_to_example(text, self.config) if text is not None else None
+            if example is not None:
+                examples.append(example)
                 positions.append(pos)
-        entries = [NO_TEXT_ENTRY] * len(tasks)
+        entries = [NO_TEXT_ENTRY] * len(texts)
         if not examples:
             return entries, 0
         with self.lock:  # one inference at a time per model: threads would only fight over cores
@@ -107,6 +123,43 @@ class LoadedCheckpoint:
                 result = tagging_results(examples[i], preds.probs[i], self.config)  # type: ignore[arg-type]
             entries[pos] = ScoreEntry(result, float(scores.confidence[i]), float(scores.uncertainty[i]))
         return entries, len(examples)
+
+
+def _training_config(directory: Path, device: str) -> TrainingConfig:
+    """The training config saved with the model (`TrainingConfig.from_dict`, as
+    `TransformerModel.load` reads it), on this process's device."""
+    saved = json.loads((directory / SCHEMA_FILE).read_text(encoding="utf-8")).get("training", {})
+    return replace(TrainingConfig.from_dict(saved), device=device)
+
+
+def _load_checkpoint_strategy(directory: Path, project_id: int, version: str) -> QueryStrategy:
+    try:
+        return load_strategy(directory)
+    except FileNotFoundError:
+        if (directory / LEGACY_STRATEGY_FILE).exists():
+            raise OutdatedCheckpointError(
+                f"checkpoint for project {project_id} version {version} was written by an older version of "
+                f"the backend ({LEGACY_STRATEGY_FILE}, which is never unpickled); retrain the project: press "
+                "Start training in Label Studio"
+            ) from None
+        raise CheckpointMissingError(f"checkpoint for project {project_id} version {version} at {directory} "
+                                     "has no saved strategy; retrain the project (Start training)") from None
+
+
+def load_checkpoint(directory: Path, project_id: int, version: str, device: str) -> LoadedCheckpoint:
+    """Load a checkpoint written by the training job; raises `CheckpointMissingError` (or
+    `OutdatedCheckpointError`) saying what to do."""
+    if not (directory / LABEL_CONFIG_FILE).is_file():
+        raise CheckpointMissingError(
+            f"checkpoint for project {project_id} version {version} not found at {directory}; "
+            "the web process and the workers must share MODEL_DIR"
+        )
+    strategy = _load_checkpoint_strategy(directory, project_id, version)
+    meta = json.loads((directory / BACKEND_META_FILE).read_text(encoding="utf-8"))
+    config = parse_label_config((directory / LABEL_CONFIG_FILE).read_text(encoding="utf-8"),
+                                meta.get("control_name") or None)
+    model = TransformerModel.load(directory, _training_config(directory, device))
+    return LoadedCheckpoint(project_id, version, model, config, strategy, threading.Lock())
 
 
 class CheckpointCache:
@@ -125,32 +178,11 @@ class CheckpointCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-            loaded = self._load(*key)
+            start = time.perf_counter()
+            loaded = load_checkpoint(checkpoint_dir(self.model_dir, *key), *key, self.device)
+            log.info("loaded project %s version %s in %.2fs (pid %s)", project_id, version,
+                     time.perf_counter() - start, os.getpid())
             self._items[key] = loaded
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
             return loaded
-
-    def _load(self, project_id: int, version: str) -> LoadedCheckpoint:
-        directory = checkpoint_dir(self.model_dir, project_id, version)
-        if not (directory / LABEL_CONFIG_FILE).is_file():
-            raise CheckpointMissingError(
-                f"checkpoint for project {project_id} version {version} not found at {directory}; "
-                "the web process and the workers must share MODEL_DIR"
-            )
-        start = time.perf_counter()
-        meta = json.loads((directory / BACKEND_META_FILE).read_text(encoding="utf-8"))
-        config = parse_label_config((directory / LABEL_CONFIG_FILE).read_text(encoding="utf-8"),
-                                    meta.get("control_name") or None)
-        saved = json.loads((directory / SCHEMA_FILE).read_text(encoding="utf-8")).get("training", {})
-        known = {k: v for k, v in saved.items() if k in TrainingConfig.__dataclass_fields__}
-        model = TransformerModel.load(directory, TrainingConfig(**{**known, "device": self.device}))
-        with open(directory / STRATEGY_FILE, "rb") as fh:
-            strategy = pickle.load(fh)  # our own file, written by the training job
-        log.info("loaded project %s version %s in %.2fs (pid %s)", project_id, version,
-                 time.perf_counter() - start, os.getpid())
-        return LoadedCheckpoint(project_id, version, model, config, strategy, threading.Lock())
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()

@@ -1,11 +1,12 @@
 """Per-project state in Redis: label config, serving version, cached scores, the unlabeled pool,
-training-queue flags, iteration records. Survives a backend restart; Label Studio stays the source
-of truth for annotations, so losing this state costs a re-score, never a label.
+training-queue flags, iteration records, pipeline status, the successor lock. Survives a backend
+restart; Label Studio stays the source of truth for annotations, so losing this state costs a
+re-score, never a label.
 
 Key layout (``P`` = the settings' key prefix, ``<id>`` = the Label Studio project id)::
 
     P:projects                      set    project ids seen
-    P:project:<id>                  hash   label_config, control_name, value_key, task_type,
+    P:project:<id>                  hash   `ProjectState`: label_config, control_name, value_key, task_type,
                                            version ('untrained' before the first retrain), iteration,
                                            pending (annotation events since the last retrain request),
                                            queued_job / running_job / stage_job / dirty (training dedupe),
@@ -15,30 +16,48 @@ Key layout (``P`` = the settings' key prefix, ``<id>`` = the Label Studio projec
     P:project:<id>:pool             hash   task id -> text (the cached unlabeled pool)
     P:project:<id>:pred:<version>   hash   task id -> {"result", "score", "u"} JSON: the LS-ready
                                            result, confidence and uncertainty held by that version
-    P:project:<id>:iter:<version>   hash   an iteration in progress: pool snapshot, subset size,
-                                           counters the scoring jobs add to, stage timings
+    P:project:<id>:iter:<version>   hash   `IterationInfo` of an iteration in progress (counters the
+                                           scoring jobs add to, stage timings) + "pool" (JSON id list)
     P:project:<id>:versions         list   published versions, oldest first
-    P:project:<id>:iterations       list   JSON records of finished iterations (timings, counts)
+    P:project:<id>:iterations       list   `IterationRecord` JSON of finished iterations
+    P:status:<job id>               hash   `PipelineStatus` of a training pipeline or successor job
+    P:successor-lock:<id>           string the successor job id holding the project's build lock
+    P:successor-cancel:<job id>     string set when a cancel of that successor build was asked
+    P:metrics:*                     hashes Prometheus counters (`backend.service.telemetry`)
 
 The training flags change only through Lua scripts, so two web threads (or a webhook racing a
-worker) can never queue two trainings for one project.
+worker) can never queue two trainings for one project. Pool and score keys are handled by
+`backend.service.pool_store.PoolAndScores`; the records are in `backend.service.records`.
 """
 from __future__ import annotations
 
 import json
-import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import redis
 
+from backend.labeling import LabelConfig, parse_label_config
+from backend.service.pool_store import PoolAndScores
+from backend.service.records import (
+    RESULT_TTL,
+    UNTRAINED,
+    IterationInfo,
+    IterationRecord,
+    PipelineStatus,
+    ProjectState,
+    ScoreEntry,
+    TrainingRequest,
+    encode_values,
+    json_default,
+)
 from backend.service.settings import Settings, redact_url
 
 __all__ = [
     "UNTRAINED",
+    "RESULT_TTL",
+    "REDIS_ERRORS",
     "ProjectState",
     "ProjectStore",
     "ScoreEntry",
@@ -47,7 +66,6 @@ __all__ = [
     "connect_redis",
 ]
 
-UNTRAINED = "untrained"
 MAX_ITERATION_RECORDS = 500
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
@@ -66,108 +84,6 @@ def connect_redis(settings: Settings, *, decode: bool = True) -> redis.Redis:
         socket_timeout=max(settings.redis_timeout, 10.0),
         health_check_interval=30,
     )
-
-
-@dataclass(frozen=True)
-class ScoreEntry:
-    """What a version says about one task: the LS result list, its confidence (the prediction
-    score LS sorts by) and the strategy's uncertainty (what UPS ranks by)."""
-
-    result: list[dict]
-    score: float
-    uncertainty: float
-
-    def to_json(self) -> str:
-        return json.dumps({"result": self.result, "score": self.score, "u": self.uncertainty}, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, raw: str) -> "ScoreEntry":
-        data = json.loads(raw)
-        return cls(data["result"], float(data["score"]), float(data.get("u", math.nan)))
-
-
-@dataclass(frozen=True)
-class TrainingRequest:
-    """Outcome of asking for a retrain: ``enqueue`` (caller must enqueue `job_id`), ``queued``
-    (one is already waiting: it will see the new labels), ``deferred`` (one is running: it runs
-    once more after it)."""
-
-    outcome: str
-    job_id: str
-
-
-@dataclass
-class ProjectState:
-    project_id: int
-    label_config: str = ""
-    control_name: str = ""
-    value_key: str = ""
-    task_type: str = ""
-    version: str = UNTRAINED
-    iteration: int = 0
-    pending: int = 0
-    queued_job: str | None = None
-    running_job: str | None = None
-    stage_job: str | None = None
-    dirty: bool = False
-    last_job: str | None = None
-    last_error: str | None = None
-    last_error_job: str | None = None
-    last_error_at: float | None = None
-    pool_stale: bool = False
-    pool_value_key: str = ""
-    pool_refreshed_iteration: int = 0
-    model_scored_total: int = 0
-    extra: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_hash(cls, project_id: int, h: Mapping[str, str]) -> "ProjectState":
-        def opt(name: str) -> str | None:
-            return h.get(name) or None
-
-        known = {
-            "label_config", "control_name", "value_key", "task_type", "version", "iteration", "pending",
-            "queued_job", "running_job", "stage_job", "dirty", "last_job", "last_error", "last_error_job",
-            "last_error_at", "pool_stale", "pool_value_key", "pool_refreshed_iteration", "model_scored_total",
-        }
-        return cls(
-            project_id=project_id,
-            label_config=h.get("label_config", ""),
-            control_name=h.get("control_name", ""),
-            value_key=h.get("value_key", ""),
-            task_type=h.get("task_type", ""),
-            version=h.get("version") or UNTRAINED,
-            iteration=int(h.get("iteration") or 0),
-            pending=int(h.get("pending") or 0),
-            queued_job=opt("queued_job"),
-            running_job=opt("running_job"),
-            stage_job=opt("stage_job"),
-            dirty=h.get("dirty") == "1",
-            last_job=opt("last_job"),
-            last_error=opt("last_error"),
-            last_error_job=opt("last_error_job"),
-            last_error_at=float(h["last_error_at"]) if h.get("last_error_at") else None,
-            pool_stale=h.get("pool_stale") == "1",
-            pool_value_key=h.get("pool_value_key", ""),
-            pool_refreshed_iteration=int(h.get("pool_refreshed_iteration") or 0),
-            model_scored_total=int(h.get("model_scored_total") or 0),
-            extra={k: v for k, v in h.items() if k not in known},
-        )
-
-    @property
-    def trained(self) -> bool:
-        return self.version != UNTRAINED
-
-    def public(self) -> dict[str, Any]:
-        """The state as shown by ``GET /projects/<id>`` (no label config XML)."""
-        return {
-            "project": self.project_id, "version": self.version, "iteration": self.iteration,
-            "task_type": self.task_type or None, "control_name": self.control_name or None,
-            "pending_annotations": self.pending, "queued_job": self.queued_job,
-            "running_job": self.running_job, "rerun_after_current": self.dirty, "last_job": self.last_job,
-            "last_error": self.last_error, "last_error_job": self.last_error_job,
-            "last_error_at": self.last_error_at, "model_scored_total": self.model_scored_total,
-        }
 
 
 # Training dedupe, as atomic scripts over the project hash (KEYS[1]).
@@ -224,7 +140,7 @@ return {0, n}
 """
 
 
-class ProjectStore:
+class ProjectStore(PoolAndScores):
     """Typed access to the Redis keys above. Needs a client with ``decode_responses=True``."""
 
     def __init__(self, client: redis.Redis, prefix: str = "feasible-al") -> None:
@@ -261,9 +177,6 @@ class ProjectStore:
     def key(self, project_id: int, *parts: str) -> str:
         return ":".join((self.prefix, "project", str(int(project_id)), *parts))
 
-    def _pred_key(self, project_id: int, version: str) -> str:
-        return self.key(project_id, "pred", version)
-
     def _iter_key(self, project_id: int, version: str) -> str:
         return self.key(project_id, "iter", version)
 
@@ -289,6 +202,13 @@ class ProjectStore:
         pipe.execute()
         return old_config is not None and old_config != label_config
 
+    def register_label_config(self, project_id: int, xml: str, control_name: str | None = None) -> LabelConfig:
+        """Parse the label config (raising `LabelConfigError` / `UnsupportedLabelConfigError` with
+        what is wrong) and remember it for the project: the one way a config enters the store."""
+        config = parse_label_config(xml, control_name or None)
+        self.register_project(project_id, xml, config.control_name, config.value_key, config.task_type.value)
+        return config
+
     def get_project(self, project_id: int) -> ProjectState | None:
         h = self.r.hgetall(self.key(project_id))
         return ProjectState.from_hash(int(project_id), h) if h else None
@@ -301,9 +221,6 @@ class ProjectStore:
 
     def versions(self, project_id: int) -> list[str]:
         return list(self.r.lrange(self.key(project_id, "versions"), 0, -1))
-
-    def set_fields(self, project_id: int, **values: Any) -> None:
-        self.r.hset(self.key(project_id), mapping={k: _text(v) for k, v in values.items()})
 
     # ------------------------------------------------------------------ training dedupe
     def request_training(self, project_id: int, new_job_id: str) -> TrainingRequest:
@@ -336,124 +253,49 @@ class ProjectStore:
         return bool(due), int(count)
 
     def record_error(self, project_id: int, job_id: str | None, message: str) -> None:
-        self.set_fields(project_id, last_error=message[:2000], last_error_job=job_id or "", last_error_at=time.time())
+        self.r.hset(self.key(project_id), mapping=encode_values({
+            "last_error": message[:2000], "last_error_job": job_id or "", "last_error_at": time.time()}))
 
     def clear_error(self, project_id: int) -> None:
         self.r.hdel(self.key(project_id), "last_error", "last_error_job", "last_error_at")
 
-    # ------------------------------------------------------------------ scores
-    def get_scores(self, project_id: int, version: str, task_ids: Sequence[int]) -> dict[int, ScoreEntry]:
-        """Entries `version` holds for these tasks (missing ones left out); one round trip."""
-        if not task_ids:
-            return {}
-        raw = self.r.hmget(self._pred_key(project_id, version), [int(t) for t in task_ids])
-        return {int(t): ScoreEntry.from_json(v) for t, v in zip(task_ids, raw) if v is not None}
-
-    def get_raw_scores(self, project_id: int, version: str, task_ids: Sequence[int]) -> list[str | None]:
-        if not task_ids:
-            return []
-        return self.r.hmget(self._pred_key(project_id, version), [int(t) for t in task_ids])
-
-    def put_scores(self, project_id: int, version: str, entries: Mapping[int, ScoreEntry | str]) -> None:
-        if not entries:
-            return
-        mapping = {int(t): (e if isinstance(e, str) else e.to_json()) for t, e in entries.items()}
-        self.r.hset(self._pred_key(project_id, version), mapping=mapping)
-
-    def uncertainties(self, project_id: int, version: str, task_ids: Sequence[int]) -> np.ndarray:
-        """Stale uncertainty per task for UPS; NaN where `version` never scored the task."""
-        out = np.full(len(task_ids), np.nan, dtype=np.float64)
-        if version == UNTRAINED or not task_ids:
-            return out
-        for i, raw in enumerate(self.get_raw_scores(project_id, version, task_ids)):
-            if raw is not None:
-                u = json.loads(raw).get("u")
-                out[i] = np.nan if u is None else float(u)
-        return out
-
-    def scored_count(self, project_id: int, version: str) -> int:
-        return int(self.r.hlen(self._pred_key(project_id, version)))
-
-    def add_model_scored(self, project_id: int, n: int) -> None:
-        self.r.hincrby(self.key(project_id), "model_scored_total", int(n))
-
-    # ------------------------------------------------------------------ pool
-    def pool_ids(self, project_id: int) -> list[int]:
-        return sorted(int(t) for t in self.r.hkeys(self.key(project_id, "pool")))
-
-    def pool_size(self, project_id: int) -> int:
-        return int(self.r.hlen(self.key(project_id, "pool")))
-
-    def pool_exists(self, project_id: int) -> bool:
-        return bool(self.r.exists(self.key(project_id, "pool")))
-
-    def pool_texts(self, project_id: int, task_ids: Sequence[int]) -> list[str | None]:
-        if not task_ids:
-            return []
-        return self.r.hmget(self.key(project_id, "pool"), [int(t) for t in task_ids])
-
-    def pool_replace(self, project_id: int, texts: Mapping[int, str], value_key: str, iteration: int) -> None:
-        """Swap in a freshly listed pool (atomically: readers never see half of it)."""
-        key = self.key(project_id, "pool")
-        tmp = f"{key}:tmp"
-        pipe = self.r.pipeline(transaction=True)
-        pipe.delete(tmp)
-        items = [(int(t), text) for t, text in texts.items()]
-        for start in range(0, len(items), 5000):
-            pipe.hset(tmp, mapping=dict(items[start : start + 5000]))
-        if items:
-            pipe.rename(tmp, key)
-        else:
-            pipe.delete(key)
-        pipe.hset(self.key(project_id), mapping={
-            "pool_value_key": value_key, "pool_stale": "0", "pool_refreshed_iteration": iteration,
-        })
-        pipe.execute()
-
-    def pool_add(self, project_id: int, texts: Mapping[int, str]) -> None:
-        if texts and self.pool_exists(project_id):  # no cache yet: the next training lists the pool
-            self.r.hset(self.key(project_id, "pool"), mapping={int(t): v for t, v in texts.items()})
-
-    def pool_remove(self, project_id: int, task_ids: Iterable[int]) -> int:
-        ids = [int(t) for t in task_ids]
-        return int(self.r.hdel(self.key(project_id, "pool"), *ids)) if ids else 0
-
-    def mark_pool_stale(self, project_id: int) -> None:
-        self.r.hset(self.key(project_id), "pool_stale", "1")
-
     # ------------------------------------------------------------------ iterations
-    def start_iteration(self, project_id: int, version: str, info: Mapping[str, Any], pool: Sequence[int]) -> None:
-        key = self._iter_key(project_id, version)
+    def start_iteration(self, project_id: int, info: IterationInfo, pool: Sequence[int]) -> None:
+        key = self._iter_key(project_id, info.version)
         pipe = self.r.pipeline()
         pipe.delete(key)
-        pipe.hset(key, mapping={**{k: _text(v) for k, v in info.items()}, "pool": json.dumps([int(t) for t in pool]),
-                                "scored": 0, "inference_seconds": 0.0, "chunks_done": 0})
-        pipe.expire(key, 7 * 24 * 3600)
+        pipe.hset(key, mapping={**info.to_hash(), "pool": json.dumps([int(t) for t in pool])})
+        pipe.expire(key, RESULT_TTL)
         pipe.execute()
 
-    def add_iteration_progress(self, project_id: int, version: str, scored: int, seconds: float) -> tuple[int, int]:
-        """Counters a scoring chunk adds to; returns (tasks scored so far, chunks done)."""
+    def add_iteration_progress(
+        self, project_id: int, version: str, scored: int, seconds: float, pipeline_id: str | None = None
+    ) -> tuple[int, int]:
+        """Counters a scoring chunk adds to (the iteration's, the project's total and the
+        pipeline's status); returns (tasks scored so far, chunks done)."""
         key = self._iter_key(project_id, version)
         pipe = self.r.pipeline()
         pipe.hincrby(key, "scored", int(scored))
         pipe.hincrbyfloat(key, "inference_seconds", float(seconds))
         pipe.hincrby(key, "chunks_done", 1)
         pipe.hincrby(self.key(project_id), "model_scored_total", int(scored))
-        scored_total, _, chunks_done, _ = pipe.execute()
+        if pipeline_id:
+            pipe.hincrby(self._status_key(pipeline_id), "scored", int(scored))
+            pipe.hincrby(self._status_key(pipeline_id), "chunks_done", 1)
+        scored_total, _, chunks_done, *_ = pipe.execute()
         return int(scored_total), int(chunks_done)
 
-    def iteration_info(self, project_id: int, version: str) -> dict[str, Any]:
+    def iteration_info(self, project_id: int, version: str) -> IterationInfo:
         h = self.r.hgetall(self._iter_key(project_id, version))
         if not h:
             raise KeyError(f"no iteration in progress for project {project_id} version {version}")
-        info: dict[str, Any] = dict(h)
-        info["pool"] = json.loads(h.get("pool", "[]"))
-        return info
+        return IterationInfo.from_hash(h)
 
-    def set_iteration_fields(self, project_id: int, version: str, **values: Any) -> None:
-        self.r.hset(self._iter_key(project_id, version), mapping={k: _text(v) for k, v in values.items()})
+    def iteration_pool(self, project_id: int, version: str) -> list[int]:
+        """The pool snapshot the iteration scores (task ids, sorted)."""
+        return json.loads(self.r.hget(self._iter_key(project_id, version), "pool") or "[]")
 
-    def publish_version(self, project_id: int, version: str, iteration: int, record: Mapping[str, Any]) -> None:
+    def publish_version(self, project_id: int, version: str, iteration: int, record: IterationRecord | dict) -> None:
         """Make `version` the one /setup and /predict serve, in one transaction; drops score
         hashes older than the previous version (a /predict that read the old version a moment
         ago still finds its entries)."""
@@ -462,10 +304,11 @@ class ProjectStore:
         keep = {version, previous}
         stale = [k for k in self.r.scan_iter(match=self._pred_key(project_id, "*"), count=1000)
                  if k.rsplit(":pred:", 1)[-1] not in keep]
+        data = record.to_dict() if isinstance(record, IterationRecord) else dict(record)
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(pkey, mapping={"version": version, "iteration": int(iteration), "published_at": time.time()})
         pipe.rpush(self.key(project_id, "versions"), version)
-        pipe.rpush(self.key(project_id, "iterations"), json.dumps(dict(record), default=_json_default))
+        pipe.rpush(self.key(project_id, "iterations"), json.dumps(data, default=json_default))
         pipe.ltrim(self.key(project_id, "iterations"), -MAX_ITERATION_RECORDS, -1)
         pipe.delete(self._iter_key(project_id, version))
         for k in stale:
@@ -481,23 +324,75 @@ class ProjectStore:
         return [json.loads(x) for x in self.r.lrange(self.key(project_id, "iterations"), -limit, -1)]
 
     def last_iteration(self, project_id: int) -> dict[str, Any] | None:
+        """The last finished iteration (`IterationRecord` as JSON) as ``GET /projects/<id>`` shows it."""
         raw = self.r.lindex(self.key(project_id, "iterations"), -1)
         return json.loads(raw) if raw else None
 
+    # ------------------------------------------------------------------ pipeline status
+    def _status_key(self, job_id: str) -> str:
+        return f"{self.prefix}:status:{job_id}"
 
-def _text(value: Any) -> str | int | float:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, (int, float, str)):
-        return value
-    if value is None:
-        return ""
-    return json.dumps(value, default=_json_default)
+    def put_status(self, job_id: str, status: PipelineStatus) -> None:
+        """Write a pipeline's whole status record (when it is queued)."""
+        key = self._status_key(job_id)
+        pipe = self.r.pipeline()
+        pipe.delete(key)
+        pipe.hset(key, mapping=status.to_hash())
+        pipe.expire(key, RESULT_TTL)
+        pipe.execute()
 
+    def update_status(self, job_id: str, **changes: Any) -> None:
+        """Change some fields of a pipeline's status record (a stage starts, progress, an error)."""
+        if changes:
+            key = self._status_key(job_id)
+            pipe = self.r.pipeline()
+            pipe.hset(key, mapping=encode_values(changes))
+            pipe.expire(key, RESULT_TTL)
+            pipe.execute()
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
+    def get_status(self, job_id: str) -> PipelineStatus | None:
+        h = self.r.hgetall(self._status_key(job_id))
+        return PipelineStatus.from_hash(h) if h else None
+
+    # ------------------------------------------------------------------ successor lock / cancel
+    def _lock_key(self, project_id: int) -> str:
+        return f"{self.prefix}:successor-lock:{int(project_id)}"
+
+    def _cancel_key(self, job_id: str) -> str:
+        return f"{self.prefix}:successor-cancel:{job_id}"
+
+    def successor_lock_holder(self, project_id: int) -> str | None:
+        return self.r.get(self._lock_key(project_id))
+
+    def take_successor_lock(self, project_id: int, job_id: str, ttl: int, *, replacing: str | None = None) -> bool:
+        """Take the project's successor lock for `job_id`: when free, or (``replacing``) from a
+        holder known to be dead, only if it still holds it (optimistic, WATCH-based)."""
+        key = self._lock_key(project_id)
+        if replacing is None:
+            return bool(self.r.set(key, job_id, nx=True, ex=ttl))
+        with self.r.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                if pipe.get(key) != replacing:
+                    return False
+                pipe.multi()
+                pipe.set(key, job_id, ex=ttl)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                return False
+
+    def release_successor_lock(self, project_id: int, job_id: str) -> None:
+        """Drop the project's lock if `job_id` still holds it."""
+        key = self._lock_key(project_id)
+        if self.r.get(key) == job_id:
+            self.r.delete(key)
+
+    def request_successor_cancel(self, job_id: str) -> None:
+        self.r.set(self._cancel_key(job_id), "1", ex=RESULT_TTL)
+
+    def successor_cancel_requested(self, job_id: str) -> bool:
+        return bool(self.r.exists(self._cancel_key(job_id)))
+
+    def clear_successor_cancel(self, job_id: str) -> None:
+        self.r.delete(self._cancel_key(job_id))

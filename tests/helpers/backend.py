@@ -9,7 +9,6 @@ from backend.engine.acquisition.strategies import make_strategy
 from backend.engine.models.transformer import TransformerModel
 from backend.engine.types import ClassificationExample
 from backend.service.settings import Settings
-from backend.labeling import parse_label_config
 from backend.service.checkpoints import checkpoint_dir, write_checkpoint_extras
 from backend.service.store import ProjectStore
 from tests.helpers.toy_data import toy_classification
@@ -42,8 +41,7 @@ def sentiment_tasks(n: int, start_id: int = 1, seed: int = 1) -> list[dict]:
 def publish_checkpoint(settings: Settings, store: ProjectStore, project_id: int, version: str,
                        xml: str = CLASSIFICATION_XML, iteration: int = 1) -> Path:
     """Train a tiny classifier for a few steps, save it as `version` and make it the serving one."""
-    config = parse_label_config(xml)
-    store.register_project(project_id, xml, config.control_name, config.value_key, config.task_type.value)
+    config = store.register_label_config(project_id, xml)
     model = TransformerModel(settings.acquisition_model, config.schema, settings.training_config())
     model.fit(sentiment_examples(16))
     directory = checkpoint_dir(settings.model_dir, project_id, version)

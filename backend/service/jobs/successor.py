@@ -4,36 +4,42 @@
 lock (one build per project at a time; a second request gets the running job's id) and enqueues
 `build_successor_job`. The job fetches the gold labels and the unlabeled pool from Label Studio,
 converts them with the project's stored label config and runs `backend.engine.plasm.pipeline.build_and_export`
-into ``MODEL_DIR/<project>/successors/<job id>/`` (+ ``<job id>.tar.gz`` beside it). Its meta holds
-``stage``, ``progress`` (0..1 of the stage), ``stage_done``/``stage_total``, and at the end
-``metrics`` (`PlasmResult.to_dict()`); a failure records ``error``. The engine writes the export
-atomically, so a failed or cancelled job leaves none. Cancel with `request_cancel` (a Redis flag
-the engine's cancel check reads) or RQ's own job cancellation.
+into ``MODEL_DIR/<project>/successors/<job id>/`` (+ ``<job id>.tar.gz`` beside it). Its
+`PipelineStatus` holds ``stage``, ``progress`` (0..1 of the stage), ``stage_done``/``stage_total``,
+the sizes and conversion report of the data, and at the end ``metrics`` (`PlasmResult.to_dict()`);
+a failure records ``error``. The engine writes the export atomically, so a failed or cancelled
+job leaves none. Cancel with `request_cancel` (a Redis flag the engine's cancel check reads) or
+RQ's own job cancellation.
 """
 from __future__ import annotations
 
 import logging
 import re
-import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import redis
-from rq import Callback, get_current_job
+from rq import get_current_job
 from rq.job import Job, JobStatus
 
-from backend.engine.plasm.pipeline import FILTERS, PlasmCancelled, PlasmOptions, build_and_export
-from backend.engine.models.transformer import TrainingConfig, quiet_transformers
-from backend.labeling import parse_label_config, tasks_to_examples, unlabeled_examples
+from backend.engine.errors import Cancelled
+from backend.engine.device import quiet_transformers
+from backend.engine.models.transformer import TrainingConfig
+from backend.engine.plasm.export import build_and_export
+from backend.engine.plasm.pipeline import FILTERS, PlasmOptions
+from backend.labeling import LabelConfig, parse_label_config, tasks_to_examples, unlabeled_examples
+from backend.service.jobs.common import LIVE, META_KIND, META_PROJECT, Throttle, enqueue, job_status
+from backend.service.jobs.stages import log_conversion
+from backend.service.records import PipelineStatus
+from backend.service.runtime import JobContext, context
+from backend.service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RESULT_TTL = 7 * 24 * 3600
 META_EVERY_S = 1.0
 JOB_ID = re.compile(r"^successor-(\d+)-[0-9a-f]{12}$")
-_ALIVE = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.CREATED}
 
 
 class SuccessorOptionsError(ValueError):
@@ -61,7 +67,7 @@ def _number(name: str, value: Any, kind: type, minimum: float, *, exclusive: boo
     return kind(value)
 
 
-def parse_options(settings: Any, body: dict[str, Any]) -> dict[str, Any]:
+def parse_options(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
     """The job's options (plain JSON) from the request body, defaults filled; raises
     `SuccessorOptionsError` saying what is wrong. Unknown keys are refused (a typo would
     otherwise silently fall back to a default)."""
@@ -116,7 +122,7 @@ def parse_options(settings: Any, body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def plasm_options(settings: Any, options: dict[str, Any]) -> PlasmOptions:
+def plasm_options(settings: Settings, options: dict[str, Any]) -> PlasmOptions:
     base = settings.training_config()
     kw = {k: v for k, v in options.items() if k not in ("teacher_training", "successor_training")}
 
@@ -128,7 +134,7 @@ def plasm_options(settings: Any, options: dict[str, Any]) -> PlasmOptions:
                         successor_training=training("successor_training"))
 
 
-# ---------------------------------------------------------------------------------- paths, keys
+# ---------------------------------------------------------------------------------- paths
 
 
 def successors_dir(model_dir: Path, project_id: int) -> Path:
@@ -145,182 +151,155 @@ def export_paths(model_dir: Path, job_id: str) -> tuple[Path, Path] | None:
     return base / job_id, base / f"{job_id}.tar.gz"
 
 
-def _lock_key(prefix: str, project_id: int) -> str:
-    return f"{prefix}:successor-lock:{int(project_id)}"
-
-
-def _cancel_key(prefix: str, job_id: str) -> str:
-    return f"{prefix}:successor-cancel:{job_id}"
-
-
-def _job_status(ctx: Any, job_id: str) -> JobStatus | None:
-    job = ctx.queues.fetch(job_id)
-    if job is None:
-        return None
-    try:
-        return job.get_status(refresh=False)
-    except Exception:  # a job hash without a status: gone
-        return None
+def export_ready(ctx: JobContext, job_id: str) -> bool:
+    """Whether the successor job finished its export (its status says ``done``)."""
+    status = ctx.store.get_status(job_id)
+    return status is not None and status.stage == "done"
 
 
 # ---------------------------------------------------------------------------------- requests
 
 
-def request_successor(ctx: Any, project_id: int, options: dict[str, Any]) -> str:
-    """Take the project's lock and enqueue the build; raises `SuccessorRunningError`."""
-    settings = ctx.settings
-    r: redis.Redis = ctx.store.r
-    key = _lock_key(settings.key_prefix, project_id)
-    job_id = f"successor-{int(project_id)}-{uuid.uuid4().hex[:12]}"
-    ttl = int(settings.job_timeout) + 3600
+def _take_lock(ctx: JobContext, project_id: int, job_id: str) -> None:
+    """Take the project's successor lock for `job_id`, taking it over from a holder whose job
+    is gone; raises `SuccessorRunningError` when a live build holds it."""
+    store = ctx.store
+    ttl = int(ctx.settings.job_timeout) + 3600
     for _ in range(3):
-        if r.set(key, job_id, nx=True, ex=ttl):
-            break
-        holder = r.get(key)
+        if store.take_successor_lock(project_id, job_id, ttl):
+            return
+        holder = store.successor_lock_holder(project_id)
         if holder is None:
             continue
-        holder = holder.decode() if isinstance(holder, bytes) else holder
-        if _job_status(ctx, holder) in _ALIVE:
+        if job_status(ctx, holder) in LIVE:
             raise SuccessorRunningError(project_id, holder)
         # the holder died without releasing (worker killed, Redis job expired): take over
-        with r.pipeline() as pipe:
-            try:
-                pipe.watch(key)
-                current = pipe.get(key)
-                current = current.decode() if isinstance(current, bytes) else current
-                if current != holder:
-                    continue
-                pipe.multi()
-                pipe.set(key, job_id, ex=ttl)
-                pipe.execute()
-                break
-            except redis.WatchError:
-                continue
-    else:
-        holder = r.get(key)
-        raise SuccessorRunningError(project_id, holder.decode() if isinstance(holder, bytes) else str(holder))
+        if store.take_successor_lock(project_id, job_id, ttl, replacing=holder):
+            return
+    raise SuccessorRunningError(project_id, str(store.successor_lock_holder(project_id)))
+
+
+def request_successor(ctx: JobContext, project_id: int, options: dict[str, Any]) -> str:
+    """Take the project's lock and enqueue the build; raises `SuccessorRunningError`."""
+    job_id = f"successor-{int(project_id)}-{uuid.uuid4().hex[:12]}"
+    _take_lock(ctx, project_id, job_id)
     try:
-        ctx.queues.successor.enqueue_call(
-            build_successor_job, args=(int(project_id), options), job_id=job_id, timeout=settings.job_timeout,
-            result_ttl=RESULT_TTL, failure_ttl=RESULT_TTL,
-            meta={"project": int(project_id), "kind": "successor", "stage": "queued", "progress": 0.0,
-                  "options": options},
-            on_failure=Callback(on_successor_failure),
-            description=f"build PLASM successor, project {project_id}",
-        )
-    except Exception:
-        _release(ctx, project_id, job_id)
+        ctx.store.put_status(job_id, PipelineStatus(project=int(project_id), kind="successor", stage="queued",
+                                                    progress=0.0))
+        enqueue(ctx.queues.successor, build_successor_job, (int(project_id), options), job_id=job_id,
+                timeout=ctx.settings.job_timeout,
+                meta={META_PROJECT: int(project_id), META_KIND: "successor", "options": options},
+                on_failure=on_successor_failure, description=f"build PLASM successor, project {project_id}")
+    except redis.exceptions.RedisError:
+        ctx.store.release_successor_lock(project_id, job_id)
         raise
     return job_id
 
 
-def request_cancel(ctx: Any, job_id: str) -> bool:
+def request_cancel(ctx: JobContext, job_id: str) -> bool:
     """Ask a running build to stop at its next check (a queued one is cancelled by RQ)."""
     job = ctx.queues.fetch(job_id)
     if job is None or export_paths(ctx.settings.model_dir, job_id) is None:
         return False
-    ctx.store.r.set(_cancel_key(ctx.settings.key_prefix, job_id), "1", ex=RESULT_TTL)
+    ctx.store.request_successor_cancel(job_id)
     if job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
         job.cancel()
-        _set_meta(job, stage="cancelled", error="cancelled before it started")
-        _release(ctx, int(job.meta.get("project", -1)), job_id)
+        ctx.store.update_status(job_id, stage="cancelled", error="cancelled before it started")
+        ctx.store.release_successor_lock(int(job.meta.get(META_PROJECT, -1)), job_id)
     return True
-
-
-def _release(ctx: Any, project_id: int, job_id: str) -> None:
-    """Drop the project's lock if this job still holds it."""
-    r = ctx.store.r
-    key = _lock_key(ctx.settings.key_prefix, project_id)
-    holder = r.get(key)
-    holder = holder.decode() if isinstance(holder, bytes) else holder
-    if holder == job_id:
-        r.delete(key)
-
-
-def _set_meta(job: Job | None, **values: Any) -> None:
-    if job is not None:
-        job.get_meta(refresh=True)
-        job.meta.update(values)
-        job.save_meta()
 
 
 # ---------------------------------------------------------------------------------- the job
 
 
+def _fetch_data(ctx: JobContext, project_id: int, job_id: str, config: LabelConfig) -> tuple[Any, Any]:
+    """Gold labels and the unlabeled pool from Label Studio, converted; sizes and conversion
+    reports go to the job's status and the worker log."""
+    labeled = ctx.ls.labeled_tasks(project_id)
+    gold = tasks_to_examples(labeled, config)
+    labeled_ids = {int(t["id"]) for t in labeled if isinstance(t, dict) and "id" in t}
+    pool = unlabeled_examples([t for t in ctx.ls.unlabeled_tasks(project_id) if int(t["id"]) not in labeled_ids],
+                              config)
+    log_conversion(project_id, "successor gold", gold)
+    log_conversion(project_id, "successor pool", pool)
+    ctx.store.update_status(
+        job_id, progress=1.0,
+        sizes={"gold": len(gold.examples), "pool": len(pool.examples), "gold_skipped": gold.skipped},
+        conversion={"gold": gold.as_dict(), "pool": pool.as_dict()},
+    )
+    return gold, pool
+
+
+def _cancel_check(ctx: JobContext, job: Job | None, job_id: str):
+    def cancel_check() -> bool:
+        if ctx.store.successor_cancel_requested(job_id):
+            return True
+        if job is not None:
+            try:
+                return job.get_status(refresh=True) == JobStatus.CANCELED
+            except (redis.exceptions.RedisError, ValueError):  # cannot tell: keep going
+                return False
+        return False
+
+    return cancel_check
+
+
+def _progress(ctx: JobContext, job_id: str):
+    throttle = Throttle(META_EVERY_S)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if throttle.due(done, total, stage):
+            ctx.store.update_status(job_id, stage=stage, progress=round(done / max(total, 1), 4),
+                                    stage_done=int(done), stage_total=int(total))
+
+    return progress
+
+
 def build_successor_job(project_id: int, options: dict[str, Any]) -> dict[str, Any]:
     """Fetch gold + pool from Label Studio, run PLASM, export; returns the metrics."""
-    from backend.service.jobs.iteration import context
-
     ctx = context()
     settings, store = ctx.settings, ctx.store
     quiet_transformers()
     job = get_current_job()
     job_id = job.id if job is not None else f"successor-{int(project_id)}-{uuid.uuid4().hex[:12]}"
-    cancel_key = _cancel_key(settings.key_prefix, job_id)
     try:
-        _set_meta(job, stage="fetch", progress=0.0)
+        store.update_status(job_id, project=int(project_id), kind="successor", stage="fetch", progress=0.0)
         state = store.get_project(project_id)
         if state is None or not state.label_config:
             raise LookupError(f"unknown project {project_id}: Label Studio has not connected it to this backend")
         config = parse_label_config(state.label_config, state.control_name or None)
-        labeled = ctx.ls.labeled_tasks(project_id)
-        gold = tasks_to_examples(labeled, config)
-        labeled_ids = {int(t["id"]) for t in labeled if isinstance(t, dict) and "id" in t}
-        pool_tasks = [t for t in ctx.ls.unlabeled_tasks(project_id) if int(t["id"]) not in labeled_ids]
-        pool = unlabeled_examples(pool_tasks, config)
-        _set_meta(job, progress=1.0, sizes={"gold": len(gold.examples), "pool": len(pool.examples),
-                                            "gold_skipped": gold.skipped})
-        last = [0.0, ""]
-
-        def progress(stage: str, done: int, total: int) -> None:
-            now = time.monotonic()
-            if stage != last[1] or done >= total or now - last[0] >= META_EVERY_S:
-                last[0], last[1] = now, stage
-                _set_meta(job, stage=stage, progress=round(done / max(total, 1), 4),
-                          stage_done=int(done), stage_total=int(total))
-
-        def cancel_check() -> bool:
-            if store.r.exists(cancel_key):
-                return True
-            if job is not None:
-                try:
-                    return job.get_status(refresh=True) == JobStatus.CANCELED
-                except Exception:
-                    return False
-            return False
-
+        gold, pool = _fetch_data(ctx, project_id, job_id, config)
         directory, _ = export_paths(settings.model_dir, job_id) or (
             successors_dir(settings.model_dir, project_id) / job_id, None)
         result, paths = build_and_export(
             gold.examples, pool.examples, config.schema, plasm_options(settings, options), directory,
-            progress=progress, cancel_check=cancel_check, archive=True,
+            progress=_progress(ctx, job_id), cancel_check=_cancel_check(ctx, job, job_id), archive=True,
             extra={"project": int(project_id), "job_id": job_id},
         )
         metrics = result.to_dict()
-        _set_meta(job, stage="done", progress=1.0, metrics=metrics,
-                  export={"directory": str(paths.directory), "archive": str(paths.archive)})
+        store.update_status(job_id, stage="done", progress=1.0, metrics=metrics)
         log.info("project %s: successor %s built (%s kept)", project_id, job_id, metrics["chosen"])
         return {"metrics": metrics, "archive": str(paths.archive)}
-    except PlasmCancelled as exc:
-        _set_meta(job, stage="cancelled", error=str(exc))
+    except Cancelled as exc:
+        store.update_status(job_id, stage="cancelled", error=str(exc))
         raise
     finally:
-        store.r.delete(cancel_key)
-        _release(ctx, project_id, job_id)
+        store.clear_successor_cancel(job_id)
+        store.release_successor_lock(project_id, job_id)
 
 
 def on_successor_failure(job: Job, connection: redis.Redis, exc_type: type, exc_value: BaseException, tb: Any) -> None:
-    """Record a clear error in the job's meta and release the project's lock."""
-    from backend.service.jobs.iteration import context
-
-    stage = job.meta.get("stage") or "start"
+    """Record a clear error in the job's status and release the project's lock."""
+    ctx = context()
+    status = ctx.store.get_status(job.id)
+    stage = (status.stage if status else None) or "start"
     name = getattr(exc_type, "__name__", str(exc_type))
     message = f"successor build failed at stage '{stage}': {name}: {exc_value}"[:2000]
     if stage == "cancelled":
         message = str(exc_value)[:2000]
     log.error("successor job %s: %s", job.id, message)
-    _set_meta(job, error=message)
     try:
-        _release(context(), int(job.meta.get("project", -1)), job.id)
-    except Exception as exc:  # noqa: BLE001 - the lock expires anyway
-        log.warning("successor job %s: could not release the project lock: %s", job.id, exc)
+        ctx.store.update_status(job.id, error=message)
+        ctx.store.release_successor_lock(int(job.meta.get(META_PROJECT, -1)), job.id)
+    except redis.exceptions.RedisError as exc:  # the lock expires anyway
+        log.warning("successor job %s: could not record the failure or release the project lock: %s", job.id, exc)

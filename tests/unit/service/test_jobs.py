@@ -19,9 +19,12 @@ from rq import SimpleWorker
 from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
 
-from backend.service.jobs import iteration as jobs
-from backend.service.jobs.iteration import JobContext, enqueue_scoring, request_training, set_context
+from backend.service.jobs.common import describe_job
+from backend.service.jobs.iteration import enqueue_scoring, request_training
+from backend.service.jobs.stages import new_version
 from backend.service.ls_client import LabelStudioClient
+from backend.service.records import IterationInfo
+from backend.service.runtime import JobContext, set_context
 from backend.service.store import ScoreEntry
 from tests.helpers.backend import make_settings, publish_checkpoint, sentiment_tasks
 from tests.helpers.servers import free_port
@@ -54,8 +57,8 @@ def test_score_chunks_store_results_and_count_model_calls(ctx):
     publish_checkpoint(ctx.settings, ctx.store, PID, "acq-1-a")
     tasks = sentiment_tasks(10, start_id=1)
     ctx.store.pool_replace(PID, {t["id"]: t["data"]["text"] for t in tasks}, "text", 1)
-    ctx.store.start_iteration(PID, "acq-1-a", {"iteration": 2, "value_key": "text", "subset_size": 6,
-                                               "pipeline": "p", "chunks": 2}, [t["id"] for t in tasks])
+    ctx.store.start_iteration(PID, IterationInfo(iteration=2, version="acq-1-a", value_key="text", subset_size=6,
+                                                 pipeline="p", chunks=2), [t["id"] for t in tasks])
     ctx.store.begin_training(PID, "p")
     chunk_jobs, finisher = enqueue_scoring(ctx, PID, "p", "acq-1-a", [1, 2, 3, 5, 8, 9])
     assert len(chunk_jobs) == 2  # SCORE_CHUNK_SIZE=4
@@ -63,7 +66,7 @@ def test_score_chunks_store_results_and_count_model_calls(ctx):
     for job in chunk_jobs:  # run only the chunks: the finisher needs Label Studio
         job.perform()
     info = ctx.store.iteration_info(PID, "acq-1-a")
-    assert int(info["scored"]) == 6 and int(info["chunks_done"]) == 2 and float(info["inference_seconds"]) > 0
+    assert info.scored == 6 and info.chunks_done == 2 and info.inference_seconds > 0
     scores = ctx.store.get_scores(PID, "acq-1-a", [t["id"] for t in tasks])
     assert sorted(scores) == [1, 2, 3, 5, 8, 9]
     for entry in scores.values():
@@ -81,7 +84,7 @@ def test_failed_training_keeps_the_previous_model_and_records_the_error(ctx):
     assert state.version == "acq-1-a" and state.iteration == 1  # still serving
     assert state.running_job is None and state.queued_job is None
     assert "unreachable" in state.last_error and state.last_error_job == req.job_id
-    described = jobs.describe_job(ctx, req.job_id)
+    described = describe_job(ctx, req.job_id)
     assert described["status"] == "failed" and described["pipeline_status"] == "failed"
     assert described["stage"] == "fetch" and "unreachable" in described["error"]
     body = ctx.metrics.render(ctx.store, ctx.queues.all()).decode()
@@ -144,8 +147,8 @@ def test_a_failed_chunk_cancels_the_finisher_and_releases_the_project(ctx):
     ctx.queues.training.remove(req.job_id)  # run the later stages by hand: the checkpoint does not exist
     ctx.store.begin_training(PID, req.job_id)
     ctx.store.pool_replace(PID, {1: "a", 2: "b"}, "text", 1)
-    ctx.store.start_iteration(PID, "acq-1-missing", {"iteration": 1, "value_key": "text", "pipeline": req.job_id},
-                              [1, 2])
+    ctx.store.start_iteration(PID, IterationInfo(iteration=1, version="acq-1-missing", value_key="text",
+                                                 pipeline=req.job_id), [1, 2])
     chunk_jobs, finisher = enqueue_scoring(ctx, PID, req.job_id, "acq-1-missing", [1, 2])
     ctx.store.set_stage_job(PID, req.job_id, finisher.id)
     work(ctx)
@@ -154,7 +157,7 @@ def test_a_failed_chunk_cancels_the_finisher_and_releases_the_project(ctx):
     state = ctx.store.get_project(PID)
     assert state.running_job is None and state.version == "untrained"
     assert "CheckpointMissingError" in state.last_error and "MODEL_DIR" in state.last_error
-    assert jobs.describe_job(ctx, req.job_id)["pipeline_status"] == "failed"
+    assert describe_job(ctx, req.job_id)["pipeline_status"] == "failed"
 
 
 def test_a_stale_score_entry_round_trips_through_the_finisher_format():
@@ -163,7 +166,7 @@ def test_a_stale_score_entry_round_trips_through_the_finisher_format():
 
 
 def test_new_versions_are_unique_and_name_the_iteration():
-    versions = {jobs.new_version(3) for _ in range(50)}
+    versions = {new_version(3) for _ in range(50)}
     assert len(versions) == 50 and all(v.startswith("acq-3-") for v in versions)
 
 

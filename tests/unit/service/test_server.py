@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from backend.service.jobs.iteration import set_context
-from backend.model import Backend
+from backend.service.runtime import Backend, set_context
 from backend.service.app import create_app
 from backend.service.store import UNTRAINED, ScoreEntry
 from tests.helpers.backend import (

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import redis
 
+from backend.engine.types import TaskType
+from backend.service.records import IterationInfo, PipelineStatus
 from backend.service.store import UNTRAINED, ProjectStore, ScoreEntry, StoreUnavailableError
 from tests.helpers.backend import CLASSIFICATION_XML
 from tests.helpers.servers import RedisServer
@@ -130,7 +132,7 @@ def test_pool_cache(store):
 def test_publish_keeps_current_and_previous_scores_only(store):
     for i, version in enumerate(["v1", "v2", "v3"], start=1):
         store.put_scores(7, version, {1: ScoreEntry([], 0.5, 0.5)})
-        store.start_iteration(7, version, {"iteration": i}, [1])
+        store.start_iteration(7, IterationInfo(iteration=i, version=version, pipeline="p", value_key="text"), [1])
         store.publish_version(7, version, i, {"iteration": i, "version": version, "seconds": {"train": 1.0}})
     assert store.current_version(7) == "v3" and store.get_project(7).iteration == 3
     assert store.versions(7) == ["v1", "v2", "v3"]
@@ -142,12 +144,44 @@ def test_publish_keeps_current_and_previous_scores_only(store):
 
 
 def test_iteration_progress_counters(store):
-    store.start_iteration(7, "v1", {"iteration": 1, "subset_size": 10}, [5, 6, 7])
-    assert store.add_iteration_progress(7, "v1", 4, 0.5) == (4, 1)
-    assert store.add_iteration_progress(7, "v1", 6, 0.25) == (10, 2)
+    store.start_iteration(7, IterationInfo(iteration=1, version="v1", pipeline="p", value_key="text",
+                                           subset_size=10, full_rescore=False, fit_loss=None,
+                                           conversion={"skipped": {"unknown_label": 1}}), [5, 6, 7])
+    store.put_status("p", PipelineStatus(project=7, pipeline="p", stage="score", subset_size=10, chunks=2))
+    assert store.add_iteration_progress(7, "v1", 4, 0.5, "p") == (4, 1)
+    assert store.add_iteration_progress(7, "v1", 6, 0.25, "p") == (10, 2)
     info = store.iteration_info(7, "v1")
-    assert info["pool"] == [5, 6, 7] and float(info["inference_seconds"]) == 0.75
+    assert store.iteration_pool(7, "v1") == [5, 6, 7] and info.inference_seconds == 0.75
+    assert info.subset_size == 10 and info.full_rescore is False and info.fit_loss is None
+    assert info.conversion == {"skipped": {"unknown_label": 1}}
     assert store.get_project(7).model_scored_total == 10
+    status = store.get_status("p")
+    assert (status.scored, status.chunks_done, status.scoring_progress()) == (10, 2, 1.0)
+
+
+def test_project_state_reads_typed_fields(store):
+    state = store.get_project(7)
+    assert state.task_type is TaskType.CLASSIFICATION and state.public()["task_type"] == "classification"
+    assert state.dirty is False and state.last_error_at is None and state.queued_job is None
+    store.record_error(7, "job-x", "boom")
+    state = store.get_project(7)
+    assert state.last_error == "boom" and state.last_error_job == "job-x" and isinstance(state.last_error_at, float)
+
+
+def test_successor_lock_and_cancel_flag(store):
+    assert store.take_successor_lock(7, "s-1", 60)
+    assert not store.take_successor_lock(7, "s-2", 60) and store.successor_lock_holder(7) == "s-1"
+    assert not store.take_successor_lock(7, "s-2", 60, replacing="s-0")  # not the holder any more
+    assert store.take_successor_lock(7, "s-2", 60, replacing="s-1")
+    store.release_successor_lock(7, "s-1")  # not the holder: no effect
+    assert store.successor_lock_holder(7) == "s-2"
+    store.release_successor_lock(7, "s-2")
+    assert store.successor_lock_holder(7) is None
+    assert not store.successor_cancel_requested("s-2")
+    store.request_successor_cancel("s-2")
+    assert store.successor_cancel_requested("s-2")
+    store.clear_successor_cancel("s-2")
+    assert not store.successor_cancel_requested("s-2")
 
 
 def test_state_survives_a_new_store_instance(store, redis_url):

@@ -14,8 +14,8 @@ import torch
 from rq import SimpleWorker
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from backend.service.jobs.iteration import describe_job, set_context
-from backend.model import Backend
+from backend.service.jobs.common import describe_job
+from backend.service.runtime import Backend, set_context
 from backend.service.app import create_app
 from tests.helpers.backend import CLASSIFICATION_XML, make_settings, sentiment_examples, sentiment_tasks
 from tests.helpers.servers import free_port
@@ -155,10 +155,8 @@ def test_auth_guards_the_successor_endpoints(redis_url, tmp_path, tiny_bert):
 
 
 def test_cancelling_a_running_build_leaves_no_export(client, backend):
-    from backend.service.jobs.successor import _cancel_key
-
     job_id = client.post("/successor", json={"project": PID, **FAST}).json["job_id"]
-    backend.store.r.set(_cancel_key(backend.settings.key_prefix, job_id), "1")  # as if asked mid-run
+    backend.store.request_successor_cancel(job_id)  # as if asked mid-run
     work(backend)
     described = describe_job(backend, job_id)
     assert described["status"] == "failed" and described["stage"] == "cancelled"

@@ -1,0 +1,104 @@
+"""RQ plumbing shared by the training pipeline and the successor job: enqueueing with one result
+TTL, the RQ meta keys, the "is this job still alive" check, throttled progress, and the
+``GET /jobs/<id>`` view (a read of the job's `PipelineStatus` plus RQ's own status)."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from rq import Callback, Queue
+from rq.job import Job, JobStatus
+
+from backend.service.records import RESULT_TTL, PipelineStatus
+from backend.service.runtime import JobContext
+
+__all__ = ["RESULT_TTL", "LIVE", "META_PROJECT", "META_PIPELINE", "META_KIND", "enqueue", "job_status",
+           "Throttle", "describe_job"]
+
+# The only keys RQ meta holds (set once at enqueue; everything that changes is the PipelineStatus).
+META_PROJECT, META_PIPELINE, META_KIND = "project", "pipeline", "kind"
+# A job in one of these states may still run: its project flags / lock must not be taken over.
+LIVE = frozenset({JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.CREATED})
+
+
+def enqueue(
+    queue: Queue, func: Callable, args: tuple, *, meta: dict[str, Any], timeout: int,
+    on_failure: Callable, description: str, job_id: str | None = None, depends_on: Any = None,
+) -> Job:
+    """Enqueue with the backend's result TTL and failure callback."""
+    return queue.enqueue_call(
+        func, args=args, job_id=job_id, timeout=timeout, result_ttl=RESULT_TTL, failure_ttl=RESULT_TTL,
+        meta=meta, on_failure=Callback(on_failure), description=description, depends_on=depends_on,
+    )
+
+
+def job_status(ctx: JobContext, job_id: str) -> JobStatus | None:
+    """RQ's status of a job, or None when it is gone (expired, flushed, a hash without a status)."""
+    job = ctx.queues.fetch(job_id)
+    if job is None:
+        return None
+    try:
+        return job.get_status(refresh=False)
+    except (redis.exceptions.RedisError, ValueError):
+        return None
+
+
+class Throttle:
+    """Lets a progress write through at most every `every` seconds, and always when the stage
+    changes or the stage is done (so RQ meta / Redis is not written per training step)."""
+
+    def __init__(self, every: float = 1.0) -> None:
+        self.every = every
+        self._last = 0.0
+        self._stage: str | None = None
+
+    def due(self, done: int, total: int, stage: str | None = None) -> bool:
+        now = time.monotonic()
+        if stage != self._stage or done >= total or now - self._last >= self.every:
+            self._last, self._stage = now, stage
+            return True
+        return False
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _failure_message(job: Job) -> str:
+    result = job.latest_result()
+    exc = result.exc_string if result else None
+    return (exc or "").strip().splitlines()[-1] if exc else "failed"
+
+
+def describe_job(ctx: JobContext, job_id: str) -> dict[str, Any] | None:
+    """What ``GET /jobs/<id>`` shows: RQ status plus the pipeline's stage, progress and error."""
+    job = ctx.queues.fetch(job_id)
+    if job is None:
+        return None
+    meta = job.meta or {}
+    rq_status = job.get_status(refresh=False)
+    status = ctx.store.get_status(meta.get(META_PIPELINE) or job.id) or PipelineStatus(project=meta.get(META_PROJECT))
+    out: dict[str, Any] = {
+        "id": job.id, "function": job.func_name.rsplit(".", 1)[-1],
+        "status": str(getattr(rq_status, "value", rq_status)),
+        "project": status.project, "pipeline": status.pipeline, "stage": status.stage,
+        "progress": status.progress, "version": status.version,
+        "pipeline_status": status.status, "error": status.error,
+        "enqueued_at": _iso(job.enqueued_at), "started_at": _iso(job.started_at), "ended_at": _iso(job.ended_at),
+    }
+    if rq_status == JobStatus.FAILED and not out["error"]:
+        out["error"] = _failure_message(job)
+    if status.stage == "score" and status.kind == "training":
+        out["progress"] = status.scoring_progress()
+        out["scoring"] = status.scoring_view()
+    if status.kind == "successor":
+        out["stage_done"], out["stage_total"] = status.stage_done, status.stage_total
+        out["metrics"], out["sizes"], out["conversion"] = status.metrics, status.sizes, status.conversion
+        out["download"] = f"/successor/{job.id}/download" if status.stage == "done" else None
+    if status.iteration:
+        out["iteration"] = status.iteration
+    if job.is_finished and status.pipeline != job.id:
+        out["result"] = job.return_value()
+    return out

@@ -1,0 +1,121 @@
+"""The per-process runtime: settings, Redis store, RQ queues, metrics and loaded checkpoints,
+built once from the settings and handed to every request (`Backend`) and every job (`context()`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from backend.service.checkpoints import CheckpointCache
+from backend.service.settings import Settings
+from backend.service.store import ProjectStore, connect_redis
+from backend.service.telemetry import Metrics
+
+if TYPE_CHECKING:  # the web process's model class; imported lazily (it imports the jobs)
+    from backend.model import FeasibleALModel
+
+QUEUE_KINDS = ("scoring", "training", "successor")  # worker order: finish an iteration before the next
+
+
+class LabelStudioNotConfiguredError(RuntimeError):
+    """Training needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY in the backend's environment."""
+
+
+class JobQueues:
+    """The backend's RQ queues, named ``<KEY_PREFIX>-<kind>``. Needs a bytes (non-decoding) client."""
+
+    def __init__(self, connection: redis.Redis, prefix: str) -> None:
+        self.connection = connection
+        self.prefix = prefix
+        self.training = Queue(f"{prefix}-training", connection=connection)
+        self.scoring = Queue(f"{prefix}-scoring", connection=connection)
+        self.successor = Queue(f"{prefix}-successor", connection=connection)
+
+    def all(self, kinds: tuple[str, ...] = QUEUE_KINDS) -> list[Queue]:
+        unknown = set(kinds) - set(QUEUE_KINDS)
+        if unknown:
+            raise ValueError(f"unknown queue kinds {sorted(unknown)}; choose from {QUEUE_KINDS}")
+        return [getattr(self, kind) for kind in kinds]
+
+    def fetch(self, job_id: str) -> Job | None:
+        try:
+            return Job.fetch(job_id, connection=self.connection)
+        except NoSuchJobError:
+            return None
+
+
+@dataclass
+class JobContext:
+    """Everything a job needs, built once per worker process from the settings."""
+
+    settings: Settings
+    store: ProjectStore
+    queues: JobQueues
+    metrics: Metrics
+    checkpoints: CheckpointCache
+    _ls: Any = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "JobContext":
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        store = ProjectStore.from_settings(settings)
+        return cls(
+            settings=settings,
+            store=store,
+            queues=JobQueues(connect_redis(settings, decode=False), settings.key_prefix),
+            metrics=Metrics(store.r, settings.key_prefix),
+            checkpoints=CheckpointCache(settings.model_dir, settings.model_cache_size, settings.device),
+        )
+
+    def require_label_studio(self, what: str = "training") -> None:
+        """Raise `LabelStudioNotConfiguredError` unless the backend can call Label Studio."""
+        if not self.settings.label_studio_configured:
+            raise LabelStudioNotConfiguredError(
+                f"{what} needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY in the backend's environment"
+            )
+
+    @property
+    def ls(self):
+        """The Label Studio client (created on first use: only training needs it)."""
+        if self._ls is None:
+            self.require_label_studio()
+            from backend.service.ls_client import LabelStudioClient
+
+            self._ls = LabelStudioClient(
+                self.settings.label_studio_url, self.settings.label_studio_api_key,
+                timeout=self.settings.label_studio_timeout,
+            )
+        return self._ls
+
+
+class Backend(JobContext):
+    """The web process's runtime: the job context plus the per-request model objects."""
+
+    def model(self, project_id: int, label_config: str | None = None) -> "FeasibleALModel":
+        from backend.model import FeasibleALModel
+
+        return FeasibleALModel(project_id, self, label_config)
+
+
+_context: JobContext | None = None
+
+
+def context() -> JobContext:
+    """The process's job context (from the environment unless `set_context` installed one)."""
+    global _context
+    if _context is None:
+        _context = JobContext.from_settings(Settings.from_env())
+    return _context
+
+
+def set_context(ctx: JobContext | None) -> None:
+    global _context
+    _context = ctx
