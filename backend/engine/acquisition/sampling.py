@@ -1,14 +1,15 @@
 """Unlabeled Pool Subsampling (UPS) and the pool samplers it is compared with.
 
 A sampler decides which unlabeled tasks get re-scored this iteration, given the last uncertainty
-computed for each (NaN = never scored). `UPSScorer` wraps any query strategy with a sampler: it
-re-scores the drawn subset and keeps the stale scores of the rest.
+computed for each (NaN = never scored). `PoolScorer` wraps a query strategy with any sampler: it
+re-scores the drawn subset and keeps the stale scores of the rest (with `FullPool`, nothing is stale).
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -18,11 +19,14 @@ from backend.engine.types import Predictions
 
 DEFAULT_FULL_RESCORE_ITERATIONS: tuple[int, ...] = (1, 2, 5, 9)
 
+SamplerName = Literal["full", "ups", "random_subsample"]
+
 
 class PoolSampler(ABC):
     """Chooses the tasks to re-score; never-scored tasks (NaN) are always chosen."""
 
-    name: str
+    name: ClassVar[SamplerName]
+    full_rescore_iterations: frozenset[int] = frozenset()  # iterations that re-score the whole pool
 
     @abstractmethod
     def _draw(self, uncertainty: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
@@ -43,7 +47,7 @@ class PoolSampler(ABC):
         return mask | never
 
     def is_full_iteration(self, iteration: int) -> bool:
-        return False
+        return iteration in self.full_rescore_iterations
 
 
 class FullPool(PoolSampler):
@@ -76,9 +80,6 @@ class UPS(PoolSampler):
         self.temperature = temperature
         self.full_rescore_iterations = frozenset(int(i) for i in full_rescore_iterations)
 
-    def is_full_iteration(self, iteration: int) -> bool:
-        return iteration in self.full_rescore_iterations
-
     def keep_probabilities(self, uncertainty: np.ndarray) -> np.ndarray:
         n = uncertainty.size
         order = np.argsort(-uncertainty, kind="stable")
@@ -104,9 +105,6 @@ class RandomSubsample(PoolSampler):
         self.share = share
         self.full_rescore_iterations = frozenset(int(i) for i in full_rescore_iterations)
 
-    def is_full_iteration(self, iteration: int) -> bool:
-        return iteration in self.full_rescore_iterations
-
     def _draw(self, uncertainty: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         mask = np.zeros(uncertainty.size, dtype=bool)
         k = max(1, round(self.share * uncertainty.size))
@@ -120,10 +118,6 @@ class PoolScores:
     confidence: np.ndarray  # (N,) matching Label Studio score
     rescored: np.ndarray  # (N,) bool, True where this iteration ran the model
 
-    @property
-    def rescored_share(self) -> float:
-        return float(self.rescored.mean()) if self.rescored.size else 0.0
-
     def ranked_fresh(self) -> np.ndarray:
         """Tasks scored this iteration, most uncertain first: the query is chosen from these only."""
         fresh = np.flatnonzero(self.rescored)
@@ -131,12 +125,8 @@ class PoolScores:
             raise EmptyPoolError("no freshly scored tasks to query from")
         return fresh[np.argsort(-self.uncertainty[fresh], kind="stable")]
 
-    def query(self, size: int) -> np.ndarray:
-        """Indices of the `size` most uncertain tasks among those scored this iteration."""
-        return self.ranked_fresh()[:size]
 
-
-class UPSScorer:
+class PoolScorer:
     """Wraps a query strategy with a pool sampler: score only the drawn subset, keep stale scores."""
 
     def __init__(self, strategy: QueryStrategy, sampler: PoolSampler, seed: int = 0) -> None:

@@ -3,18 +3,30 @@
 Each returns an uncertainty (higher = more informative, what the query sorts by) and the
 confidence Label Studio should get as the prediction `score` (low = uncertain, so LS's
 *Uncertainty sampling* puts the most informative tasks first).
+
+A strategy is saved beside a checkpoint as `strategy.json` (name and plain parameters) plus
+`strategy.npz` when it holds fitted arrays, so checkpoints never depend on class paths (no pickle).
 """
 from __future__ import annotations
 
+import json
+import zipfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from backend.engine.io import atomic_file, atomic_write_json
 from backend.engine.types import Predictions, TaskType
 
 EPS = 1e-12
+STRATEGY_JSON = "strategy.json"
+STRATEGY_NPZ = "strategy.npz"
+
+StrategyName = Literal["least_confidence", "margin", "entropy", "mnlp", "mahalanobis", "random"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +42,7 @@ class Scores:
 class QueryStrategy(ABC):
     """Scores a pool's predictions. Subclasses declare which task types they support."""
 
-    name: ClassVar[str]
+    name: ClassVar[StrategyName]
     task_types: ClassVar[frozenset[TaskType]] = frozenset(TaskType)
     needs_embeddings: ClassVar[bool] = False
 
@@ -42,9 +54,27 @@ class QueryStrategy(ABC):
             supported = ", ".join(sorted(t.value for t in self.task_types))
             raise ValueError(f"strategy '{self.name}' supports {supported}, not {task_type.value}")
 
+    # Persistence (`save_strategy` / `load_strategy`): stateless strategies need none of this.
+    def params(self) -> dict[str, Any]:
+        """JSON-able settings and state that `restore` takes back."""
+        return {}
 
-def _per_example(predictions: Predictions, fn) -> np.ndarray:
-    """Apply a row-wise uncertainty to classification rows, or average it over a tagged text's words."""
+    def fitted_arrays(self) -> dict[str, np.ndarray]:
+        """Arrays learned by `fit`, saved to `strategy.npz`; empty when there are none."""
+        return {}
+
+    @classmethod
+    def restore(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> "QueryStrategy":
+        if arrays:
+            raise ValueError(f"strategy '{cls.name}' holds no fitted arrays, but got {sorted(arrays)}")
+        return cls(**params)
+
+
+def _per_example(predictions: Predictions, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Apply a row-wise uncertainty to classification rows, or average it over a tagged text's words.
+
+    The mean (not the sum or max) keeps long sentences comparable to short ones (Shen et al., 2017).
+    """
     if predictions.task_type is TaskType.CLASSIFICATION:
         return fn(np.asarray(predictions.probs, dtype=np.float64))
     return np.array(
@@ -110,12 +140,7 @@ class MNLP(QueryStrategy):
 
     def score(self, predictions: Predictions) -> Scores:
         self.check(predictions.task_type)
-        uncertainty = np.array(
-            [
-                -np.log(np.clip(np.asarray(p, dtype=np.float64).max(axis=-1), EPS, 1.0)).mean() if len(p) else 0.0
-                for p in predictions.probs
-            ]
-        )
+        uncertainty = _per_example(predictions, lambda p: -np.log(np.clip(p.max(axis=-1), EPS, 1.0)))
         return Scores(uncertainty, np.exp(-uncertainty))
 
 
@@ -153,6 +178,28 @@ class MahalanobisDistance(QueryStrategy):
         self._precision = np.linalg.pinv(cov, hermitian=True)
         return self
 
+    def params(self) -> dict[str, Any]:
+        return {"shrinkage": self.shrinkage}
+
+    def fitted_arrays(self) -> dict[str, np.ndarray]:
+        if self._centroids is None or self._precision is None:
+            return {}
+        return {"centroids": self._centroids, "precision": self._precision}
+
+    @classmethod
+    def restore(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> "MahalanobisDistance":
+        strategy = cls(**params)
+        if not arrays:
+            return strategy  # saved before fit
+        if set(arrays) != {"centroids", "precision"}:
+            raise ValueError(f"expected arrays centroids and precision, got {sorted(arrays)}")
+        centroids, precision = arrays["centroids"], arrays["precision"]
+        if centroids.ndim != 2 or precision.shape != (centroids.shape[1], centroids.shape[1]):
+            raise ValueError(f"centroids {centroids.shape} and precision {precision.shape} do not match")
+        strategy._centroids = centroids.astype(np.float64, copy=False)
+        strategy._precision = precision.astype(np.float64, copy=False)
+        return strategy
+
     def score(self, predictions: Predictions) -> Scores:
         self.check(predictions.task_type)
         if self._centroids is None or self._precision is None:
@@ -166,22 +213,36 @@ class MahalanobisDistance(QueryStrategy):
         return Scores(uncertainty, 1.0 / (1.0 + uncertainty))
 
 
-class RandomScores(QueryStrategy):
+class RandomBaseline(QueryStrategy):
     """Random sampling baseline: random uncertainty; confidence = the top probability, so LS still
     shows a meaningful score."""
 
     name = "random"
 
     def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
         self._rng = np.random.default_rng(seed)
 
     def score(self, predictions: Predictions) -> Scores:
         confidence = LeastConfidence().score(predictions).confidence
         return Scores(self._rng.random(len(predictions)), confidence)
 
+    def params(self) -> dict[str, Any]:
+        # The generator's position too: a reloaded baseline continues the same random stream.
+        return {"seed": self.seed, "rng_state": self._rng.bit_generator.state}
+
+    @classmethod
+    def restore(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> "RandomBaseline":
+        params = dict(params)
+        state = params.pop("rng_state", None)
+        strategy = super().restore(params, arrays)
+        if state is not None:
+            strategy._rng.bit_generator.state = state
+        return strategy  # type: ignore[return-value]
+
 
 STRATEGIES: dict[str, type[QueryStrategy]] = {
-    cls.name: cls for cls in (LeastConfidence, Margin, Entropy, MNLP, MahalanobisDistance, RandomScores)
+    cls.name: cls for cls in (LeastConfidence, Margin, Entropy, MNLP, MahalanobisDistance, RandomBaseline)
 }
 
 
@@ -191,6 +252,58 @@ def make_strategy(name: str, task_type: TaskType, seed: int = 0) -> QueryStrateg
         name = "least_confidence" if task_type is TaskType.CLASSIFICATION else "mnlp"
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy '{name}'; choose one of: auto, {', '.join(STRATEGIES)}")
-    strategy = RandomScores(seed) if name == "random" else STRATEGIES[name]()
+    strategy = RandomBaseline(seed) if name == "random" else STRATEGIES[name]()
     strategy.check(task_type)
     return strategy
+
+
+def save_strategy(strategy: QueryStrategy, directory: str | Path) -> None:
+    """Write `strategy.json` (name + plain parameters) and, for fitted arrays, `strategy.npz`."""
+    directory = Path(directory)
+    arrays = strategy.fitted_arrays()
+    npz = directory / STRATEGY_NPZ
+    if arrays:
+        with atomic_file(npz) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    else:
+        npz.unlink(missing_ok=True)  # left by an earlier save; it would not match this strategy
+    atomic_write_json(directory / STRATEGY_JSON, {"name": strategy.name, **strategy.params()})
+
+
+def load_strategy(directory: str | Path) -> QueryStrategy:
+    """Rebuild the strategy `save_strategy` wrote. FileNotFoundError without `strategy.json`;
+    ValueError on an unknown name or a file that does not describe a strategy."""
+    path = Path(directory) / STRATEGY_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"no {STRATEGY_JSON} in {directory}")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict) or not isinstance(config.get("name"), str):
+        raise ValueError(f"{path} must be a JSON object with a string 'name'")
+    params = dict(config)
+    name = params.pop("name")
+    if name not in STRATEGIES:
+        raise ValueError(f"{path}: unknown strategy '{name}'; known: {', '.join(STRATEGIES)}")
+    arrays = _read_arrays(Path(directory) / STRATEGY_NPZ)
+    try:
+        return STRATEGIES[name].restore(params, arrays)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path}: cannot rebuild strategy '{name}': {exc}") from exc
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        return {}
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path} is not a readable array file: {exc}") from exc
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is not an .npz archive")
+    with npz:
+        try:
+            return {key: npz[key] for key in npz.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # object arrays need pickle
+            raise ValueError(f"{path} is not a readable array file: {exc}") from exc

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.engine.data.datasets import to_iob2
+from backend.engine.data import to_iob2
 from backend.engine.errors import ActiveLearningError, NotEnoughLabelsError
 from backend.engine.metrics import decode_labels, evaluate
 from backend.engine.acquisition.strategies import make_strategy

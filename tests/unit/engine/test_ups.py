@@ -4,7 +4,7 @@ import pytest
 from backend.engine.errors import EmptyPoolError
 from backend.engine.acquisition.strategies import LeastConfidence
 from backend.engine.types import Predictions, TaskType
-from backend.engine.acquisition.sampling import UPS, FullPool, RandomSubsample, UPSScorer
+from backend.engine.acquisition.sampling import UPS, FullPool, RandomSubsample, PoolScorer
 
 
 def test_top_gamma_share_is_always_kept():
@@ -88,12 +88,12 @@ def test_scorer_rescores_subset_keeps_stale_and_queries_fresh_only():
         probs = np.tile([0.5, 0.5], (len(indices), 1))  # every re-scored task becomes maximally uncertain
         return Predictions(TaskType.CLASSIFICATION, probs)
 
-    scorer = UPSScorer(LeastConfidence(), UPS(full_rescore_iterations=()), seed=0)
+    scorer = PoolScorer(LeastConfidence(), UPS(full_rescore_iterations=()), seed=0)
     result = scorer.score_pool(stale_u, stale_c, iteration=3, predict=predict)
     fresh = result.rescored
     np.testing.assert_array_equal(np.flatnonzero(fresh), called["indices"])
     np.testing.assert_allclose(result.uncertainty[fresh], 0.5)
     np.testing.assert_array_equal(result.uncertainty[~fresh], stale_u[~fresh])
     np.testing.assert_array_equal(result.confidence[~fresh], stale_c[~fresh])
-    query = result.query(5)
+    query = result.ranked_fresh()[:5]
     assert fresh[query].all()

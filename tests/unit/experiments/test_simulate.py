@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from backend.engine.data.datasets import Dataset
+from backend.engine.data import Dataset
 from backend.experiments.simulate import Simulation, SimulationConfig, summarize
 from backend.engine.models.transformer import TrainingConfig
 from backend.engine.types import LabelSchema, TaskType
