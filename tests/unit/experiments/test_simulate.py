@@ -88,6 +88,14 @@ def test_simulate_cli_writes_json_plot_and_table(tmp_path, tiny_bert, capsys):
     assert (out / "learning_curve.png").stat().st_size > 10_000
     table = capsys.readouterr().out
     assert "accuracy" in table and "random_subsample" in table
+    assert payload["metric"] == "accuracy" and payload["data"]["dataset"] == str(data)
+
+    # replay from the results.json: same config and data, one flag overridden on the command line
+    again = tmp_path / "replay"
+    assert main(["simulate", "--config", str(out / "results.json"), "--seeds", "1", "--output-dir", str(again)]) == 0
+    replayed = json.loads((again / "results.json").read_text())
+    assert replayed["config"] == {**payload["config"], "seeds": [1]}
+    assert replayed["data"] == payload["data"] and replayed["test_size"] == 40
 
 
 def test_simulate_cli_reports_bad_input_in_one_line(tmp_path, capsys):
@@ -101,3 +109,13 @@ def test_config_validation():
         SimulationConfig(acquisition_model="x", configurations=("fast",))
     with pytest.raises(ValueError):
         SimulationConfig(acquisition_model="x", seed_share=2.0)
+
+
+def test_on_trained_sees_each_new_labeled_set_once(tiny_bert):
+    config = SimulationConfig(acquisition_model=str(tiny_bert), configurations=("full", "random"), iterations=1,
+                              seeds=(0,), seed_size=10, query_size=10, training=FAST)
+    seen = []
+    Simulation(config, cls_dataset(60, 0), cls_dataset(20, 1),
+               on_trained=lambda seed, it, trained: seen.append((seed, it, len(trained.labeled)))).run()
+    # iteration 0: both configurations share the seed set (one training); iteration 1: two sets
+    assert seen == [(0, 0, 10), (0, 1, 20), (0, 1, 20)]
