@@ -95,7 +95,7 @@ def read_text(path: Path, encoding: str | None = None) -> str:
         return data.decode("latin-1")
 
 
-def _lines(text: str) -> list[str]:
+def split_lines(text: str) -> list[str]:
     """Split on \\n/\\r only: str.splitlines also splits on \\x85 and \\u2028, which tweets contain."""
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
@@ -138,7 +138,7 @@ def read_csv(
 
 def _read_json(name: str, text: str, path: Path, wanted: TaskType | None, text_field: str, label_field: str) -> Parsed:
     """Tagging when the objects carry tokens and tags (and no label field), else classification."""
-    records = _json_records(text, path)
+    records = json_records(text, path)
     if not records:
         raise DatasetError(f"{path} holds no JSON objects")
     first = records[0][1]
@@ -174,7 +174,7 @@ def _json_sentences(records: list[tuple[int, dict]], path: Path) -> Iterator[tup
         yield f"{path}, line {line_no}", words, tags
 
 
-def _json_records(text: str, path: Path) -> list[tuple[int, dict]]:
+def json_records(text: str, path: Path) -> list[tuple[int, dict]]:
     """(line number, object) pairs from a JSON array or from JSON lines."""
     stripped = text.lstrip()
     if stripped.startswith("["):
@@ -186,7 +186,7 @@ def _json_records(text: str, path: Path) -> list[tuple[int, dict]]:
             raise DatasetError(f"{path}: a JSON array must hold objects")
         return [(i + 1, obj) for i, obj in enumerate(data)]  # array index stands in for the line
     records = []
-    for line_no, line in enumerate(_lines(text), start=1):
+    for line_no, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -215,7 +215,7 @@ def _conll_sentences(text: str, path: Path | str) -> Iterator[tuple[str, list[st
     words: list[str] = []
     tags: list[str] = []
     start = 1
-    for line_no, line in enumerate(_lines(text), start=1):
+    for line_no, line in enumerate(split_lines(text), start=1):
         cols = ([c for c in line.split("\t") if c.strip()] if "\t" in line else line.split()) if line.strip() else []
         if not cols or cols[0].strip() == "-DOCSTART-":  # a sentence (or document) ends here
             if words:

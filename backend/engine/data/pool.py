@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from backend.engine.data.formats import CSV_SUFFIXES, JSON_SUFFIXES, TOKEN_KEYS, _json_records, _lines, read_text
+from backend.engine.data.formats import CSV_SUFFIXES, JSON_SUFFIXES, TOKEN_KEYS, json_records, split_lines, read_text
 from backend.engine.errors import DatasetError
 from backend.engine.types import ClassificationExample, Example, TaggingExample, TaskType
 
@@ -26,14 +26,14 @@ def read_unlabeled_pool(path: str | Path, task_type: TaskType, text_field: str =
     text = read_text(path)
     suffix = Path(path.name.removesuffix(path.suffix)).suffix if path.suffix in (".gz", ".bz2", ".xz") else path.suffix
     if suffix in JSON_SUFFIXES:
-        items = [_json_item(obj, text_field, path, line_no) for line_no, obj in _json_records(text, path)]
+        items = [_json_item(obj, text_field, path, line_no) for line_no, obj in json_records(text, path)]
     elif suffix in CSV_SUFFIXES:
         reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
         if text_field not in (reader.fieldnames or []):
             raise DatasetError(f"{path}: no column {text_field!r}; columns are {reader.fieldnames}")
         items = [row[text_field] for row in reader]
     else:
-        items = [line for line in _lines(text) if line.strip()]
+        items = [line for line in split_lines(text) if line.strip()]
     items = [item for item in items if item]
     if task_type is TaskType.TAGGING:
         return [TaggingExample(item.split() if isinstance(item, str) else [str(w) for w in item]) for item in items]
