@@ -15,3 +15,16 @@ class NotEnoughLabelsError(ActiveLearningError):
 
 class DatasetError(ActiveLearningError):
     """A dataset file or name could not be read into examples."""
+
+
+class Cancelled(ActiveLearningError):
+    """A long run (training, distillation, PLASM) stopped because its cancel check said so;
+    nothing was written."""
+
+
+class StageError(ActiveLearningError):
+    """A stage of a multi-stage run (PLASM) failed; `stage` names it and the cause is chained."""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(f"PLASM stage '{stage}' failed: {type(cause).__name__}: {cause}")
+        self.stage = stage

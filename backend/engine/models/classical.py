@@ -41,15 +41,13 @@ NEG_INF = -1e4
 
 
 # --------------------------------------------------------------------------------------- configs
-class TextCNNConfig(PretrainedConfig):
-    model_type = "plasm-textcnn"
+class _WordModelConfig(PretrainedConfig):
+    """What both classical models share: a word vocabulary, its embeddings, (word) dropout."""
 
     def __init__(
         self,
         vocab_size: int = 2,
         embedding_dim: int = 128,
-        num_filters: int = 100,
-        kernel_sizes: Sequence[int] = (3, 4, 5),
         dropout: float = 0.5,
         word_dropout: float = 0.05,
         pad_token_id: int = 0,
@@ -58,37 +56,30 @@ class TextCNNConfig(PretrainedConfig):
     ) -> None:
         self.vocab_size = vocab_size
         self.embedding_dim = embedding_dim
-        self.num_filters = num_filters
-        self.kernel_sizes = list(kernel_sizes)
         self.dropout = dropout
         self.word_dropout = word_dropout
         self.unk_token_id = unk_token_id
         super().__init__(pad_token_id=pad_token_id, **kwargs)
 
 
-class BiLSTMCRFConfig(PretrainedConfig):
-    model_type = "plasm-bilstm-crf"
+class TextCNNConfig(_WordModelConfig):
+    model_type = "plasm-textcnn"
 
     def __init__(
-        self,
-        vocab_size: int = 2,
-        embedding_dim: int = 100,
-        hidden_size: int = 128,
-        num_lstm_layers: int = 1,
-        dropout: float = 0.5,
-        word_dropout: float = 0.05,
-        pad_token_id: int = 0,
-        unk_token_id: int = 1,
-        **kwargs,
+        self, embedding_dim: int = 128, num_filters: int = 100, kernel_sizes: Sequence[int] = (3, 4, 5), **kwargs
     ) -> None:
-        self.vocab_size = vocab_size
-        self.embedding_dim = embedding_dim
+        self.num_filters = num_filters
+        self.kernel_sizes = list(kernel_sizes)
+        super().__init__(embedding_dim=embedding_dim, **kwargs)
+
+
+class BiLSTMCRFConfig(_WordModelConfig):
+    model_type = "plasm-bilstm-crf"
+
+    def __init__(self, embedding_dim: int = 100, hidden_size: int = 128, num_lstm_layers: int = 1, **kwargs) -> None:
         self.hidden_size = hidden_size
         self.num_lstm_layers = num_lstm_layers
-        self.dropout = dropout
-        self.word_dropout = word_dropout
-        self.unk_token_id = unk_token_id
-        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        super().__init__(embedding_dim=embedding_dim, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------- base

@@ -4,15 +4,17 @@ classifier or the BiLSTM-CRF tagger of `backend.engine.models.classical`).
 
 Both expose the same `fit(examples, progress)`, `predict(examples)`, `save(dir)` and `load(dir)`,
 and both save a directory that `AutoModelFor...from_pretrained` reads (the classical ones with
-`trust_remote_code=True` outside this package, see `classical.py`).
+`trust_remote_code=True` outside this package, see `classical.py`). `ModelFactory` makes fresh,
+seeded models of one kind: PLASM's teacher, TracIn probe and successors, a simulation's learners.
 """
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
@@ -24,10 +26,8 @@ from backend.engine.models.classical import (
     build_word_tokenizer,
     register_auto_classes,
 )
-from backend.engine.models.transformer import FitReport, ProgressCallback, TrainingConfig, TransformerModel
+from backend.engine.models.transformer import TrainingConfig, TransformerModel
 from backend.engine.types import Example, LabelSchema, TaskType
-
-register_auto_classes()
 
 CNN, BILSTM_CRF, CLASSICAL = "cnn", "bilstm-crf", "classical"
 CLASSICAL_KINDS = (CNN, BILSTM_CRF)
@@ -51,12 +51,15 @@ def classical_kind(name_or_path: str | os.PathLike, task_type: TaskType | None =
     if name in CLASSICAL_KINDS:
         return name
     config = Path(name) / "config.json"
-    if config.is_file():
-        try:
-            return _MODEL_TYPES.get(json.loads(config.read_text()).get("model_type"))
-        except (OSError, ValueError):
-            return None
-    return None
+    if not config.is_file():
+        return None
+    try:
+        saved = json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{config}: unreadable model config ({exc})") from exc
+    if not isinstance(saved, dict):
+        raise ValueError(f"{config}: a model config must be a JSON object")
+    return _MODEL_TYPES.get(saved.get("model_type"))
 
 
 def classical_training(config: TrainingConfig | None, task_type: TaskType) -> TrainingConfig:
@@ -72,17 +75,12 @@ def classical_training(config: TrainingConfig | None, task_type: TaskType) -> Tr
 
 class ClassicalModel(TransformerModel):
     """A CNN or BiLSTM-CRF trained from scratch through `TransformerModel`'s training and inference
-    loops. The word vocabulary is built from the training examples at each `fit`."""
+    loops; it only swaps how the tokenizer and the fresh model are made. The word vocabulary is
+    built from the training examples at each `fit`."""
 
     def __init__(
-        self,
-        name_or_path: str | os.PathLike,
-        schema: LabelSchema,
-        config: TrainingConfig | None = None,
-        *,
-        model: PreTrainedModel | None = None,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        architecture: dict | None = None,
+        self, name_or_path: str | os.PathLike, schema: LabelSchema, config: TrainingConfig | None = None,
+        *, architecture: dict | None = None, **loaded: Any,
     ) -> None:
         kind = classical_kind(name_or_path, schema.task_type)
         if kind is None:
@@ -90,19 +88,24 @@ class ClassicalModel(TransformerModel):
         wanted = CNN if schema.task_type is TaskType.CLASSIFICATION else BILSTM_CRF
         if kind != wanted:
             raise ValueError(f"{kind} does not suit {schema.task_type.value}; use {wanted}")
-        super().__init__(name_or_path, schema, classical_training(config, schema.task_type),
-                         model=model, tokenizer=tokenizer)
+        register_auto_classes()  # the Auto classes must resolve the classical model types to load them
+        super().__init__(name_or_path, schema, classical_training(config, schema.task_type), **loaded)
         self.kind = kind
         self.architecture = dict(architecture or {})
         self._saved = Path(str(name_or_path)).is_dir()
 
-    @property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        if self._tokenizer is None:
-            if not self._saved:
-                raise RuntimeError("a classical model builds its vocabulary in fit(): train it first")
-            self._tokenizer = AutoTokenizer.from_pretrained(self.name_or_path)
-        return self._tokenizer
+    def _load_tokenizer(self) -> PreTrainedTokenizerBase:
+        if not self._saved:
+            raise RuntimeError("a classical model builds its vocabulary in fit(): train it first")
+        return AutoTokenizer.from_pretrained(self.name_or_path)
+
+    def _prepare_fit(self, examples: Sequence[Example]) -> None:
+        if self.kind == CNN:
+            corpus = [ex.text for ex in examples]  # type: ignore[union-attr]
+        else:
+            corpus = [ex.words for ex in examples]  # type: ignore[union-attr]
+        self._tokenizer = build_word_tokenizer(corpus, split_words=self.kind == CNN, lowercase=self.kind == CNN,
+                                               max_length=self.config.max_length)
 
     def _fresh_model(self) -> PreTrainedModel:
         names = self.schema.output_names
@@ -125,22 +128,6 @@ class ClassicalModel(TransformerModel):
         else:
             model = BiLSTMCRFForTokenClassification(BiLSTMCRFConfig(**arch, **common))
         return model.to(self.device)
-
-    def fit(self, examples: Sequence[Example], progress: ProgressCallback | None = None) -> FitReport:
-        self._check_trainable(examples)
-        if self.kind == CNN:
-            corpus = [ex.text for ex in examples]  # type: ignore[union-attr]
-            self._tokenizer = build_word_tokenizer(corpus, split_words=True, lowercase=True,
-                                                   max_length=self.config.max_length)
-        else:
-            corpus = [ex.words for ex in examples]  # type: ignore[union-attr]
-            self._tokenizer = build_word_tokenizer(corpus, split_words=False, lowercase=False,
-                                                   max_length=self.config.max_length)
-        return super().fit(examples, progress)
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike, config: TrainingConfig | None = None) -> "ClassicalModel":
-        return super().load(directory, config)  # type: ignore[return-value]
 
 
 def make_model(
@@ -167,5 +154,15 @@ def describe(model: TransformerModel) -> str:
     return str(model.name_or_path)
 
 
-def training_dict(model: TransformerModel) -> dict:
-    return asdict(model.config)
+@dataclass(frozen=True)
+class ModelFactory:
+    """Fresh, untrained models of one kind for one schema: `new(seed)` is the same model with the
+    training seed replaced (PLASM trains a teacher, a TracIn probe and successors from one)."""
+
+    name: str
+    schema: LabelSchema
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def new(self, seed: int | None = None) -> TransformerModel:
+        config = self.training if seed is None else replace(self.training, seed=seed)
+        return make_model(self.name, self.schema, config)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import shutil
 import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -26,11 +25,14 @@ from transformers import (
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    get_linear_schedule_with_warmup,
     set_seed,
 )
 
+from backend.engine.callbacks import Progress
+from backend.engine.device import autocast, resolve_device
 from backend.engine.errors import NotEnoughLabelsError
+from backend.engine.io import atomic_directory
+from backend.engine.models.training import LOSS, LoopConfig, fit_loop, pad_and_mask, pad_rows
 from backend.engine.packaged import resolve_model
 from backend.engine.types import (
     ClassificationExample,
@@ -45,7 +47,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_FILE = "al_schema.json"
 IGNORE_INDEX = -100
-ProgressCallback = Callable[[int, int], None]  # (done, total)
+ProgressCallback = Progress  # (done, total); the name other modules import
 
 
 @dataclass
@@ -86,6 +88,20 @@ class TrainingConfig:
     def resolved_learning_rate(self, task_type: TaskType) -> float:
         return self.learning_rate or (2e-5 if task_type is TaskType.CLASSIFICATION else 5e-5)
 
+    def loop(self, task_type: TaskType) -> LoopConfig:
+        """The training loop's settings for a task type (epochs / learning rate resolved)."""
+        return LoopConfig(
+            epochs=self.resolved_epochs(task_type), batch_size=self.batch_size,
+            learning_rate=self.resolved_learning_rate(task_type), weight_decay=self.weight_decay,
+            warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm, seed=self.seed,
+            group_by_length=self.group_by_length,
+        )
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> "TrainingConfig":
+        """A config read back from a checkpoint's `al_schema.json` (unknown keys ignored)."""
+        return cls(**{k: v for k, v in saved.items() if k in cls.__dataclass_fields__})
+
 
 @dataclass
 class FitReport:
@@ -95,22 +111,8 @@ class FitReport:
     examples: int
 
 
-def quiet_transformers() -> None:
-    """Silence per-load reports and progress bars, which drown a CLI's own progress output."""
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 @dataclass
-class _Encoded:
+class Encoded:
     """One tokenized example: sub-token ids and, for tagging, the first sub-token of each word."""
 
     input_ids: list[int]
@@ -141,10 +143,14 @@ class TransformerModel:
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
         if self._tokenizer is None:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, use_fast=True)
-            if not self._tokenizer.is_fast and self.schema.task_type is TaskType.TAGGING:
-                raise ValueError(f"{self.name_or_path}: tagging needs a fast tokenizer (word ids)")
+            self._tokenizer = self._load_tokenizer()
         return self._tokenizer
+
+    def _load_tokenizer(self) -> PreTrainedTokenizerBase:
+        tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, use_fast=True)
+        if not tokenizer.is_fast and self.schema.task_type is TaskType.TAGGING:
+            raise ValueError(f"{self.name_or_path}: tagging needs a fast tokenizer (word ids)")
+        return tokenizer
 
     @property
     def model(self) -> PreTrainedModel:
@@ -173,35 +179,38 @@ class TransformerModel:
         return model.to(self.device)
 
     # ----------------------------------------------------------------- encoding
-    def _encode(self, examples: Sequence[Example], with_labels: bool) -> list[_Encoded]:
-        tok = self.tokenizer
-        max_len = self.config.max_length
+    def encode(self, examples: Sequence[Example], with_labels: bool = False) -> list[Encoded]:
+        """Tokenize examples (truncated to `max_length`); with labels as training targets."""
         if self.schema.task_type is TaskType.CLASSIFICATION:
-            texts = [ex.text for ex in examples]  # type: ignore[union-attr]
-            ids = tok(texts, truncation=True, max_length=max_len)["input_ids"]
-            encoded = [_Encoded(list(row)) for row in ids]
-            if with_labels:
-                for enc, ex in zip(encoded, examples):
-                    enc.labels = self._class_target(ex)  # type: ignore[arg-type]
-            return encoded
+            return self._encode_texts(examples, with_labels)  # type: ignore[arg-type]
+        return self._encode_words(examples, with_labels)  # type: ignore[arg-type]
 
-        words = [list(ex.words) or [""] for ex in examples]  # type: ignore[union-attr]
-        batch = tok(words, is_split_into_words=True, truncation=True, max_length=max_len)
+    def _encode_texts(self, examples: Sequence[ClassificationExample], with_labels: bool) -> list[Encoded]:
+        texts = [ex.text for ex in examples]
+        ids = self.tokenizer(texts, truncation=True, max_length=self.config.max_length)["input_ids"]
+        encoded = [Encoded(list(row)) for row in ids]
+        if with_labels:
+            for enc, ex in zip(encoded, examples):
+                enc.labels = self._class_target(ex)
+        return encoded
+
+    def _encode_words(self, examples: Sequence[TaggingExample], with_labels: bool) -> list[Encoded]:
+        words = [list(ex.words) or [""] for ex in examples]
+        batch = self.tokenizer(words, is_split_into_words=True, truncation=True, max_length=self.config.max_length)
         tag_index = {name: i for i, name in enumerate(self.schema.output_names)}
         encoded = []
         for i, ex in enumerate(examples):
-            word_ids = batch.word_ids(i)
             starts: list[int] = []
             seen: set[int] = set()
-            for pos, wid in enumerate(word_ids):
+            for pos, wid in enumerate(batch.word_ids(i)):
                 if wid is not None and wid not in seen:
                     seen.add(wid)
                     starts.append(pos)
-            enc = _Encoded(list(batch["input_ids"][i]), starts)
+            enc = Encoded(list(batch["input_ids"][i]), starts)
             if with_labels:
                 labels = [IGNORE_INDEX] * len(enc.input_ids)
                 for word_idx, pos in enumerate(starts):
-                    labels[pos] = tag_index[ex.tags[word_idx]]  # type: ignore[union-attr]
+                    labels[pos] = tag_index[ex.tags[word_idx]]
                 enc.labels = labels
             encoded.append(enc)
         return encoded
@@ -215,76 +224,54 @@ class TransformerModel:
             return target
         return [index[example.labels[0]]]
 
-    def _collate(self, batch: list[_Encoded], with_labels: bool) -> dict[str, torch.Tensor]:
-        pad_id = self.tokenizer.pad_token_id or 0
-        width = max(len(e.input_ids) for e in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, enc in enumerate(batch):
-            input_ids[row, : len(enc.input_ids)] = torch.tensor(enc.input_ids)
-            attention[row, : len(enc.input_ids)] = 1
-        out = {"input_ids": input_ids, "attention_mask": attention}
+    def collate(self, batch: list[Encoded], with_labels: bool = False) -> dict[str, torch.Tensor]:
+        """Pad a batch to its longest example, on the model's device; `labels` with targets."""
+        out = pad_and_mask([e.input_ids for e in batch], self.tokenizer.pad_token_id or 0)
         if with_labels:
             if self.schema.task_type is TaskType.TAGGING:
-                labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-                for row, enc in enumerate(batch):
-                    labels[row, : len(enc.labels)] = torch.tensor(enc.labels)  # type: ignore[arg-type]
+                out["labels"] = pad_rows([e.labels for e in batch], IGNORE_INDEX)  # type: ignore[misc]
             elif self.schema.multi_label:
-                labels = torch.tensor([enc.labels for enc in batch], dtype=torch.float)
+                out["labels"] = torch.tensor([enc.labels for enc in batch], dtype=torch.float)
             else:
-                labels = torch.tensor([enc.labels[0] for enc in batch], dtype=torch.long)  # type: ignore[index]
-            out["labels"] = labels
+                out["labels"] = torch.tensor([enc.labels[0] for enc in batch], dtype=torch.long)  # type: ignore[index]
         return {k: v.to(self.device) for k, v in out.items()}
 
-    def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
+    def batches(
+        self, encoded: Sequence[Encoded], batch_size: int, *, with_labels: bool = False, sort_by_length: bool = True
+    ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+        """(positions in `encoded`, collated batch) for inference passes; sorting by length
+        keeps padding small."""
+        lengths = [len(e.input_ids) for e in encoded]
+        order = np.argsort(lengths, kind="stable") if sort_by_length else np.arange(len(encoded))
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            yield idx, self.collate([encoded[i] for i in idx], with_labels)
+
+    def autocast(self) -> AbstractContextManager:
+        """bf16 autocast on CUDA, nothing on CPU: wrap every forward pass in it."""
+        return autocast(self.device)
 
     # ----------------------------------------------------------------- training
     def fit(self, examples: Sequence[Example], progress: ProgressCallback | None = None) -> FitReport:
         """Fine-tune a fresh head from the pretrained checkpoint (never continues an old head)."""
         self._check_trainable(examples)
         start = time.perf_counter()
+        self._prepare_fit(examples)
         self._model = self._fresh_model()
         model = self._model
-        encoded = self._encode(examples, with_labels=True)
-        task = self.schema.task_type
-        epochs = self.config.resolved_epochs(task)
-        bs = self.config.batch_size
-        steps_per_epoch = math.ceil(len(encoded) / bs)
-        total_steps = steps_per_epoch * epochs
-        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-        params = [
-            {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-             "weight_decay": self.config.weight_decay},
-            {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.AdamW(params, lr=self.config.resolved_learning_rate(task))
-        scheduler = get_linear_schedule_with_warmup(
-            optimizer, int(self.config.warmup_ratio * total_steps), total_steps
-        )
-        generator = torch.Generator().manual_seed(self.config.seed)
-        model.train()
-        loss_value = float("nan")
-        step = 0
+        encoded = self.encode(examples, with_labels=True)
+
+        def step(rows: list[int], generator: torch.Generator) -> dict[str, torch.Tensor]:
+            batch = self.collate([encoded[i] for i in rows], with_labels=True)
+            with self.autocast():
+                return {LOSS: model(**batch).loss}
+
         lengths = [len(e.input_ids) for e in encoded]
-        for _ in range(epochs):
-            for batch_indices in _training_batches(lengths, bs, generator, self.config.group_by_length):
-                batch = self._collate([encoded[i] for i in batch_indices], with_labels=True)
-                with self._autocast():
-                    loss = model(**batch).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                loss_value = float(loss.detach())
-                step += 1
-                if progress:
-                    progress(step, total_steps)
-        model.eval()
-        return FitReport(time.perf_counter() - start, step, loss_value, len(encoded))
+        report = fit_loop(model, lengths, step, self.config.loop(self.schema.task_type), progress=progress)
+        return FitReport(time.perf_counter() - start, report.steps, report.last_loss, len(encoded))
+
+    def _prepare_fit(self, examples: Sequence[Example]) -> None:
+        """Hook before a fresh model is built for training (a classical model builds its vocabulary)."""
 
     def _check_trainable(self, examples: Sequence[Example]) -> None:
         if not examples:
@@ -317,42 +304,39 @@ class TransformerModel:
             return Predictions(task, empty if task is TaskType.CLASSIFICATION else [], None, self.schema.multi_label)
         model = self.model
         model.eval()
-        encoded = self._encode(examples, with_labels=False)
+        encoded = self.encode(examples, with_labels=False)
         bs = batch_size or self.config.inference_batch_size or (512 if self.device.type == "cuda" else 64)
-        order = np.argsort([len(e.input_ids) for e in encoded], kind="stable") if sort_by_length else np.arange(len(encoded))
         outputs: list[np.ndarray | None] = [None] * len(encoded)
         embeddings: list[np.ndarray | None] = [None] * len(encoded)
+        done = 0
         with torch.inference_mode():
-            for b in range(0, len(order), bs):
-                idx = order[b : b + bs]
-                chunk = [encoded[i] for i in idx]
-                batch = self._collate(chunk, with_labels=False)
+            for idx, batch in self.batches(encoded, bs, sort_by_length=sort_by_length):
                 if not sort_by_length and batch["input_ids"].shape[1] < self.config.max_length:
                     batch = _pad_to(batch, self.config.max_length, self.tokenizer.pad_token_id or 0)
-                with self._autocast():
+                with self.autocast():
                     out = model(**batch, output_hidden_states=return_embeddings)
-                logits = out.logits.float()
-                if task is TaskType.CLASSIFICATION:
-                    probs = torch.sigmoid(logits) if self.schema.multi_label else torch.softmax(logits, -1)
-                    probs_np = probs.cpu().numpy()
-                    for row, i in enumerate(idx):
-                        outputs[i] = probs_np[row]
-                else:
-                    probs_np = torch.softmax(logits, -1).cpu().numpy()
-                    for row, i in enumerate(idx):
-                        outputs[i] = self._word_probs(probs_np[row], encoded[i], examples[i])  # type: ignore[arg-type]
+                probs = self._probabilities(out.logits.float())
+                for row, i in enumerate(idx):
+                    outputs[i] = probs[row] if task is TaskType.CLASSIFICATION else \
+                        self._word_probs(probs[row], encoded[i], examples[i])  # type: ignore[arg-type]
                 if return_embeddings:
                     cls = out.hidden_states[-1][:, 0].float().cpu().numpy()
                     for row, i in enumerate(idx):
                         embeddings[i] = cls[row]
+                done += len(idx)
                 if progress:
-                    progress(min(b + bs, len(order)), len(order))
+                    progress(done, len(encoded))
         emb = np.stack(embeddings) if return_embeddings else None  # type: ignore[arg-type]
         if task is TaskType.CLASSIFICATION:
             return Predictions(task, np.stack(outputs), emb, self.schema.multi_label)  # type: ignore[arg-type]
         return Predictions(task, outputs, emb)  # type: ignore[arg-type]
 
-    def _word_probs(self, token_probs: np.ndarray, enc: _Encoded, example: TaggingExample) -> np.ndarray:
+    def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
+        if self.schema.task_type is TaskType.CLASSIFICATION and self.schema.multi_label:
+            return torch.sigmoid(logits).cpu().numpy()
+        return torch.softmax(logits, -1).cpu().numpy()
+
+    def _word_probs(self, token_probs: np.ndarray, enc: Encoded, example: TaggingExample) -> np.ndarray:
         """Per-word tag probabilities read at each word's first sub-token. Words cut off by
         truncation get a certain 'O': no prediction for them rather than a guess."""
         n_words = len(example.words)
@@ -365,24 +349,17 @@ class TransformerModel:
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write the checkpoint to a temp dir beside `directory`, then swap it in by renames,
-        so readers see either the old complete checkpoint or the new one, never half of one."""
-        target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
+        """Write the checkpoint beside `directory` and swap it in by renames, so readers see
+        either the old complete checkpoint or the new one, never half of one."""
+        with atomic_directory(directory) as tmp:
             self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             meta = {"schema": self.schema.to_dict(), "training": asdict(self.config), "base": self.name_or_path}
             (tmp / SCHEMA_FILE).write_text(json.dumps(meta, indent=2))
-            replace_directory(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return Path(directory)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, config: TrainingConfig | None = None) -> "TransformerModel":
+    def load(cls, directory: str | os.PathLike, config: TrainingConfig | None = None) -> Self:
         path = Path(directory)
         meta_file = path / SCHEMA_FILE
         if not meta_file.is_file():
@@ -390,8 +367,7 @@ class TransformerModel:
         meta = json.loads(meta_file.read_text())
         schema = LabelSchema.from_dict(meta["schema"])
         if config is None:
-            saved = {k: v for k, v in meta.get("training", {}).items() if k in TrainingConfig.__dataclass_fields__}
-            config = TrainingConfig(**saved)
+            config = TrainingConfig.from_dict(meta.get("training", {}))
         wrapper = cls(path, schema, config)
         auto = AutoModelForTokenClassification if schema.task_type is TaskType.TAGGING else AutoModelForSequenceClassification
         wrapper._model = auto.from_pretrained(path, dtype=torch.float32).to(wrapper.device).eval()
@@ -399,37 +375,8 @@ class TransformerModel:
         return wrapper
 
 
-def _training_batches(
-    lengths: list[int], batch_size: int, generator: torch.Generator, group_by_length: bool
-) -> list[list[int]]:
-    """One epoch of shuffled batches. Grouped by length, each batch holds texts of similar length
-    (sorted within shuffled windows of 50 batches, as transformers' `group_by_length` does), so
-    little compute goes to padding; the batch order is shuffled again so training stays random."""
-    order = torch.randperm(len(lengths), generator=generator).tolist()
-    if not group_by_length:
-        return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
-    window = batch_size * 50
-    batches: list[list[int]] = []
-    for w in range(0, len(order), window):
-        chunk = sorted(order[w : w + window], key=lambda i: -lengths[i])
-        batches.extend(chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size))
-    shuffled = torch.randperm(len(batches), generator=generator).tolist()
-    return [batches[i] for i in shuffled]
-
-
 def _pad_to(batch: dict[str, torch.Tensor], width: int, pad_id: int) -> dict[str, torch.Tensor]:
     extra = width - batch["input_ids"].shape[1]
     ids = torch.nn.functional.pad(batch["input_ids"], (0, extra), value=pad_id)
     mask = torch.nn.functional.pad(batch["attention_mask"], (0, extra), value=0)
     return {"input_ids": ids, "attention_mask": mask}
-
-
-def replace_directory(source: Path, target: Path) -> None:
-    """Move `source` onto `target` by renames on the same filesystem (old one removed after)."""
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(target, old)
-        os.rename(source, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(source, target)

@@ -24,41 +24,41 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import re
-import shutil
 import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoModel,
     AutoModelForMaskedLM,
     AutoTokenizer,
     PreTrainedModel,
-    get_linear_schedule_with_warmup,
+    PreTrainedTokenizerBase,
     set_seed,
 )
+from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING
 
+from backend.engine.callbacks import CancelCheck, Progress
+from backend.engine.device import resolve_device
 from backend.engine.errors import ActiveLearningError
+from backend.engine.io import atomic_directory
+from backend.engine.models.training import LOSS, LoopConfig, fit_loop, pad_and_mask, pad_rows
 from backend.engine.packaged import resolve_model
-from backend.engine.models.transformer import replace_directory, resolve_device
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "distillation.json"
 _LAYER_KEY = re.compile(r"(^|\.)(layer|layers)\.(\d+)\.")
 _LAYER_ATTRS = ("num_hidden_layers", "n_layers", "num_layers")
-
-
-class DistillationCancelled(ActiveLearningError):
-    """Distillation was cancelled; nothing was written."""
+SoftTargets = Literal["mlm", "hidden"]
 
 
 @dataclass
@@ -87,6 +87,14 @@ class DistillConfig:
         if not 0 < self.mask_probability < 1:
             raise ValueError("mask_probability must be in (0, 1)")
 
+    def loop(self) -> LoopConfig:
+        """The shared training loop's settings: plain shuffled batches (no length grouping)."""
+        return LoopConfig(
+            epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm,
+            seed=self.seed, group_by_length=False,
+        )
+
 
 @dataclass
 class DistillReport:
@@ -96,7 +104,7 @@ class DistillReport:
     student_layers: int
     kept_layers: list[int]
     hidden_map: dict[int, int]
-    soft_targets: str  # 'mlm' or 'hidden'
+    soft_targets: SoftTargets
     texts: int
     steps: int
     seconds: float
@@ -107,6 +115,15 @@ class DistillReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class Teacher:
+    """The frozen teacher and which soft targets it gives: its MLM logits when the checkpoint has
+    trained MLM-head weights, otherwise its hidden outputs."""
+
+    model: PreTrainedModel
+    soft_targets: SoftTargets
 
 
 def num_layers(config) -> int:
@@ -126,18 +143,6 @@ def student_layers(n_teacher: int) -> list[int]:
 def hidden_map(n_teacher: int, n_student: int) -> dict[int, int]:
     """Student hidden-state index -> teacher hidden-state index (0 = embeddings, last = last)."""
     return {j: int(round(j * n_teacher / n_student)) for j in range(n_student + 1)}
-
-
-def has_mlm_head(name_or_path: str) -> bool:
-    """Whether the checkpoint carries trained MLM-head weights (not just the tied decoder)."""
-    try:
-        model, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True, dtype=torch.float32)
-    except (ValueError, KeyError, OSError):
-        return False
-    prefix = model.base_model_prefix + "."
-    head = [n for n, _ in model.named_parameters() if not n.startswith(prefix)]
-    missing = set(info.get("missing_keys", ()))
-    return bool(head) and not any(n in missing for n in head)
 
 
 def make_student(teacher: PreTrainedModel) -> tuple[PreTrainedModel, list[int]]:
@@ -186,132 +191,130 @@ def _masked_inputs(
     return ids.masked_fill(chosen, mask_id), chosen
 
 
-def distill(
-    teacher_name: str | os.PathLike,
-    texts: Sequence[str],
-    output_dir: str | os.PathLike,
-    config: DistillConfig | None = None,
-    *,
-    progress: Callable[[int, int], None] | None = None,
-    cancel_check: Callable[[], bool] | None = None,
-) -> DistillReport:
-    """Distil a half-depth student from `teacher_name` on `texts` and save it to `output_dir`."""
-    config = config or DistillConfig()
-    start = time.perf_counter()
+def load_teacher(name_or_path: str) -> Teacher:
+    """Load the teacher once, as a masked LM when its architecture has an MLM class and the
+    checkpoint carries that head's weights. Any loading error propagates: it never silently
+    changes the distillation objective. A checkpoint whose MLM head is absent (an encoder saved
+    alone, e.g. a sentence-transformers model) is read as `AutoModel` instead, keeping its pooler."""
+    config = AutoConfig.from_pretrained(name_or_path)
+    if type(config) in MODEL_FOR_MASKED_LM_MAPPING:
+        model, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True, dtype=torch.float32)
+        prefix = model.base_model_prefix + "."
+        head = [n for n, _ in model.named_parameters() if not n.startswith(prefix)]
+        missing = set(info.get("missing_keys", ()))
+        if head and not any(n in missing for n in head):
+            return Teacher(model, "mlm")
+        log.info("%s: no trained MLM head; distilling on hidden outputs", name_or_path)
+        del model
+    return Teacher(AutoModel.from_pretrained(name_or_path, dtype=torch.float32), "hidden")
+
+
+def has_mlm_head(name_or_path: str) -> bool:
+    """Whether the checkpoint carries trained MLM-head weights (not just the tied decoder)."""
+    return load_teacher(name_or_path).soft_targets == "mlm"
+
+
+def select_texts(texts: Sequence[str], config: DistillConfig) -> list[str]:
+    """The non-empty texts, at most `config.max_texts` of them (a seeded subsample)."""
     texts = [t for t in texts if t and t.strip()]
     if not texts:
         raise ActiveLearningError("distillation needs at least one non-empty text")
     if config.max_texts is not None and len(texts) > config.max_texts:
         rng = np.random.default_rng(config.seed)
         texts = [texts[i] for i in np.sort(rng.choice(len(texts), config.max_texts, replace=False))]
+    return texts
+
+
+class DistillationObjective:
+    """One step's losses (KL on soft targets, hidden-state MSE, last-layer cosine) for a batch of
+    the tokenized texts; see the module docstring."""
+
+    def __init__(self, teacher: Teacher, student: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 encoded: dict, config: DistillConfig, device: torch.device) -> None:
+        self.teacher, self.student, self.config, self.device = teacher.model, student, config, device
+        self.encoded = encoded
+        self.pad_id = tokenizer.pad_token_id or 0
+        self.layer_map = hidden_map(num_layers(teacher.model.config), num_layers(student.config))
+        self.mlm = teacher.soft_targets == "mlm"
+        self.mask_id = tokenizer.mask_token_id if self.mlm else None
+        if self.mlm and self.mask_id is None:
+            raise ActiveLearningError("an MLM teacher needs a tokenizer with a [MASK] token")
+        # hidden-output targets: the tied-decoder projection on the teacher's word embeddings
+        self.projection = None if self.mlm else teacher.model.get_input_embeddings().weight.detach().clone()
+
+    def __call__(self, rows: list[int], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        batch = pad_and_mask([self.encoded["input_ids"][i] for i in rows], self.pad_id)
+        special = pad_rows([self.encoded["special_tokens_mask"][i] for i in rows], True, dtype=torch.bool)
+        inputs, chosen = _masked_inputs(batch["input_ids"], batch["attention_mask"], special,
+                                        self.config.mask_probability, self.mask_id, generator)
+        inputs, attention, chosen = inputs.to(self.device), batch["attention_mask"].to(self.device), chosen.to(self.device)
+        with torch.no_grad():
+            t_out = self.teacher(input_ids=inputs, attention_mask=attention, output_hidden_states=True)
+        s_out = self.student(input_ids=inputs, attention_mask=attention, output_hidden_states=True)
+        return self.losses(t_out, s_out, attention.bool(), chosen)
+
+    def losses(self, t_out, s_out, keep_tok: torch.Tensor, chosen: torch.Tensor) -> dict[str, torch.Tensor]:
+        t_hidden, s_hidden, temp, c = t_out.hidden_states, s_out.hidden_states, self.config.temperature, self.config
+        if self.mlm:
+            t_logits, s_logits = t_out.logits[chosen], s_out.logits[chosen]
+        else:
+            t_logits = t_hidden[-1][chosen] @ self.projection.T  # type: ignore[union-attr]
+            s_logits = s_hidden[-1][chosen] @ self.projection.T  # type: ignore[union-attr]
+        kl = nn.functional.kl_div(
+            nn.functional.log_softmax(s_logits / temp, -1), nn.functional.log_softmax(t_logits / temp, -1),
+            reduction="batchmean", log_target=True,
+        ) * temp**2
+        mse = torch.stack([
+            nn.functional.mse_loss(s_hidden[j][keep_tok], t_hidden[self.layer_map[j]][keep_tok])
+            for j in range(len(s_hidden))
+        ]).mean()
+        cos = (1 - nn.functional.cosine_similarity(s_hidden[-1][keep_tok], t_hidden[-1][keep_tok], dim=-1)).mean()
+        total = c.alpha_kl * kl + c.alpha_mse * mse + c.alpha_cos * cos
+        return {"kl": kl, "mse": mse, "cos": cos, LOSS: total}
+
+
+def distill(
+    teacher_name: str | os.PathLike,
+    texts: Sequence[str],
+    output_dir: str | os.PathLike,
+    config: DistillConfig | None = None,
+    *,
+    progress: Progress | None = None,
+    cancel_check: CancelCheck | None = None,
+) -> DistillReport:
+    """Distil a half-depth student from `teacher_name` on `texts` and save it to `output_dir`.
+    `cancel_check()` returning True stops it with `Cancelled` before anything is written."""
+    config = config or DistillConfig()
+    start = time.perf_counter()
+    texts = select_texts(texts, config)
     path = resolve_model(str(teacher_name))
     device = resolve_device(config.device)
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
-    mlm = has_mlm_head(path)
-    teacher = (AutoModelForMaskedLM if mlm else AutoModel).from_pretrained(path, dtype=torch.float32)
-    teacher = teacher.to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    student, keep = make_student(teacher)
-    student.to(device).train()
-    n_t, n_s = num_layers(teacher.config), num_layers(student.config)
-    layer_map = hidden_map(n_t, n_s)
-    projection = None
-    if not mlm:  # tied-decoder projection of hidden outputs on the teacher's word embeddings
-        projection = teacher.get_input_embeddings().weight.detach().clone()
-    mask_id = tokenizer.mask_token_id if mlm else None
-    if mlm and mask_id is None:
-        raise ActiveLearningError(f"{teacher_name}: an MLM teacher needs a tokenizer with a [MASK] token")
-
-    encoded = tokenizer(list(texts), truncation=True, max_length=config.max_length,
-                        return_special_tokens_mask=True)
-    n = len(texts)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    params = [
-        {"params": [p for k, p in student.named_parameters() if not k.endswith(no_decay)],
-         "weight_decay": config.weight_decay},
-        {"params": [p for k, p in student.named_parameters() if k.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total), total)
-    generator = torch.Generator().manual_seed(config.seed)
-    pad_id = tokenizer.pad_token_id or 0
-    temp = config.temperature
-    step = 0
-    sums = {"kl": 0.0, "mse": 0.0, "cos": 0.0, "total": 0.0}
-    for epoch in range(config.epochs):
-        sums = dict.fromkeys(sums, 0.0)
-        order = torch.randperm(n, generator=generator).tolist()
-        for b in range(0, n, config.batch_size):
-            if cancel_check is not None and cancel_check():
-                raise DistillationCancelled("distillation cancelled; nothing was written")
-            rows = order[b : b + config.batch_size]
-            width = max(len(encoded["input_ids"][i]) for i in rows)
-            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(rows), width), dtype=torch.long)
-            special = torch.ones((len(rows), width), dtype=torch.bool)
-            for r, i in enumerate(rows):
-                row = encoded["input_ids"][i]
-                ids[r, : len(row)] = torch.tensor(row)
-                attention[r, : len(row)] = 1
-                special[r, : len(row)] = torch.tensor(encoded["special_tokens_mask"][i], dtype=torch.bool)
-            inputs, chosen = _masked_inputs(ids, attention, special, config.mask_probability, mask_id, generator)
-            inputs, attention, chosen = inputs.to(device), attention.to(device), chosen.to(device)
-            with torch.no_grad():
-                t_out = teacher(input_ids=inputs, attention_mask=attention, output_hidden_states=True)
-            s_out = student(input_ids=inputs, attention_mask=attention, output_hidden_states=True)
-            t_hidden, s_hidden = t_out.hidden_states, s_out.hidden_states
-            if mlm:
-                t_logits, s_logits = t_out.logits[chosen], s_out.logits[chosen]
-            else:
-                t_logits = t_hidden[-1][chosen] @ projection.T  # type: ignore[union-attr]
-                s_logits = s_hidden[-1][chosen] @ projection.T  # type: ignore[union-attr]
-            kl = nn.functional.kl_div(
-                nn.functional.log_softmax(s_logits / temp, -1), nn.functional.log_softmax(t_logits / temp, -1),
-                reduction="batchmean", log_target=True,
-            ) * temp**2
-            keep_tok = attention.bool()
-            mse = torch.stack([
-                nn.functional.mse_loss(s_hidden[j][keep_tok], t_hidden[layer_map[j]][keep_tok])
-                for j in range(len(s_hidden))
-            ]).mean()
-            cos = (1 - nn.functional.cosine_similarity(s_hidden[-1][keep_tok], t_hidden[-1][keep_tok], dim=-1)).mean()
-            loss = config.alpha_kl * kl + config.alpha_mse * mse + config.alpha_cos * cos
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            for name, value in (("kl", kl), ("mse", mse), ("cos", cos), ("total", loss)):
-                sums[name] += float(value.detach())
-            step += 1
-            if progress:
-                progress(step, total)
-    steps_last = steps_per_epoch
-    losses = {k: v / steps_last for k, v in sums.items()}
-    student.eval()
+    teacher = load_teacher(path)
+    teacher.model.to(device).eval().requires_grad_(False)
+    student, keep = make_student(teacher.model)
+    student.to(device)
+    encoded = tokenizer(list(texts), truncation=True, max_length=config.max_length, return_special_tokens_mask=True)
+    objective = DistillationObjective(teacher, student, tokenizer, encoded, config, device)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    loop = fit_loop(student, lengths, objective, config.loop(), progress=progress, cancel_check=cancel_check)
     report = DistillReport(
-        teacher=str(teacher_name), output_dir=str(output_dir), teacher_layers=n_t, student_layers=n_s,
-        kept_layers=keep, hidden_map=layer_map, soft_targets="mlm" if mlm else "hidden", texts=n, steps=step,
-        seconds=time.perf_counter() - start, losses=losses,
-        teacher_parameters=sum(p.numel() for p in teacher.parameters()),
+        teacher=str(teacher_name), output_dir=str(output_dir), teacher_layers=num_layers(teacher.model.config),
+        student_layers=num_layers(student.config), kept_layers=keep, hidden_map=objective.layer_map,
+        soft_targets=teacher.soft_targets, texts=len(texts), steps=loop.steps,
+        seconds=time.perf_counter() - start, losses=loop.epoch_losses,
+        teacher_parameters=sum(p.numel() for p in teacher.model.parameters()),
         student_parameters=sum(p.numel() for p in student.parameters()), config=asdict(config),
     )
-    _save_atomic(student, tokenizer, report, Path(output_dir))
+    save_student(student, tokenizer, report, Path(output_dir))
     return report
 
 
-def _save_atomic(student: PreTrainedModel, tokenizer, report: DistillReport, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.distill-{uuid.uuid4().hex[:8]}"
-    try:
+def save_student(student: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, report: DistillReport,
+                 target: Path) -> None:
+    """Weights, the teacher's tokenizer and the report, swapped into place atomically."""
+    with atomic_directory(target) as tmp:
         student.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2))
-        replace_directory(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

@@ -28,12 +28,13 @@ previous checkpoint.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from backend.engine.callbacks import Progress
 from backend.engine.models.transformer import IGNORE_INDEX, TransformerModel
 from backend.engine.types import Example, TaskType
 
@@ -63,18 +64,15 @@ def last_layer_grad_norms(
     hook = layer.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
     was_training = model.training
     model.eval()
-    encoded = wrapper._encode(examples, with_labels=True)
+    encoded = wrapper.encode(examples, with_labels=True)
     bs = batch_size or wrapper.config.inference_batch_size or (256 if wrapper.device.type == "cuda" else 64)
-    order = np.argsort([len(e.input_ids) for e in encoded], kind="stable")
     out = np.zeros(len(encoded))
     try:
         with torch.no_grad():
-            for start in range(0, len(order), bs):
-                idx = order[start : start + bs]
-                batch = wrapper._collate([encoded[i] for i in idx], with_labels=True)
+            for idx, batch in wrapper.batches(encoded, bs, with_labels=True):
                 labels = batch.pop("labels")
                 captured.clear()
-                with wrapper._autocast():
+                with wrapper.autocast():
                     logits = model(**batch).logits.float()
                 if not captured:
                     raise RuntimeError("the output layer was not called in the forward pass")
@@ -135,7 +133,7 @@ class TracInCheckpoints:
         wrapper: TransformerModel,
         examples: Sequence[Example],
         checkpoints: int = 3,
-        extra_progress: Callable[[int, int], None] | None = None,
+        extra_progress: Progress | None = None,
     ) -> None:
         if checkpoints < 1:
             raise ValueError("TracIn needs at least one checkpoint")

@@ -10,7 +10,6 @@ from transformers import AutoModel, AutoModelForSequenceClassification, BertConf
 
 from backend.engine.plasm.distill import (
     REPORT_FILE,
-    DistillationCancelled,
     DistillConfig,
     distill,
     has_mlm_head,
@@ -18,6 +17,7 @@ from backend.engine.plasm.distill import (
     make_student,
     student_layers,
 )
+from backend.engine.errors import Cancelled
 from backend.engine.metrics import evaluate
 from backend.engine.models.transformer import TrainingConfig, TransformerModel
 from backend.engine.types import LabelSchema, TaskType
@@ -96,7 +96,7 @@ def test_distill_reduces_the_loss(tmp_path):
 
 def test_cancelled_distillation_writes_nothing(tmp_path):
     teacher_dir = build_tiny_model(tmp_path / "teacher", "bert", layers=2)
-    with pytest.raises(DistillationCancelled):
+    with pytest.raises(Cancelled):
         distill(teacher_dir, TEXTS, tmp_path / "student", FAST, cancel_check=lambda: True)
     assert not (tmp_path / "student").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["teacher"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 import subprocess
 import sys
 import tarfile
@@ -13,20 +14,22 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
+from backend.engine.errors import Cancelled, StageError
+from backend.engine.models import factory as factory_module
+from backend.engine.models.factory import ClassicalModel, ModelFactory
+from backend.engine.plasm import export as export_module
 from backend.engine.plasm import pipeline as plasm_module
+from backend.engine.plasm.export import build_and_export, export_successor
 from backend.engine.plasm.pipeline import (
     STAGES,
-    PlasmCancelled,
+    FilterReport,
     PlasmOptions,
-    PlasmStageError,
-    build_and_export,
-    export_successor,
+    PlasmSizes,
     filter_plan,
     run_plasm,
     split_gold,
     strip_labels,
 )
-from backend.engine.models.factory import ClassicalModel
 from backend.engine.models.transformer import TrainingConfig
 from backend.engine.types import LabelSchema, TaskType
 from tests.helpers.toy_data import toy_classification, toy_tagging
@@ -91,13 +94,14 @@ def _check_sizes(result, n_pool):
     plan = filter_plan(n_pool, result.metrics["teacher"]["main"], result.options.filter,
                        result.options.uncertainty_fraction)
     s = result.sizes
-    assert s["pool"] == n_pool
-    assert s["dropped_uncertainty"] == plan.uncertainty
-    assert s["dropped_tracin"] == plan.tracin
-    assert s["pseudo_kept"] == n_pool - plan.total
-    assert len(result.kept_indices) == s["pseudo_kept"]
+    assert isinstance(s, PlasmSizes) and isinstance(result.filter, FilterReport)
+    assert s.pool == n_pool
+    assert s.dropped_uncertainty == plan.uncertainty
+    assert s.dropped_tracin == plan.tracin
+    assert s.pseudo_kept == n_pool - plan.total
+    assert len(result.kept_indices) == s.pseudo_kept
     expected_share = 0.0 if result.options.filter == "none" else 1 - result.metrics["teacher"]["main"]
-    assert result.filter["share"] == pytest.approx(expected_share)
+    assert result.filter.share == pytest.approx(expected_share)
 
 
 def test_full_plasm_classification_exports_loadable_successor(tiny_bert, tiny_electra, tmp_path):
@@ -111,8 +115,8 @@ def test_full_plasm_classification_exports_loadable_successor(tiny_bert, tiny_el
     assert set(result.metrics) == {"teacher", "successor_plasm", "successor_gold_only"}
     assert result.chosen in ("plasm", "gold_only")
     _check_sizes(result, 50)
-    assert result.sizes["dropped_tracin"] > 0 and result.sizes["dropped_uncertainty"] > 0
-    assert result.filter["tracin"]["form"].startswith("last-layer")
+    assert result.sizes.dropped_tracin > 0 and result.sizes.dropped_uncertainty > 0
+    assert result.filter.tracin.form.startswith("last-layer")
     for stage in STAGES:
         assert result.stage_seconds[stage] >= 0
 
@@ -126,7 +130,8 @@ def test_full_plasm_classification_exports_loadable_successor(tiny_bert, tiny_el
         logits = model(**tok(["a great movie"], return_tensors="pt")).logits
     assert logits.shape == (1, 2)
     metrics = json.loads((d / "metrics.json").read_text())
-    assert metrics["chosen"] == result.chosen and metrics["sizes"] == result.sizes
+    assert metrics["chosen"] == result.chosen and metrics["sizes"] == asdict(result.sizes)
+    assert metrics["filter"]["tracin"]["form"] == result.filter.tracin.form
     assert set(metrics["dev_metrics"]) == set(result.metrics)
     card = (d / "README.md").read_text()
     for needle in ("pseudo-labels kept", "TracIn", "dev split", "successor"):
@@ -172,7 +177,8 @@ def test_single_filters_drop_the_planned_share(tiny_bert, mode):
     _check_sizes(result, 30)
     assert result.chosen == "plasm" and "successor_gold_only" not in result.metrics
     if mode == "none":
-        assert result.sizes["pseudo_kept"] == 30
+        assert result.sizes.pseudo_kept == 30
+        assert result.filter.tracin is None
 
 
 def test_uncertainty_filter_drops_least_confident(tiny_bert):
@@ -188,7 +194,7 @@ def test_uncertainty_filter_drops_least_confident(tiny_bert):
 # ------------------------------------------------------------------------------ failures
 def test_failing_stage_leaves_no_export(tiny_bert, tmp_path, monkeypatch):
     target = tmp_path / "succ"
-    real = plasm_module.make_model
+    real = factory_module.make_model
 
     def broken(name, schema, config=None):
         model = real(name, schema, config)
@@ -198,9 +204,9 @@ def test_failing_stage_leaves_no_export(tiny_bert, tmp_path, monkeypatch):
             model.fit = fail
         return model
 
-    monkeypatch.setattr(plasm_module, "make_model", broken)
+    monkeypatch.setattr(factory_module, "make_model", broken)
     gold, pool = toy_classification(30), [strip_labels(e) for e in toy_classification(20, seed=2)]
-    with pytest.raises(PlasmStageError) as err:
+    with pytest.raises(StageError) as err:
         build_and_export(gold, pool, CLS, _options(tiny_bert, "cnn"), target)
     assert err.value.stage == "filter_tracin" and "disk on fire" in str(err.value)
     assert list(tmp_path.iterdir()) == []
@@ -217,7 +223,7 @@ def test_failing_export_keeps_previous_export(tiny_bert, tmp_path, monkeypatch):
     def broken_card(*args, **kwargs):
         raise OSError("no space left")
 
-    monkeypatch.setattr(plasm_module, "model_card", broken_card)
+    monkeypatch.setattr(export_module, "model_card", broken_card)
     with pytest.raises(OSError):
         export_successor(result, target)
     assert sorted(p.name for p in target.iterdir()) == before
@@ -233,11 +239,29 @@ def test_cancel_stops_and_exports_nothing(tiny_bert, tmp_path):
         calls["n"] += 1
         return calls["n"] > 5
 
-    with pytest.raises(PlasmCancelled):
+    with pytest.raises(Cancelled):
         build_and_export(gold, pool, CLS, _options(tiny_bert, "cnn"), tmp_path / "succ", cancel_check=cancel)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_too_few_gold_labels_is_a_clear_error(tiny_bert):
-    with pytest.raises(PlasmStageError, match="at least 2 gold"):
+    with pytest.raises(StageError, match="at least 2 gold"):
         run_plasm(toy_classification(1), [], CLS, _options(tiny_bert, "cnn"))
+
+
+def test_model_factory_new_replaces_only_the_seed(tiny_bert):
+    factory = ModelFactory(str(tiny_bert), CLS, FAST)
+    assert factory.new().config == FAST
+    seeded = factory.new(seed=7)
+    assert seeded.config.seed == 7 and seeded.config.epochs == FAST.epochs
+    assert factory.training.seed == FAST.seed  # the factory's config is not changed
+    assert isinstance(ModelFactory("cnn", CLS).new(1), ClassicalModel)
+
+
+def test_model_card_renders_every_field(tiny_bert, tmp_path):
+    gold, pool = toy_classification(30), [strip_labels(e) for e in toy_classification(20, seed=2)]
+    result = run_plasm(gold, pool, CLS, _options(tiny_bert, "cnn", filter="uncertainty", compare_gold_only=False))
+    card = export_module.model_card(result, "succ")
+    assert "$" not in card and "trust_remote_code=True" in card and "word level" in card
+    assert f"| pseudo-labels kept | {result.sizes.pseudo_kept} |" in card
+    assert "TracIn self-influence" not in card  # TracIn did not run

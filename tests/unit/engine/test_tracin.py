@@ -29,8 +29,8 @@ def _autograd_norms(wrapper, examples):
     model.eval()
     layer = output_layer(model, wrapper.schema.num_outputs)
     out = []
-    for enc in wrapper._encode(examples, with_labels=True):
-        batch = wrapper._collate([enc], with_labels=True)
+    for enc in wrapper.encode(examples, with_labels=True):
+        batch = wrapper.collate([enc], with_labels=True)
         labels = batch.pop("labels")
         model.zero_grad()
         result = model(**batch, labels=labels)
