@@ -87,6 +87,11 @@ class _ClassicalPreTrainedModel(PreTrainedModel):
     base_model_prefix = "encoder"
     main_input_name = "input_ids"
 
+    def __init__(self, config: _WordModelConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Embedding):
@@ -132,8 +137,6 @@ class TextCNNForSequenceClassification(_ClassicalPreTrainedModel):
 
     def __init__(self, config: TextCNNConfig) -> None:
         super().__init__(config)
-        self.num_labels = config.num_labels
-        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
         self.convs = nn.ModuleList(
             nn.Conv1d(config.embedding_dim, config.num_filters, k, padding=k // 2) for k in config.kernel_sizes
         )
@@ -298,8 +301,6 @@ class BiLSTMCRFForTokenClassification(_ClassicalPreTrainedModel):
 
     def __init__(self, config: BiLSTMCRFConfig) -> None:
         super().__init__(config)
-        self.num_labels = config.num_labels
-        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
         self.dropout = nn.Dropout(config.dropout)
         self.lstm = nn.LSTM(
             config.embedding_dim, config.hidden_size, num_layers=config.num_lstm_layers, batch_first=True,
