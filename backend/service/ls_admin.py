@@ -2,8 +2,9 @@
 
 The backend itself never makes these calls (it only reads tasks and pushes predictions, see
 `backend.service.ls_client`). They set up a project the way a user would, for
-``feasible-al bench-backend``, demos and the integration tests: create a project, import tasks,
-annotate, connect an ML backend, choose *Uncertainty sampling*, press *Start training*.
+``feasible-al bench-backend``, ``feasible-al demo`` and the integration tests: create a project,
+import tasks, connect an ML backend, choose *Uncertainty sampling*, take the next task from
+``/next`` and annotate it, press *Start training*.
 
 Calls that create something are never retried, so a retried request cannot create twice.
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from backend.service.ls_client import LabelStudioClient
+from backend.service.ls_errors import error_detail, response_body
 
 Sampling = Literal["Uncertainty sampling", "Sequential sampling", "Uniform sampling"]
 UNCERTAINTY_SAMPLING: Sampling = "Uncertainty sampling"
@@ -116,6 +118,19 @@ class LabelStudioAdmin(LabelStudioClient):
             lambda: self._sdk.ml.create(**kwargs, request_options=self._request_options(retry=False)),
         )
         return MLBackendInfo.from_sdk(backend)
+
+    def next_task(self, project_id: int) -> dict | None:
+        """``GET /api/projects/<id>/next``: the task LS would show the API user next (None when
+        there is none). Under *Uncertainty sampling* that is the lowest-score prediction of the
+        project's ``model_version`` (random among the first few when several annotators exist)."""
+        what = f"get the next task of project {project_id}"
+        response = self._raw(what, "GET", f"api/projects/{int(project_id)}/next", ok=(404,))
+        if response.status_code == 404:
+            body = response_body(response)
+            if "no tasks" in error_detail(body).lower():
+                return None
+            raise self._errors.for_status(what, 404, body)
+        return self._json(response, what)
 
     def start_training(self, ml_backend_id: int) -> None:
         """What *Start training* does: LS posts ``/webhook {"action": "START_TRAINING"}`` to the backend."""

@@ -10,7 +10,6 @@ from backend.service.ls_admin import (
     LabelStudioAdmin,
     MLBackendInfo,
 )
-from backend.service.ls_errors import error_detail, response_body
 
 __all__ = ["UNCERTAINTY_SAMPLING", "LabelStudioTestClient", "MLBackendInfo"]
 
@@ -23,19 +22,6 @@ class LabelStudioTestClient(LabelStudioAdmin):
         tasks = self.iter_tasks(project_id, only_labeled=False, fields="task_only", page_size=page_size,
                                 include=("id",))
         return [int(t["id"]) for t in tasks]
-
-    def next_task(self, project_id: int) -> dict | None:
-        """``GET /api/projects/<id>/next``: the task LS would show the API user next (None when
-        there is none). Under *Uncertainty sampling* that is the lowest-score prediction of the
-        project's ``model_version`` (random among the first few when several annotators exist)."""
-        what = f"get the next task of project {project_id}"
-        response = self._raw(what, "GET", f"api/projects/{int(project_id)}/next", ok=(404,))
-        if response.status_code == 404:
-            body = response_body(response)
-            if "no tasks" in error_detail(body).lower():
-                return None
-            raise self._errors.for_status(what, 404, body)
-        return self._json(response, what)
 
     def list_ml_backends(self, project_id: int) -> list[MLBackendInfo]:
         backends = self._call(
