@@ -57,6 +57,10 @@ class Settings:
     redis_url: str = field(default="redis://localhost:6379/0", metadata={"help": "Redis for state and RQ queues"})
     redis_timeout: float = field(default=2.0, metadata={
         "help": "seconds to connect to / wait for Redis (keeps /webhook under LS's 1 s timeout when Redis is down)"})
+    redis_request_timeout: float = field(default=0.5, metadata={
+        "help": "seconds a web request waits for one Redis command (LS gives webhooks 1 s); workers use REDIS_TIMEOUT"})
+    body_read_timeout: float = field(default=5.0, metadata={
+        "help": "seconds a request body may stall before the request is dropped (408)"})
     key_prefix: str = field(default="feasible-al", metadata={
         "help": "prefix of every Redis key and RQ queue name (several backends can share one Redis)"})
     model_dir: Path = field(default=Path("models"), metadata={
@@ -65,6 +69,12 @@ class Settings:
     max_request_bytes: int = field(default=256 * 1024 * 1024, metadata={
         "help": "largest request body accepted (LS sends all selected tasks in one /predict)"})
     job_timeout: int = field(default=6 * 3600, metadata={"help": "seconds before RQ kills a training job"})
+    heartbeat_ttl: int = field(default=30, metadata={
+        "help": "seconds without a worker heartbeat before its running job is declared dead (killed, OOM, host lost)"})
+    janitor_interval: float = field(default=10.0, metadata={
+        "help": "seconds between a worker's checks for jobs whose worker died"})
+    chunk_retries: int = field(default=2, metadata={
+        "help": "times a scoring chunk whose worker died (or lost Redis) is run again"})
     # --- active learning ----------------------------------------------------------------------
     train_every_n: int = field(default=10, metadata={
         "help": "retrain after this many annotation events (0 = only on Start training)"})
@@ -118,7 +128,12 @@ class Settings:
             (self.keep_versions >= 2, "KEEP_VERSIONS", "must be >= 2 (the serving one and the previous)"),
             (self.model_cache_size >= 1, "MODEL_CACHE_SIZE", "must be >= 1"),
             (self.job_timeout >= 60, "JOB_TIMEOUT", "must be >= 60 seconds"),
+            (self.heartbeat_ttl >= 3, "HEARTBEAT_TTL", "must be >= 3 seconds"),
+            (self.janitor_interval > 0, "JANITOR_INTERVAL", "must be > 0"),
+            (self.chunk_retries >= 0, "CHUNK_RETRIES", "must be >= 0"),
             (self.redis_timeout > 0, "REDIS_TIMEOUT", "must be > 0"),
+            (self.redis_request_timeout > 0, "REDIS_REQUEST_TIMEOUT", "must be > 0"),
+            (self.body_read_timeout > 0, "BODY_READ_TIMEOUT", "must be > 0"),
             (self.torch_threads >= 0, "TORCH_THREADS", "must be >= 0"),
             (self.label_studio_timeout > 0, "LABEL_STUDIO_TIMEOUT", "must be > 0"),
             (self.strategy == "auto" or self.strategy in STRATEGIES, "STRATEGY",

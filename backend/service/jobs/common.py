@@ -8,17 +8,21 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from rq import Callback, Queue
+from rq import Callback, Queue, Retry
+from rq.exceptions import AbandonedJobError
 from rq.job import Job, JobStatus
 
 from backend.service.records import RESULT_TTL, PipelineStatus
 from backend.service.runtime import JobContext
 
 __all__ = ["RESULT_TTL", "LIVE", "META_PROJECT", "META_PIPELINE", "META_KIND", "enqueue", "job_status",
-           "Throttle", "describe_job"]
+           "Throttle", "describe_job",
+           "failure_reason", "rq_failure_message", "META_LOST"]
 
 # The only keys RQ meta holds (set once at enqueue; everything that changes is the PipelineStatus).
 META_PROJECT, META_PIPELINE, META_KIND = "project", "pipeline", "kind"
+# Set by a worker that gives up a job it was running (why: "Redis connection lost ..."), read on failure.
+META_LOST = "lost"
 # A job in one of these states may still run: its project flags / lock must not be taken over.
 LIVE = frozenset({JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.CREATED})
 
@@ -26,12 +30,28 @@ LIVE = frozenset({JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, Job
 def enqueue(
     queue: Queue, func: Callable, args: tuple, *, meta: dict[str, Any], timeout: int,
     on_failure: Callable, description: str, job_id: str | None = None, depends_on: Any = None,
+    retries: int = 0,
 ) -> Job:
-    """Enqueue with the backend's result TTL and failure callback."""
+    """Enqueue with the backend's result TTL and failure callback; `retries` reruns (a job whose
+    worker died or lost Redis runs again on another worker)."""
     return queue.enqueue_call(
         func, args=args, job_id=job_id, timeout=timeout, result_ttl=RESULT_TTL, failure_ttl=RESULT_TTL,
         meta=meta, on_failure=Callback(on_failure), description=description, depends_on=depends_on,
+        retry=Retry(max=retries) if retries > 0 else None,
     )
+
+
+def failure_reason(job: Job, exc_type: type, exc_value: BaseException, stage: str, heartbeat_ttl: int) -> str:
+    """The failure in plain words: which worker stopped during which stage when it was declared
+    dead (RQ's `AbandonedJobError` carries no message), else the exception's type and message."""
+    if isinstance(exc_type, type) and issubclass(exc_type, AbandonedJobError):
+        lost = (job.meta or {}).get(META_LOST)
+        if lost:
+            return f"stage {stage} was interrupted: {lost}"
+        return (f"worker {job.worker_name or '(unknown)'} stopped during stage {stage} (no heartbeat for "
+                f"{heartbeat_ttl} s: killed, out of memory, or its machine was lost)")
+    name = getattr(exc_type, "__name__", str(exc_type))
+    return f"{stage} failed: {name}: {exc_value or '(no message)'}"
 
 
 def job_status(ctx: JobContext, job_id: str) -> JobStatus | None:
@@ -66,7 +86,8 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _failure_message(job: Job) -> str:
+def rq_failure_message(job: Job) -> str:
+    """The last line of RQ's recorded exception (why a job failed when nothing else says)."""
     result = job.latest_result()
     exc = result.exc_string if result else None
     return (exc or "").strip().splitlines()[-1] if exc else "failed"
@@ -89,7 +110,7 @@ def describe_job(ctx: JobContext, job_id: str) -> dict[str, Any] | None:
         "enqueued_at": _iso(job.enqueued_at), "started_at": _iso(job.started_at), "ended_at": _iso(job.ended_at),
     }
     if rq_status == JobStatus.FAILED and not out["error"]:
-        out["error"] = _failure_message(job)
+        out["error"] = rq_failure_message(job)
     if status.stage == "score" and status.kind == "training":
         out["progress"] = status.scoring_progress()
         out["scoring"] = status.scoring_view()

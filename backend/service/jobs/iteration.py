@@ -27,7 +27,16 @@ from rq.job import Job, JobStatus
 
 from backend.engine.device import quiet_transformers
 from backend.service.checkpoints import checkpoint_dir
-from backend.service.jobs.common import LIVE, META_PIPELINE, META_PROJECT, enqueue, job_status
+from backend.service.jobs.common import (
+    LIVE,
+    META_PIPELINE,
+    META_PROJECT,
+    enqueue,
+    failure_reason,
+    job_status,
+    rq_failure_message,
+)
+from backend.service.jobs.janitor import reap_dead_jobs
 from backend.service.jobs.stages import (
     draw_subset,
     fetch_training_data,
@@ -52,6 +61,7 @@ def request_training(ctx: JobContext, project_id: int, reason: str) -> TrainingR
     """Queue a retrain unless one is waiting (it will see the new labels) or running (it runs
     once more afterwards). Never trains here: callers are HTTP requests with a 1 s budget."""
     ctx.require_label_studio()
+    reap_dead_jobs(ctx, [project_id])
     repair_stale_flags(ctx, project_id)
     job_id = f"train-{int(project_id)}-{uuid.uuid4().hex[:12]}"
     req = ctx.store.request_training(project_id, job_id)
@@ -81,11 +91,12 @@ def repair_stale_flags(ctx: JobContext, project_id: int) -> None:
         ctx.store.clear_job_field(project_id, "queued_job", state.queued_job)
     if state.running_job:
         stage = state.stage_job or state.running_job
-        if job_status(ctx, stage) not in LIVE:
-            if ctx.store.end_pipeline(project_id, state.running_job) is not None:
-                ctx.store.record_error(project_id, state.running_job,
-                                       f"training pipeline {state.running_job} stopped without finishing "
-                                       f"(job {stage} is gone or failed; was a worker killed?)")
+        if job_status(ctx, stage) not in LIVE and ctx.store.end_pipeline(project_id, state.running_job) is not None:
+            job = ctx.queues.fetch(stage)
+            why = f"job {stage} failed: {rq_failure_message(job)}" if job is not None else f"job {stage} is gone"
+            message = f"training pipeline {state.running_job} stopped without finishing ({why})"
+            ctx.store.update_status(state.running_job, status="failed", error=message)
+            ctx.store.record_error(project_id, state.running_job, message)
 
 
 # ---------------------------------------------------------------------------------- the jobs
@@ -111,6 +122,7 @@ def train_acquisition(project_id: int) -> dict[str, Any]:
     fetch_seconds = time.perf_counter() - t0
 
     trained = fit_and_save(ctx, project_id, pipeline_id, data)
+    _still_running(ctx, project_id, pipeline_id)
     store.update_status(pipeline_id, stage="select", progress=0.0)
     draw = draw_subset(ctx, project_id, data, pool_ids)
     info = start_iteration(ctx, project_id, pipeline_id, data, trained, draw, refreshed,
@@ -125,6 +137,17 @@ def train_acquisition(project_id: int) -> dict[str, Any]:
             "pool_size": len(pool_ids), "subset_size": len(draw.subset), "train_seconds": info.train_seconds}
 
 
+class PipelineAbandonedError(RuntimeError):
+    """This pipeline was declared dead (e.g. its worker froze past the heartbeat TTL) and its
+    project released; its remaining stages must not run or publish."""
+
+
+def _still_running(ctx: JobContext, project_id: int, pipeline_id: str) -> None:
+    state = ctx.store.get_project(project_id)
+    if state is None or state.running_job != pipeline_id:
+        raise PipelineAbandonedError(f"pipeline {pipeline_id} was declared dead meanwhile; not publishing")
+
+
 def enqueue_scoring(
     ctx: JobContext, project_id: int, pipeline_id: str, version: str, subset: list[int]
 ) -> tuple[list[Job], Job]:
@@ -134,7 +157,7 @@ def enqueue_scoring(
     chunk_jobs = [
         enqueue(ctx.queues.scoring, score_chunk, (int(project_id), version, subset[i : i + size]),
                 timeout=SCORE_JOB_TIMEOUT, meta=meta, on_failure=on_pipeline_failure,
-                description=f"score {len(subset[i : i + size])} pool tasks, project {project_id} {version}")
+                retries=ctx.settings.chunk_retries, description=f"score {len(subset[i : i + size])} pool tasks, project {project_id} {version}")
         for i in range(0, len(subset), size)
     ]
     ctx.store.update_status(pipeline_id, stage="score", version=version, subset_size=len(subset),
@@ -178,6 +201,7 @@ def finish_iteration(project_id: int, version: str) -> dict[str, Any]:
     the new version in bulk, set the project's model_version, publish the version."""
     ctx = context()
     info = ctx.store.iteration_info(project_id, version)
+    _still_running(ctx, project_id, info.pipeline)
     ctx.store.update_status(info.pipeline, stage="push")
     record = publish_iteration(ctx, project_id, info)
     ctx.store.update_status(info.pipeline, stage="done", progress=1.0, status="finished", iteration=record.to_dict())
@@ -198,12 +222,15 @@ def on_pipeline_failure(job: Job, connection: redis.Redis, exc_type: type, exc_v
     pipeline_id = job.meta.get(META_PIPELINE, job.id)
     status = ctx.store.get_status(pipeline_id)
     version = status.version if status else None
-    stage = (status.stage if status else None) or job.func_name
-    name = getattr(exc_type, "__name__", str(exc_type))
-    message = f"{stage} failed: {name}: {exc_value}"[:2000]
+    stage = (status.stage if status else None) or job.func_name.rsplit(".", 1)[-1]
+    message = failure_reason(job, exc_type, exc_value, stage, ctx.settings.heartbeat_ttl)[:2000]
+    if job.should_retry:  # RQ runs it again (a scoring chunk whose worker died): not a pipeline failure
+        log.warning("project %s pipeline %s: %s; running job %s again", project_id, pipeline_id, message, job.id)
+        return
     log.error("project %s pipeline %s: %s", project_id, pipeline_id, message)
     ctx.metrics.count_job(job.func_name.rsplit(".", 1)[-1], "failed")
-    ctx.store.update_status(pipeline_id, status="failed", error=message)
+    if status is None or status.status != "failed":  # the first failure is the cause; keep it
+        ctx.store.update_status(pipeline_id, status="failed", error=message)
     if job.id != finisher_id(pipeline_id):
         waiting = ctx.queues.fetch(finisher_id(pipeline_id))
         if waiting is not None and waiting.get_status(refresh=False) == JobStatus.DEFERRED:

@@ -176,3 +176,63 @@ def test_worker_command_runs_in_burst_mode(redis_url, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "cli-test-scoring" in done.stderr
+
+
+# ------------------------------------------------------------------ dead workers (the janitor)
+
+
+def start_and_abandon(ctx: JobContext, queue, job_id: str, ttl: int = 3) -> str:
+    """What a worker does before it runs a job, and nothing after: as if it were killed -9.
+    Returns the worker's name."""
+    from backend.service.jobs.worker import ResilientSimpleWorker
+
+    worker = ResilientSimpleWorker([queue], connection=ctx.queues.connection, name=f"doomed-{job_id[-6:]}")
+    worker.heartbeat_ttl = ttl
+    job = ctx.queues.fetch(job_id)
+    queue.remove(job)
+    worker.prepare_execution(job)
+    worker.prepare_job_execution(job)
+    assert job.get_status() == JobStatus.STARTED
+    return worker.name
+
+
+def test_a_training_whose_worker_died_is_declared_dead_after_the_heartbeat_ttl(ctx):
+    from backend.service.jobs.janitor import reap_dead_jobs
+
+    ctx.store.register_project(PID, "<View/>", "c", "text", "classification")
+    req = request_training(ctx, PID, "test")
+    ctx.store.begin_training(PID, req.job_id)
+    ctx.store.update_status(req.job_id, stage="train", status="running")
+    name = start_and_abandon(ctx, ctx.queues.training, req.job_id, ttl=3)
+    assert reap_dead_jobs(ctx) == 0  # heartbeat still fresh
+    assert request_training(ctx, PID, "test").outcome == "deferred"
+    time.sleep(3.5)
+    assert reap_dead_jobs(ctx) == 1
+    state = ctx.store.get_project(PID)
+    assert state.running_job is None and state.last_error_job == req.job_id
+    assert state.last_error.startswith(f"worker {name} stopped during stage train")
+    described = describe_job(ctx, req.job_id)
+    assert described["status"] == "failed" and described["error"] == state.last_error
+    # the deferred request above marked the project dirty: the rerun is already queued
+    assert ctx.queues.training.count == 1 and state.queued_job
+
+
+def test_a_scoring_chunk_whose_worker_died_runs_again_and_the_pipeline_goes_on(ctx):
+    from backend.service.jobs.janitor import reap_dead_jobs
+
+    publish_checkpoint(ctx.settings, ctx.store, PID, "acq-1-a")
+    tasks = sentiment_tasks(6, start_id=1)
+    ctx.store.pool_replace(PID, {t["id"]: t["data"]["text"] for t in tasks}, "text", 1)
+    ctx.store.start_iteration(PID, IterationInfo(iteration=2, version="acq-1-a", value_key="text", subset_size=6,
+                                                 pipeline="p", chunks=2), [t["id"] for t in tasks])
+    ctx.store.begin_training(PID, "p")
+    chunk_jobs, finisher = enqueue_scoring(ctx, PID, "p", "acq-1-a", [1, 2, 3, 4, 5, 6])
+    ctx.store.set_stage_job(PID, "p", finisher.id)
+    start_and_abandon(ctx, ctx.queues.scoring, chunk_jobs[0].id, ttl=3)
+    time.sleep(3.5)
+    assert reap_dead_jobs(ctx) == 1
+    assert chunk_jobs[0].get_status() == JobStatus.QUEUED  # retried, not failed
+    assert ctx.store.get_project(PID).running_job == "p" and not ctx.store.get_project(PID).last_error
+    for job in chunk_jobs:
+        ctx.queues.fetch(job.id).perform()
+    assert ctx.store.iteration_info(PID, "acq-1-a").scored == 6

@@ -1,0 +1,123 @@
+"""Dead-job detection: a job whose worker is gone (``kill -9``, out of memory, host lost, Redis
+lost mid-job) is declared dead within ``HEARTBEAT_TTL`` + ``JANITOR_INTERVAL`` seconds, not at
+``JOB_TIMEOUT``.
+
+A running job's entry in RQ's `StartedJobRegistry` expires ``HEARTBEAT_TTL`` seconds after its
+worker's last heartbeat (`Heartbeat`, a thread of every worker, renews it). `reap_dead_jobs` hands
+the expired ones to RQ's own cleanup, which runs the job's failure callback with
+`AbandonedJobError` and then retries it (scoring chunks) or marks it failed and releases its
+dependents; it then releases project flags whose job is no longer alive. Every worker runs it
+every ``JANITOR_INTERVAL`` seconds, and `request_training` before it queues a run, under one lock
+so an expired job is handled once.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import redis
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+from rq.timeouts import TimerDeathPenalty
+
+from backend.service.jobs.common import META_LOST
+from backend.service.runtime import JobContext
+
+if TYPE_CHECKING:
+    from rq.executions import Execution
+    from rq.worker import BaseWorker
+
+__all__ = ["META_LOST", "Heartbeat", "declare_lost", "reap_dead_jobs"]
+
+log = logging.getLogger(__name__)
+
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def _registries(ctx: JobContext) -> list[StartedJobRegistry]:
+    # A timer, not SIGALRM: the janitor runs in threads (the heartbeat, gunicorn's request threads).
+    return [StartedJobRegistry(q.name, connection=ctx.queues.connection, death_penalty_class=TimerDeathPenalty)
+            for q in ctx.queues.all()]
+
+
+def reap_dead_jobs(ctx: JobContext, projects: Iterable[int] | None = None) -> int:
+    """Declare dead every running job whose heartbeat expired, then release the stale flags of
+    `projects` (default: all). Returns how many jobs were declared dead (0 when another process
+    holds the janitor lock)."""
+    from backend.service.jobs.iteration import repair_stale_flags  # the jobs import this module
+
+    conn = ctx.queues.connection
+    key, token = f"{ctx.settings.key_prefix}:janitor-lock", uuid.uuid4().hex
+    if not conn.set(key, token, nx=True, px=int(max(ctx.settings.janitor_interval, 5.0) * 3000)):
+        return 0
+    try:
+        dead = 0
+        for registry in _registries(ctx):
+            expired = registry.get_expired_job_ids()
+            if expired:
+                log.warning("declaring dead (no heartbeat for %d s): %s", ctx.settings.heartbeat_ttl, expired)
+                registry.cleanup()
+                dead += len(expired)
+        for project_id in ctx.store.project_ids() if projects is None else projects:
+            repair_stale_flags(ctx, project_id)
+        return dead
+    finally:
+        conn.eval(_RELEASE, 1, key, token)
+
+
+def declare_lost(ctx: JobContext, job_id: str, reason: str) -> bool:
+    """A worker that survived an outage gives up the job it was running: the reason goes into the
+    job's meta (the failure callback shows it), its registry entry expires now, the janitor runs."""
+    job = ctx.queues.fetch(job_id)
+    if job is None or job.get_status(refresh=True) != JobStatus.STARTED:
+        return False  # finished, failed, or lost with an empty Redis
+    job.meta[META_LOST] = reason
+    job.save_meta()
+    for registry in _registries(ctx):
+        members = [m for m in registry.connection.zrange(registry.key, 0, -1)
+                   if m.decode().split(":", 1)[0] == job_id]
+        if members:
+            registry.connection.zadd(registry.key, {m: 0 for m in members}, xx=True)
+    reap_dead_jobs(ctx)
+    return True
+
+
+class Heartbeat:
+    """A worker's background thread: renews the running job's heartbeat every third of
+    ``HEARTBEAT_TTL`` and runs `reap_dead_jobs` every ``JANITOR_INTERVAL`` seconds. Redis errors
+    are logged and retried on the next beat (the worker loop handles the outage itself)."""
+
+    def __init__(self, worker: "BaseWorker", ctx: JobContext) -> None:
+        self.worker, self.ctx = worker, ctx
+        self.running: tuple[Job, "Execution"] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="feasible-al-heartbeat", daemon=True)
+        self._last_reap = 0.0
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        settings = self.ctx.settings
+        every = max(1.0, min(settings.heartbeat_ttl / 3, settings.janitor_interval))
+        while not self._stop.wait(every):
+            try:
+                running = self.running
+                if running is not None:
+                    self.worker.maintain_heartbeats(*running)
+                if time.monotonic() - self._last_reap >= settings.janitor_interval:
+                    self._last_reap = time.monotonic()
+                    reap_dead_jobs(self.ctx)
+            except redis.exceptions.RedisError as exc:
+                log.warning("heartbeat: Redis unavailable (%s); retrying in %.0f s", exc, every)
+            except Exception:  # noqa: BLE001 - the thread must outlive one bad beat
+                log.exception("heartbeat: unexpected error")
