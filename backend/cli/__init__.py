@@ -16,7 +16,7 @@ from backend.engine.errors import ActiveLearningError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from backend.cli import docs, experiments, plasm, service
+    from backend.cli import demo, docs, experiments, plasm, service
 
     parser = argparse.ArgumentParser(prog="feasible-al", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO and show tracebacks")
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiments.register(sub)
     plasm.register(sub)
     service.register(sub)
+    demo.register(sub)
     docs.register(sub)
     parser.commands = sub.choices  # name -> the subcommand's parser (for --config)
     return parser

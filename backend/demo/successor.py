@@ -1,0 +1,86 @@
+"""The final model: a PLASM successor built by the backend (``POST /successor``), followed on
+``GET /jobs/<id>`` and downloaded (``/successor/<id>/download``) as a user would.
+
+Teacher and successor are the packaged all-MiniLM-L6-v2 with the backend's training defaults:
+the teacher pseudo-labels the pool Label Studio holds, and the successor learns from the gold
+labels plus the kept pseudo-labels (or from the gold alone, when PLASM's own dev split says that
+is better): on CPU in a few minutes, and at least as accurate on held-out gold as the acquisition
+model, which saw the same gold labels but none of the pool.
+"""
+from __future__ import annotations
+
+import shutil
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from backend.service.bench import BackendHttp
+
+
+class SuccessorFailed(RuntimeError):
+    """The successor job failed or was cancelled; the message holds the backend's reason."""
+
+
+@dataclass
+class SuccessorBuild:
+    job_id: str
+    archive: Path
+    directory: Path
+    seconds: float
+    metrics: dict[str, Any] = field(default_factory=dict)  # the job's PLASM report (dev split)
+
+
+def request(backend: BackendHttp, project_id: int, model: str, seed: int) -> str:
+    body = {"project": project_id, "teacher": model, "successor": model, "seed": seed}
+    response = backend.http.post(f"{backend.url}/successor", json=body, timeout=60)
+    if response.status_code != 202:
+        raise SuccessorFailed(f"POST /successor: HTTP {response.status_code}: {response.text[:500]}")
+    return str(response.json()["job_id"])
+
+
+def wait(backend: BackendHttp, job_id: str, timeout: float = 3600) -> dict[str, Any]:
+    """Poll ``/jobs/<id>`` until the export is ready, showing the stage; the last status."""
+    deadline = time.monotonic() + timeout
+    with tqdm(total=100, desc="successor", unit="%", dynamic_ncols=True,
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}") as bar:
+        while time.monotonic() < deadline:
+            status = backend.http.get(f"{backend.url}/jobs/{job_id}", timeout=30).json()
+            if status.get("error") or status.get("status") in ("failed", "canceled", "stopped"):
+                raise SuccessorFailed(f"successor job {job_id}: {status.get('error') or status.get('status')}")
+            bar.set_postfix_str(f"stage {status.get('stage')}")
+            bar.n = round(100 * float(status.get("progress") or 0.0))
+            bar.refresh()
+            if status.get("download"):
+                return status
+            time.sleep(1.0)
+    raise TimeoutError(f"successor job {job_id} not done after {timeout:.0f} s")
+
+
+def download(backend: BackendHttp, job_id: str, out_dir: Path) -> tuple[Path, Path]:
+    """The archive into `out_dir`/successor.tar.gz, unpacked into `out_dir`/successor/."""
+    archive, directory = out_dir / "successor.tar.gz", out_dir / "successor"
+    with backend.http.get(f"{backend.url}/successor/{job_id}/download", stream=True, timeout=300) as response:
+        response.raise_for_status()
+        with open(archive, "wb") as fh:
+            shutil.copyfileobj(response.raw, fh)
+    shutil.rmtree(directory, ignore_errors=True)
+    unpacked = out_dir / ".successor-unpacked"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(unpacked, filter="data")
+    inner = [p for p in unpacked.iterdir() if p.is_dir()]
+    (inner[0] if len(inner) == 1 else unpacked).rename(directory)
+    shutil.rmtree(unpacked, ignore_errors=True)
+    return archive, directory
+
+
+def build(backend: BackendHttp, project_id: int, model: str, seed: int, out_dir: Path) -> SuccessorBuild:
+    t0 = time.perf_counter()
+    job_id = request(backend, project_id, model, seed)
+    status = wait(backend, job_id)
+    archive, directory = download(backend, job_id, out_dir)
+    return SuccessorBuild(job_id, archive, directory, round(time.perf_counter() - t0, 2), status.get("metrics") or {})
