@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from backend.labeling import LabelConfig, prediction_entry
 from backend.service.checkpoints import CheckpointMissingError
+from backend.service.ids import as_id
 from backend.service.jobs.iteration import request_training
 from backend.service.store import UNTRAINED, ProjectState, ScoreEntry
 
@@ -206,13 +207,7 @@ class FeasibleALModel:
 
 
 def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
+    return as_id(value)  # ASCII digits bounded to 64 bits: "²" or 5,000 digits are no id
 
 
 def _task_id(task: Any) -> int | None:

@@ -35,10 +35,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "--bind", f"{settings.host}:{settings.port}",
         "--workers", str(settings.workers),
         "--threads", str(settings.threads),
-        "--worker-class", "gthread",
+        # gthread whose own error pages (bad request line, headers) are JSON like the API's.
+        "--worker-class", "backend.service.http_worker.JsonErrorWorker",
         # /predict may run the model for never-scored tasks; LS itself waits 100 s.
         "--timeout", str(args.timeout),
         "--graceful-timeout", "30",
+        # gunicorn's largest request line, so long ids reach the app and get its JSON 404; a
+        # longer line gets gunicorn's 414 (JSON through the worker class).
+        "--limit-request-line", "8190",
+        "--keep-alive", "5",
         "--access-logfile", "-" if args.access_log else "/dev/null",
         "backend._wsgi:app",
     ]

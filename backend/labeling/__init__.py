@@ -21,7 +21,7 @@ from .tasks import (
     text_to_example,
     unlabeled_examples,
 )
-from .text import index_to_utf16, split_words, utf16_to_index
+from .text import index_to_utf16, sanitize_text, split_words, utf16_to_index
 
 __all__ = [
     "SUPPORTED_PAIRS",
@@ -38,6 +38,7 @@ __all__ = [
     "latest_annotation",
     "parse_label_config",
     "prediction_entry",
+    "sanitize_text",
     "split_words",
     "tagging_results",
     "task_text",

@@ -16,7 +16,7 @@ from backend.engine.types import ClassificationExample, Example, TaggingExample,
 
 from .label_config import LabelConfig, LabelConfigError
 from .spans import tagging_example, unknown_labels
-from .text import split_words
+from .text import sanitize_text, split_words
 
 __all__ = [
     "SkipReason",
@@ -106,7 +106,7 @@ def task_text(task: dict, config: LabelConfig) -> str:
             key, task_id, "non_string_text",
             f"task {task_id!r}: data field {key!r} holds {type(value).__name__}, not text",
         )
-    return value
+    return sanitize_text(value)
 
 
 def _timestamp(value: Any) -> float:
@@ -261,6 +261,7 @@ def text_to_example(text: str, config: LabelConfig) -> Example | None:
     text is unusable: blank, or for tagging without a single word."""
     if not isinstance(text, str) or not text.strip():
         return None
+    text = sanitize_text(text)
     if config.task_type is TaskType.CLASSIFICATION:
         return ClassificationExample(text)
     words = split_words(text)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import regex
 
-__all__ = ["split_words", "has_astral", "index_to_utf16", "utf16_to_index"]
+__all__ = ["split_words", "has_astral", "index_to_utf16", "utf16_to_index", "sanitize_text"]
 
 # CJK scripts are written without spaces: one character per token (as BERT's tokenizer does), so
 # a span inside a sentence does not tag the whole sentence.
@@ -34,6 +34,14 @@ _WORD_RE = regex.compile(
     r"|(?=[^\s\p{Cf}])\X"  # any other visible grapheme: punctuation, a whole emoji ZWJ sequence
 )
 _ASTRAL = regex.compile(r"[\U00010000-\U0010FFFF]")
+_SURROGATE = regex.compile(r"[\ud800-\udfff]")
+
+
+def sanitize_text(text: str) -> str:
+    """``text`` with every lone surrogate (JSON allows ``"\\ud800"``) replaced by U+FFFD: such a
+    string cannot be encoded as UTF-8, so tokenizers and Redis would fail on it. One character
+    becomes one character, so code-point offsets stay valid."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
 def split_words(text: str) -> list[tuple[str, int, int]]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.labeling import LabelConfigError, UnsupportedLabelConfigError
@@ -84,6 +84,8 @@ ERRORS: dict[type[Exception], ErrorKind] = {
 
 def _handler(kind: ErrorKind) -> Callable[[Exception], Response]:
     def handle(exc: Exception) -> Response:
+        if kind is _REDIS_DOWN:
+            g.redis_failed = True  # one Redis failure per request: app._observe skips the metrics write
         return error_response(kind.status, kind.code, kind.message(exc), **kind.fields(exc))
     return handle
 

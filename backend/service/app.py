@@ -19,6 +19,7 @@ import time
 from flask import Flask, Response, g, request
 
 from backend.service.api_errors import RUNTIME_KEY, error_response, register_error_handlers, runtime
+from backend.service.limits import BodyGuard
 from backend.service.routes import extras, protocol
 from backend.service.runtime import Backend
 from backend.service.settings import Settings
@@ -50,7 +51,7 @@ def _observe(response: Response) -> Response:
     """Count the request and its latency in the shared Prometheus metrics."""
     endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
     started = g.get("started")
-    if started is not None:
+    if started is not None and not g.get("redis_failed"):
         runtime().metrics.observe_request(endpoint, request.method, response.status_code,
                                           time.perf_counter() - started)
     return response
@@ -70,4 +71,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     register_error_handlers(app)
     app.register_blueprint(protocol)
     app.register_blueprint(extras)
+    app.wsgi_app = BodyGuard(app.wsgi_app, backend.settings.max_request_bytes,  # type: ignore[method-assign]
+                             backend.settings.body_read_timeout)
     return app

@@ -4,14 +4,14 @@ raised and answered by `backend.service.api_errors`.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, send_file
+from flask import Blueprint, Response, g, jsonify, request, send_file
 from rq.job import Job
 
 from backend.model import HANDLED_EVENTS, UnknownProjectError, parse_project_id
 from backend.service.api_errors import ApiError, runtime
+from backend.service.ids import is_job_id
 from backend.service.jobs.common import META_KIND, describe_job
 from backend.service.jobs.successor import (
     export_paths,
@@ -20,6 +20,7 @@ from backend.service.jobs.successor import (
     request_cancel,
     request_successor,
 )
+from backend.service.payloads import check_predict, check_webhook, json_body as parse_json_body
 from backend.service.store import ProjectState, StoreUnavailableError
 from backend.service.telemetry import CONTENT_TYPE
 
@@ -30,19 +31,8 @@ extras = Blueprint("extras", __name__)
 
 
 def json_body() -> dict[str, Any]:
-    """The request's JSON object, or a 400 saying exactly what is wrong with it."""
-    raw = request.get_data(cache=True)  # raises RequestEntityTooLarge past MAX_REQUEST_BYTES
-    if not raw.strip():
-        raise ApiError(400, "empty_body", "request body is empty: expected a JSON object")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ApiError(400, "malformed_json", "request body is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "bad_request", f"request body must be a JSON object, got {type(data).__name__}")
-    return data
+    """The request's JSON object, or a 4xx saying exactly what is wrong with it."""
+    return parse_json_body(runtime().settings.max_request_bytes)
 
 
 def known_project(project: Any) -> tuple[int, ProjectState]:
@@ -67,6 +57,7 @@ def health() -> Response:
     try:
         runtime().store.ping()
     except StoreUnavailableError as exc:
+        g.redis_failed = True  # app._observe: no metrics write to the Redis that just failed
         response = jsonify({"status": "DOWN", "model_class": MODEL_CLASS, "error": str(exc)})
         response.status_code = 503
         return response
@@ -86,11 +77,9 @@ def setup() -> Response:
 @protocol.post("/predict")
 def predict() -> Response:
     data = json_body()
-    tasks = data.get("tasks")
-    if not isinstance(tasks, list):
-        raise ApiError(400, "bad_request", "'tasks' must be a list of task objects")
+    tasks = check_predict(data.get("tasks"))
     project = data.get("project")
-    if project is None and tasks and isinstance(tasks[0], dict):
+    if project is None and tasks:
         project = tasks[0].get("project")
     label_config = data.get("label_config")
     if label_config is not None and not isinstance(label_config, str):
@@ -109,6 +98,7 @@ def webhook() -> tuple[Response, int] | Response:
         raise ApiError(400, "bad_request", "'action' (the Label Studio event name) is required")
     if action not in HANDLED_EVENTS:
         return jsonify({"status": "ignored", "action": action})
+    check_webhook(action, data)
     project = data.get("project")
     label_config = _text_or_none(project.get("label_config")) if isinstance(project, dict) else None
     answer = runtime().model(parse_project_id(project), label_config).fit(action, data)
@@ -148,9 +138,9 @@ def metrics() -> Response:
 
 @extras.get("/jobs/<job_id>")
 def job_status(job_id: str) -> Response:
-    described = describe_job(runtime(), job_id)
+    described = describe_job(runtime(), job_id) if is_job_id(job_id) else None
     if described is None:
-        raise ApiError(404, "unknown_job", f"no job {job_id!r} (finished jobs are kept for 7 days)")
+        raise ApiError(404, "unknown_job", f"no job {job_id[:80]!r} (finished jobs are kept for 7 days)")
     return jsonify(described)
 
 
@@ -183,7 +173,7 @@ def _successor_job(job_id: str) -> tuple[Job, Any]:
     paths = export_paths(backend.settings.model_dir, job_id)  # None unless a well-formed successor job id
     job = backend.queues.fetch(job_id) if paths is not None else None
     if job is None or (job.meta or {}).get(META_KIND) != "successor":
-        raise ApiError(404, "unknown_job", f"no successor job {job_id!r} (finished jobs are kept for 7 days)")
+        raise ApiError(404, "unknown_job", f"no successor job {job_id[:80]!r} (finished jobs are kept for 7 days)")
     return job, paths
 
 

@@ -66,14 +66,20 @@ class JobContext:
             import torch
 
             torch.set_num_threads(settings.torch_threads)
-        store = ProjectStore.from_settings(settings)
+        timeout = cls.redis_command_timeout(settings)
+        store = ProjectStore(connect_redis(settings, timeout=timeout), settings.key_prefix)
         return cls(
             settings=settings,
             store=store,
-            queues=JobQueues(connect_redis(settings, decode=False), settings.key_prefix),
+            queues=JobQueues(connect_redis(settings, decode=False, timeout=timeout), settings.key_prefix),
             metrics=Metrics(store.r, settings.key_prefix),
             checkpoints=CheckpointCache(settings.model_dir, settings.model_cache_size, settings.device),
         )
+
+    @staticmethod
+    def redis_command_timeout(settings: Settings) -> float | None:
+        """Workers keep the store's longer Redis timeouts (None)."""
+        return None
 
     def require_label_studio(self, what: str = "training") -> None:
         """Raise `LabelStudioNotConfiguredError` unless the backend can call Label Studio."""
@@ -98,6 +104,11 @@ class JobContext:
 
 class Backend(JobContext):
     """The web process's runtime: the job context plus the per-request model objects."""
+
+    @staticmethod
+    def redis_command_timeout(settings: Settings) -> float | None:
+        """Requests wait at most REDIS_REQUEST_TIMEOUT per Redis command (LS gives webhooks 1 s)."""
+        return settings.redis_request_timeout
 
     def model(self, project_id: int, label_config: str | None = None) -> "FeasibleALModel":
         from backend.model import FeasibleALModel

@@ -37,6 +37,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from backend.labeling import LabelConfig, parse_label_config
 from backend.service.pool_store import PoolAndScores
@@ -74,9 +76,14 @@ class StoreUnavailableError(RuntimeError):
     """Redis cannot be reached. Annotations are safe in Label Studio; retry or press Start training."""
 
 
-def connect_redis(settings: Settings, *, decode: bool = True) -> redis.Redis:
+def connect_redis(settings: Settings, *, decode: bool = True, timeout: float | None = None) -> redis.Redis:
     """A client for ``REDIS_URL``: text replies for the store, bytes (``decode=False``) for RQ.
-    Short connect timeout so a Redis that is down fails fast (LS waits 1 s on /webhook)."""
+    Short connect timeout so a Redis that is down fails fast (LS waits 1 s on /webhook).
+    ``timeout`` (the web process: REDIS_REQUEST_TIMEOUT) bounds the connect and every command,
+    without retries, so a frozen Redis costs a request one timeout, not several."""
+    if timeout is not None:
+        return redis.Redis.from_url(settings.redis_url, decode_responses=decode, socket_connect_timeout=timeout,
+                                    socket_timeout=timeout, retry=Retry(NoBackoff(), 0), health_check_interval=30)
     return redis.Redis.from_url(
         settings.redis_url,
         decode_responses=decode,
