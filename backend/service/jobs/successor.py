@@ -57,14 +57,51 @@ class SuccessorRunningError(RuntimeError):
 # ---------------------------------------------------------------------------------- options
 
 _TRAINING_KEYS = {"epochs": int, "learning_rate": float, "batch_size": int}
+# Largest value an operator-facing request may ask for: beyond these a build runs for days or
+# exhausts memory, which no real project needs.
+MAXIMUM: dict[str, float] = {"epochs": 100, "learning_rate": 1.0, "batch_size": 1024, "max_pool": 10_000_000,
+                             "tracin_checkpoints": 20, "seed": 2**32 - 1}
 
 
 def _number(name: str, value: Any, kind: type, minimum: float, *, exclusive: bool = False) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-        raise SuccessorOptionsError(f"'{name}' must be {'an integer' if kind is int else 'a number'}, got {value!r}")
-    if value < minimum or (exclusive and value == minimum):
-        raise SuccessorOptionsError(f"'{name}' must be {'>' if exclusive else '>='} {minimum}, got {value!r}")
+        raise SuccessorOptionsError(f"'{name}' must be {'an integer' if kind is int else 'a number'}, got {value!r:.40}")
+    if value != value or value < minimum or (exclusive and value == minimum):
+        raise SuccessorOptionsError(f"'{name}' must be {'>' if exclusive else '>='} {minimum}, got {value!r:.40}")
+    maximum = MAXIMUM.get(name.rsplit(".", 1)[-1])
+    if maximum is not None and value > maximum:
+        raise SuccessorOptionsError(f"'{name}' must be <= {maximum:g}, got {value!r:.40}")
     return kind(value)
+
+
+def allowed_models(settings: Settings) -> set[str]:
+    """Model names a request may pick: the configured ones, packaged aliases and classical kinds
+    (any directory under MODEL_DIR is allowed too, see `_model_option`)."""
+    from backend.engine.models.factory import CLASSICAL_KINDS
+    from backend.engine.packaged import PACKAGED_MODELS
+
+    return {settings.teacher_model, settings.successor_model, settings.acquisition_model,
+            *PACKAGED_MODELS, *CLASSICAL_KINDS}
+
+
+def _model_option(settings: Settings, name: str, value: Any) -> str:
+    """``value`` when the operator allowed it: a request must not load arbitrary hub models or
+    read arbitrary local directories."""
+    if not isinstance(value, str) or not value.strip():
+        raise SuccessorOptionsError(f"'{name}' must be a non-empty model name or directory")
+    value = value.strip()
+    if value in allowed_models(settings):
+        return value
+    try:
+        path = Path(value).resolve()
+        under_model_dir = path.is_dir() and path.is_relative_to(settings.model_dir.resolve())
+    except (OSError, ValueError):
+        under_model_dir = False
+    if not under_model_dir:
+        raise SuccessorOptionsError(
+            f"'{name}' {value[:200]!r} is not allowed: use TEACHER_MODEL / SUCCESSOR_MODEL / ACQUISITION_MODEL, "
+            "a packaged model, cnn / bilstm-crf, or a directory under MODEL_DIR")
+    return value
 
 
 def parse_options(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
@@ -79,10 +116,7 @@ def parse_options(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
         raise SuccessorOptionsError(f"unknown option(s) {unknown}; accepted: {sorted(allowed - {'project'})}")
     out: dict[str, Any] = {}
     for name, default in (("teacher", settings.teacher_model), ("successor", settings.successor_model)):
-        value = body.get(name, default)
-        if not isinstance(value, str) or not value.strip():
-            raise SuccessorOptionsError(f"'{name}' must be a non-empty model name or directory")
-        out[name] = value.strip()
+        out[name] = _model_option(settings, name, body.get(name, default))
     flt = body.get("filter", "both")
     if flt not in FILTERS:
         raise SuccessorOptionsError(f"'filter' must be one of {', '.join(FILTERS)}, got {flt!r}")
