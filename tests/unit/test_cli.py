@@ -1,10 +1,8 @@
 """`feasible-al` parsing: flags generated from the config dataclasses keep their names and defaults,
-README commands parse, runs replay from their results.json, and bugs keep their tracebacks."""
+runs replay from their results.json, and bugs keep their tracebacks (README commands: test_readme.py)."""
 from __future__ import annotations
 
 import json
-import re
-import shlex
 from pathlib import Path
 
 import numpy as np
@@ -23,28 +21,6 @@ COMMANDS = ["simulate", "bench", "distill", "plasm", "simulate-plasm", "serve", 
 def _parse(argv):
     parser = build_parser()
     return replay(parser, parser.parse_args(argv), argv)
-
-
-def _readme_commands() -> list[str]:
-    lines, commands, i = (REPO / "README.md").read_text().splitlines(), [], 0
-    while i < len(lines):
-        match = re.match(r"^(?:bash \S+ && )?feasible-al (.*)", lines[i].strip())
-        if match:
-            command = match.group(1)
-            while command.rstrip().endswith("\\"):
-                i += 1
-                command = command.rstrip()[:-1] + " " + lines[i].strip()
-            commands.append(command.split("#")[0].replace("&", "").strip())
-        i += 1
-    return commands
-
-
-def test_every_readme_command_parses():
-    commands = _readme_commands()
-    assert len(commands) >= 8
-    for command in commands:
-        args = _parse(shlex.split(command))
-        assert args.command in COMMANDS
 
 
 @pytest.mark.parametrize("command", COMMANDS)
