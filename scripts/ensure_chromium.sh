@@ -12,22 +12,5 @@ for candidate in "${CHROMIUM_EXECUTABLE:-}" chromium chromium-browser; do
     fi
 done
 
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "chromium is missing and apt-get is not available: install Chromium and set CHROMIUM_EXECUTABLE" >&2
-    exit 1
-fi
-
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-        SUDO="sudo"
-    else
-        echo "chromium is missing and this is not root (no sudo): install the 'chromium' package" >&2
-        exit 1
-    fi
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update
-$SUDO apt-get install -y --no-install-recommends chromium
+bash "$(dirname "${BASH_SOURCE[0]}")/apt_install.sh" chromium
 echo "installed: $(command -v chromium)"

@@ -9,19 +9,7 @@ if command -v redis-server >/dev/null 2>&1; then
     exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-        SUDO="sudo"
-    else
-        echo "redis-server is missing and this is not root (no sudo): install the 'redis-server' package" >&2
-        exit 1
-    fi
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update
-$SUDO apt-get install -y --no-install-recommends redis-server
+bash "$(dirname "${BASH_SOURCE[0]}")/apt_install.sh" redis-server
 # The Debian package may start a system service on port 6379; the harness does not need it
 # and does not stop it (it may be a shared instance).
 echo "installed: $(redis-server --version)"
