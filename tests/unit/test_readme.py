@@ -1,5 +1,5 @@
 """The README works as written: every `feasible-al ...` command in its bash blocks parses with the
-real CLI parser, every repository path it names exists, its layout section lists every module of
+real CLI parser, every repository path it (and docker/, label_config_examples/ READMEs) names exists, its layout section lists every module of
 `backend/`, and its settings table is the one `feasible-al settings --markdown` generates."""
 from __future__ import annotations
 
@@ -90,10 +90,11 @@ def named_paths(text: str) -> set[str]:
 
 
 def test_every_named_path_exists():
-    paths = named_paths(TEXT)
-    assert {"scripts/setup.sh", "docker/README.md", "docs/screenshots/labeling-stream.png"} <= paths
-    missing = sorted(p for p in paths - USER_CREATED if not (REPO / p).exists())
-    assert not missing, f"README names paths that do not exist: {missing}"
+    assert {"scripts/setup.sh", "docker/README.md", "docs/screenshots/labeling-stream.png"} <= named_paths(TEXT)
+    for readme in (README, REPO / "docker" / "README.md", REPO / "label_config_examples" / "README.md"):
+        paths = named_paths(readme.read_text(encoding="utf-8"))
+        missing = sorted(p for p in paths - USER_CREATED if not (REPO / p).exists())
+        assert not missing, f"{readme.relative_to(REPO)} names paths that do not exist: {missing}"
 
 
 def layout_entries(text: str) -> list[str]:
