@@ -76,6 +76,16 @@ def test_every_readme_command_parses(parser, argv):
     assert callable(args.func)
 
 
+def test_bash_blocks_hold_no_placeholders():
+    """`<job id>` in a shell line is a redirection from a file named `job`: use a variable instead."""
+    for block in bash_blocks(TEXT):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+            lexer.commenters = "#"
+            tokens = list(lexer)
+            assert not {"<", ">", ">>", "<<"} & set(tokens), f"a placeholder or redirection in: {line.strip()}"
+
+
 def named_paths(text: str) -> set[str]:
     """Repository paths the README names in code spans, links and bash blocks."""
     candidates = set(re.findall(r"`([^`\s]+)`", text)) | set(re.findall(r"\]\(([^)\s]+)\)", text))
