@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 from rq import get_current_job
+from rq.exceptions import AbandonedJobError
 from rq.job import Job, JobStatus
 
 from backend.engine.errors import Cancelled
@@ -30,7 +31,7 @@ from backend.engine.models.transformer import TrainingConfig
 from backend.engine.plasm.export import build_and_export
 from backend.engine.plasm.pipeline import FILTERS, PlasmOptions
 from backend.labeling import LabelConfig, parse_label_config, tasks_to_examples, unlabeled_examples
-from backend.service.jobs.common import LIVE, META_KIND, META_PROJECT, Throttle, enqueue, job_status
+from backend.service.jobs.common import LIVE, META_KIND, META_PROJECT, Throttle, enqueue, failure_reason, job_status
 from backend.service.jobs.stages import log_conversion
 from backend.service.records import PipelineStatus
 from backend.service.runtime import JobContext, context
@@ -329,6 +330,8 @@ def on_successor_failure(job: Job, connection: redis.Redis, exc_type: type, exc_
     stage = (status.stage if status else None) or "start"
     name = getattr(exc_type, "__name__", str(exc_type))
     message = f"successor build failed at stage '{stage}': {name}: {exc_value}"[:2000]
+    if issubclass(exc_type, AbandonedJobError):  # declared dead: say which worker stopped
+        message = failure_reason(job, exc_type, exc_value, stage, ctx.settings.heartbeat_ttl)
     if stage == "cancelled":
         message = str(exc_value)[:2000]
     log.error("successor job %s: %s", job.id, message)
