@@ -66,8 +66,9 @@ class Settings:
     model_dir: Path = field(default=Path("models"), metadata={
         "help": "checkpoints: MODEL_DIR/<project>/<version>/ (shared by the web process and workers)"})
     keep_versions: int = field(default=3, metadata={"help": "checkpoints kept per project (older ones deleted)"})
-    max_request_bytes: int = field(default=256 * 1024 * 1024, metadata={
-        "help": "largest request body accepted (LS sends all selected tasks in one /predict)"})
+    max_request_bytes: int = field(default=64 * 1024 * 1024, metadata={
+        "help": "largest request body accepted (LS sends all selected tasks in one /predict: ~55k tasks of "
+                "1.1 KB; worst-case parsing peak ~+0.4 GB)"})
     job_timeout: int = field(default=6 * 3600, metadata={"help": "seconds before RQ kills a training job"})
     heartbeat_ttl: int = field(default=30, metadata={
         "help": "seconds without a worker heartbeat before its running job is declared dead (killed, OOM, host lost)"})
