@@ -22,13 +22,14 @@ from backend.service.ids import as_id
 __all__ = ["json_body", "max_json_values", "check_predict", "check_webhook"]
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-# Measured on Label Studio 1.23 task JSON (~1.5 KB a task, ~60 values): ~25 body bytes per value.
+# Label Studio task JSON (a 1.1 KB task holds ~62 values) has ~17 body bytes per value.
 BYTES_PER_VALUE = 8
 
 
 def max_json_values(max_request_bytes: int) -> int:
-    """Most JSON values (commas + brackets) a body may hold: one per 8 bytes of the byte limit,
-    3x below what real task JSON needs, 2.7x above the ``[[],...]`` worst case."""
+    """Most JSON values (commas, colons, opening brackets) a body may hold: one per 8 bytes of the
+    byte limit, 2x fewer than real task JSON of that size holds. At the 64 MiB default the worst body
+    under the cap (12.6 MB of ``[[],...]``) peaks the worker at +371 MB (tests/faults/measure_predict_rss.py)."""
     return max(10_000, max_request_bytes // BYTES_PER_VALUE)
 
 
