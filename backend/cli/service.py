@@ -62,14 +62,19 @@ def _has_module(name: str) -> bool:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from backend.service.jobs.worker import run_worker
+    """Run until stopped; survives Redis and Label Studio outages, exits 1 only when it cannot recover."""
+    from backend.service.jobs.worker import WorkerStoppedError, run_worker
 
     settings, _ = _settings_with({})
     kinds = tuple(args.queues)
     print(f"RQ worker on {', '.join(f'{settings.key_prefix}-{k}' for k in kinds)} "
           f"(Redis {settings.describe()['redis_url']}, {'fork per job' if args.fork else 'in-process jobs'})",
           file=sys.stderr)
-    run_worker(settings, kinds, burst=args.burst, fork=args.fork, name=args.name)
+    try:
+        run_worker(settings, kinds, burst=args.burst, fork=args.fork, name=args.name)
+    except WorkerStoppedError as exc:
+        print(f"feasible-al worker: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
