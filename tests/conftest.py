@@ -11,6 +11,13 @@ from backend.engine.device import quiet_transformers
 
 quiet_transformers()
 
+from tests.helpers.servers import (
+    LabelStudioServer,
+    RedisServer,
+    label_studio_executable,
+    ls_venv_path,
+    redis_server_binary,
+)
 from tests.helpers.tiny_models import build_tiny_model
 
 
@@ -41,8 +48,6 @@ def redis_server():
     this one. Skips when ``redis-server`` is missing (``scripts/ensure_redis.sh`` installs it),
     unless ``REQUIRE_REDIS=1``, where that is a failure.
     """
-    from tests.helpers.servers import RedisServer, redis_server_binary
-
     if redis_server_binary() is None:
         message = "redis-server not installed: run scripts/ensure_redis.sh"
         if os.environ.get("REQUIRE_REDIS") == "1":
@@ -63,3 +68,20 @@ def redis_url(redis_server):
     finally:
         client.close()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A running Label Studio: ``.url``, ``.token`` (legacy API token), ``.username``/``.password``."""
+    if label_studio_executable() is None:
+        message = (
+            f"Label Studio is not installed in {ls_venv_path()} "
+            "(run scripts/install_label_studio.sh, or set LS_VENV)"
+        )
+        if os.environ.get("REQUIRE_LABEL_STUDIO") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    # First start runs the migrations: ~30 s idle, minutes on a loaded machine.
+    server = LabelStudioServer(data_dir=tmp_path_factory.mktemp("label-studio"), startup_timeout=600)
+    with server:
+        yield server

@@ -20,7 +20,6 @@ from tests.faults.worker_stack import (  # noqa: F401 - fixtures
     ls,
     make_project,
 )
-from tests.integration.conftest import label_studio  # noqa: F401 - the real Label Studio fixture
 
 pytestmark = pytest.mark.integration
 

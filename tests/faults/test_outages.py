@@ -10,7 +10,6 @@ import time
 import pytest
 
 from tests.faults.worker_stack import annotate, fault_stack, ls, make_project  # noqa: F401 - fixtures
-from tests.integration.conftest import label_studio  # noqa: F401 - the real Label Studio fixture
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""Fixtures for the integration suite: a real Label Studio 1.23.2 started once per session.
+"""Fixtures for the integration suite (the session's real Label Studio 1.23.2, `label_studio`, is in
+tests/conftest.py so the fault suite shares it).
 
 Install it with ``scripts/install_label_studio.sh`` (its own virtualenv, ``$LS_VENV``, default
 ``<repo>/.venv-ls``). Without it the integration tests are skipped, unless
@@ -8,12 +9,9 @@ Install it with ``scripts/install_label_studio.sh`` (its own virtualenv, ``$LS_V
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-from tests.helpers.servers import LabelStudioServer, label_studio_executable, ls_venv_path
 
 _HERE = Path(__file__).resolve().parent
 
@@ -22,23 +20,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if _HERE in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.integration)
-
-
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory):
-    """A running Label Studio: ``.url``, ``.token`` (legacy API token), ``.username``/``.password``."""
-    if label_studio_executable() is None:
-        message = (
-            f"Label Studio is not installed in {ls_venv_path()} "
-            "(run scripts/install_label_studio.sh, or set LS_VENV)"
-        )
-        if os.environ.get("REQUIRE_LABEL_STUDIO") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    # First start runs the migrations: ~30 s idle, minutes on a loaded machine.
-    server = LabelStudioServer(data_dir=tmp_path_factory.mktemp("label-studio"), startup_timeout=600)
-    with server:
-        yield server
 
 
 @pytest.fixture
