@@ -18,6 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from backend.engine.plasm.pipeline import STAGES
 from backend.service.bench import BackendHttp
 
 
@@ -42,18 +43,29 @@ def request(backend: BackendHttp, project_id: int, model: str, seed: int) -> str
     return str(response.json()["job_id"])
 
 
+def overall_progress(status: dict[str, Any]) -> float:
+    """0..1 over PLASM's stages (the job reports the progress of its current stage)."""
+    stage = status.get("stage")
+    if stage not in STAGES:
+        return 1.0 if stage == "done" else 0.0
+    return (STAGES.index(stage) + float(status.get("progress") or 0.0)) / len(STAGES)
+
+
 def wait(backend: BackendHttp, job_id: str, timeout: float = 3600) -> dict[str, Any]:
     """Poll ``/jobs/<id>`` until the export is ready, showing the stage; the last status."""
     deadline = time.monotonic() + timeout
+    shown: tuple[Any, int] | None = None
     with tqdm(total=100, desc="successor", unit="%", dynamic_ncols=True,
-              bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}") as bar:
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}") as bar:
         while time.monotonic() < deadline:
             status = backend.http.get(f"{backend.url}/jobs/{job_id}", timeout=30).json()
             if status.get("error") or status.get("status") in ("failed", "canceled", "stopped"):
                 raise SuccessorFailed(f"successor job {job_id}: {status.get('error') or status.get('status')}")
-            bar.set_postfix_str(f"stage {status.get('stage')}")
-            bar.n = round(100 * float(status.get("progress") or 0.0))
-            bar.refresh()
+            now = (status.get("stage"), round(100 * overall_progress(status)))
+            if now != shown:  # redraw on change only (a log file gets one line per change)
+                shown = now
+                bar.n = now[1]
+                bar.set_postfix_str(f"stage {now[0]}")
             if status.get("download"):
                 return status
             time.sleep(1.0)

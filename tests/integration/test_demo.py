@@ -1,0 +1,84 @@
+"""`feasible-al demo`, short form (`--rounds 1 --no-wait`, small sizes), against the session's real
+Label Studio: it starts its own Redis, gunicorn and RQ worker, annotates through `/next`, trains,
+builds and downloads a PLASM successor, prints and writes its summary, and stops what it started.
+
+Checked from the outside: the project exists in Label Studio with every unlabeled task holding a
+prediction of the project's model version, the successor archive loads with transformers, and both
+held-out accuracies are reported with the successor at least as accurate as the acquisition model
+(the demo's own check: it exits 3 otherwise).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+import requests
+from transformers import AutoModelForSequenceClassification
+
+from tests.helpers.ls_admin import LabelStudioTestClient
+from tests.helpers.servers import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+POOL, HELD_OUT, PER_ROUND = 80, 60, 40
+
+
+@pytest.fixture(scope="module")
+def demo_run(label_studio, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    cmd = [sys.executable, "-m", "backend.cli", "demo", "--rounds", "1", "--per-round", str(PER_ROUND),
+           "--pool-size", str(POOL), "--held-out", str(HELD_OUT), "--no-wait", "--output-dir", str(out),
+           "--label-studio-url", label_studio.url, "--api-key", label_studio.token]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted((out / "logs").glob("*.log")))
+    assert proc.returncode == 0, f"demo exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}\n{logs}"
+    summary = json.loads((out / "summary.json").read_text())
+    return proc, summary
+
+
+def test_demo_reports_both_models_and_where_everything_is(demo_run, label_studio):
+    proc, summary = demo_run
+    quality = summary["quality"]
+    assert quality["metric"] == "accuracy"
+    assert 0.0 <= quality["acquisition"] <= 1.0 and 0.0 <= quality["successor"] <= 1.0
+    assert quality["successor"] >= quality["acquisition"] and quality["successor_at_least_as_good"]
+    assert summary["held_out"] == HELD_OUT and summary["pool_size"] == POOL
+    (record,) = summary["rounds"]
+    assert record["labeled"] == PER_ROUND and record["update_seconds"] > 0 and record["quality"] == quality["acquisition"]
+    printed = proc.stdout
+    assert label_studio.url in printed and summary["label_studio"]["labeling_url"] in printed
+    assert f"{quality['acquisition']:.3f}" in printed and f"{quality['successor']:.3f}" in printed
+    assert "AutoModelForSequenceClassification.from_pretrained(" in printed
+    assert summary["successor"]["directory"] in printed
+
+
+def test_the_project_is_in_label_studio_ordered_by_the_new_version(demo_run, label_studio):
+    _, summary = demo_run
+    ls = LabelStudioTestClient(label_studio.url, label_studio.token)
+    project = ls.get_project(summary["label_studio"]["project_id"])
+    version = summary["standings"]["version"]
+    assert project["model_version"] == version
+    unlabeled = 0
+    for task in ls.iter_tasks(project["id"], only_labeled=False, fields="all"):
+        unlabeled += 1
+        held = [p for p in task.get("predictions", []) if p.get("model_version") == version]
+        assert len(held) == 1, f"task {task['id']} holds {len(held)} predictions of {version}"
+    assert unlabeled == POOL - PER_ROUND == summary["standings"]["with_prediction"]
+    first = summary["standings"]["first"]
+    assert [t["score"] for t in first] == sorted(t["score"] for t in first)
+
+
+def test_the_successor_archive_loads_and_the_stack_is_stopped(demo_run):
+    _, summary = demo_run
+    succ = summary["successor"]
+    with tarfile.open(succ["archive"]) as tar:
+        assert any(name.endswith("config.json") for name in tar.getnames())
+    model = AutoModelForSequenceClassification.from_pretrained(succ["directory"])
+    assert set(model.config.id2label.values()) == {"fresh", "rotten"}
+    with pytest.raises(requests.ConnectionError):  # the demo stopped the backend it started
+        requests.get(f"{summary['backend_url']}/health", timeout=5)
