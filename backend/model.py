@@ -166,7 +166,7 @@ class FeasibleALModel:
         task_id = _task_id(ev.data.get("task")) or _as_int(annotation.get("task"))
         if task_id is not None:
             self.store.pool_remove(self.project_id, [task_id])
-        self._count(1, ev)
+        self._count(ev, [annotation])
 
     def _on_annotations_created(self, ev: _Event) -> None:
         annotations = [a for a in _as_list(ev.data.get("annotation")) if isinstance(a, dict)]
@@ -174,11 +174,12 @@ class FeasibleALModel:
         task_ids = [t for t in (_as_int(a.get("task")) for a in live) if t is not None]
         task_ids += [t for t in (_task_id(t) for t in _as_list(ev.data.get("task"))) if t is not None]
         self.store.pool_remove(self.project_id, set(task_ids))
-        self._count(len(live), ev)
+        self._count(ev, live)
 
     def _on_annotations_deleted(self, ev: _Event) -> None:
         self.store.mark_pool_stale(self.project_id)  # the tasks are not named: re-list the pool next time
-        self._count(max(1, len(_as_list(ev.data.get("annotations")))), ev)
+        deleted = [a if isinstance(a, dict) else {"id": a} for a in _as_list(ev.data.get("annotations"))]
+        self._count(ev, deleted or [{}])
 
     def _on_tasks_created(self, ev: _Event) -> None:
         key = ev.state.value_key
@@ -198,9 +199,15 @@ class FeasibleALModel:
     def _on_project_updated(self, ev: _Event) -> None:
         ev.answer["label_config_changed"] = ev.before is not None and ev.before.label_config != ev.state.label_config
 
-    def _count(self, n: int, ev: _Event) -> None:
+    def _count(self, ev: _Event, annotations: list[dict]) -> None:
+        """Count one event per annotation, each at most once: Label Studio posts an event once per
+        project webhook with our URL (its automatic one plus any the user added), with the same
+        annotation id and update time; annotations without an id always count."""
+        action = str(ev.answer["action"])
+        events = [f"{action}:{i}:{a.get('updated_at') or ''}" for a in annotations
+                  if (i := _as_int(a.get("id"))) is not None]
         every = self.settings.train_every_n
-        due, count = self.store.count_annotations(self.project_id, n, every)
+        due, count = self.store.count_annotations(self.project_id, len(annotations) - len(events), every, events)
         ev.answer["annotations_since_training"] = 0 if due else count
         if due:
             ev.due, ev.reason = True, f"{every} annotation events"

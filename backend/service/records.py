@@ -277,6 +277,7 @@ class PipelineStatus:
     sizes: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     conversion: dict[str, Any] | None = None  # {"gold": ConversionReport.as_dict(), "pool": ...}
+    ls_pruned: dict[str, Any] | None = None  # superseded versions' LS predictions deleted after publishing
 
     def to_hash(self) -> dict[str, str | int | float]:
         return to_hash(self)

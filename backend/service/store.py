@@ -20,12 +20,13 @@ Key layout (``P`` = the settings' key prefix, ``<id>`` = the Label Studio projec
                                            scoring jobs add to, stage timings) + "pool" (JSON id list)
     P:project:<id>:versions         list   published versions, oldest first
     P:project:<id>:iterations       list   `IterationRecord` JSON of finished iterations
+    P:project:<id>:event:<identity> string an annotation event already counted (expires, see store_scripts)
     P:status:<job id>               hash   `PipelineStatus` of a training pipeline or successor job
     P:successor-lock:<id>           string the successor job id holding the project's build lock
     P:successor-cancel:<job id>     string set when a cancel of that successor build was asked
     P:metrics:*                     hashes Prometheus counters (`backend.service.telemetry`)
 
-The training flags change only through Lua scripts, so two web threads (or a webhook racing a
+The training flags change only through Lua scripts (`backend.service.store_scripts`), so two web threads (or a webhook racing a
 worker) can never queue two trainings for one project. Pool and score keys are handled by
 `backend.service.pool_store.PoolAndScores`; the records are in `backend.service.records`.
 """
@@ -42,6 +43,7 @@ from redis.retry import Retry
 
 from backend.labeling import LabelConfig, parse_label_config
 from backend.service.pool_store import PoolAndScores
+from backend.service.store_scripts import BEGIN, COMPARE_DELETE, COUNT, END, EVENT_TTL, REQUEST, SET_IF_RUNNING
 from backend.service.records import (
     RESULT_TTL,
     UNTRAINED,
@@ -93,60 +95,6 @@ def connect_redis(settings: Settings, *, decode: bool = True, timeout: float | N
     )
 
 
-# Training dedupe, as atomic scripts over the project hash (KEYS[1]).
-_REQUEST = """
-local queued = redis.call('HGET', KEYS[1], 'queued_job')
-if queued then return {'queued', queued} end
-local running = redis.call('HGET', KEYS[1], 'running_job')
-if running then
-  redis.call('HSET', KEYS[1], 'dirty', '1')
-  return {'deferred', running}
-end
-redis.call('HSET', KEYS[1], 'queued_job', ARGV[1], 'last_job', ARGV[1], 'pending', '0')
-return {'enqueue', ARGV[1]}
-"""
-_BEGIN = """
-local running = redis.call('HGET', KEYS[1], 'running_job')
-if redis.call('HGET', KEYS[1], 'queued_job') == ARGV[1] then redis.call('HDEL', KEYS[1], 'queued_job') end
-if running and running ~= ARGV[1] then
-  redis.call('HSET', KEYS[1], 'dirty', '1')
-  return {'busy', running}
-end
-redis.call('HSET', KEYS[1], 'running_job', ARGV[1], 'stage_job', ARGV[1], 'last_job', ARGV[1])
-redis.call('HDEL', KEYS[1], 'dirty')
-return {'run', ARGV[1]}
-"""
-_END = """
-if redis.call('HGET', KEYS[1], 'running_job') ~= ARGV[1] then return -1 end
-redis.call('HDEL', KEYS[1], 'running_job', 'stage_job')
-local dirty = redis.call('HGET', KEYS[1], 'dirty')
-redis.call('HDEL', KEYS[1], 'dirty')
-if dirty then return 1 end
-return 0
-"""
-_COMPARE_DELETE = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  return 1
-end
-return 0
-"""
-_SET_IF_RUNNING = """
-if redis.call('HGET', KEYS[1], 'running_job') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-return 1
-"""
-_COUNT = """
-local n = redis.call('HINCRBY', KEYS[1], 'pending', ARGV[1])
-local every = tonumber(ARGV[2])
-if every > 0 and n >= every then
-  redis.call('HSET', KEYS[1], 'pending', '0')
-  return {1, n}
-end
-return {0, n}
-"""
-
-
 class ProjectStore(PoolAndScores):
     """Typed access to the Redis keys above. Needs a client with ``decode_responses=True``."""
 
@@ -155,12 +103,12 @@ class ProjectStore(PoolAndScores):
             raise ValueError("ProjectStore needs a Redis client with decode_responses=True")
         self.r = client
         self.prefix = prefix
-        self._request = client.register_script(_REQUEST)
-        self._begin = client.register_script(_BEGIN)
-        self._end = client.register_script(_END)
-        self._compare_delete = client.register_script(_COMPARE_DELETE)
-        self._set_if_running = client.register_script(_SET_IF_RUNNING)
-        self._count = client.register_script(_COUNT)
+        self._request = client.register_script(REQUEST)
+        self._begin = client.register_script(BEGIN)
+        self._end = client.register_script(END)
+        self._compare_delete = client.register_script(COMPARE_DELETE)
+        self._set_if_running = client.register_script(SET_IF_RUNNING)
+        self._count = client.register_script(COUNT)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ProjectStore":
@@ -254,9 +202,12 @@ class ProjectStore(PoolAndScores):
         """Record the job the running pipeline waits on next (lets a webhook spot a dead pipeline)."""
         return bool(self._set_if_running(keys=[self.key(project_id)], args=[pipeline_id, "stage_job", stage_job]))
 
-    def count_annotations(self, project_id: int, n: int, every: int) -> tuple[bool, int]:
-        """Add `n` annotation events; True when they reach `every` (the counter then restarts)."""
-        due, count = self._count(keys=[self.key(project_id)], args=[int(n), int(every)])
+    def count_annotations(self, project_id: int, n: int, every: int, events: Sequence[str] = ()) -> tuple[bool, int]:
+        """Add `n` annotation events plus those of `events` (identities such as
+        ``ANNOTATION_CREATED:<id>:<updated_at>``) not seen in the last EVENT_TTL seconds, so an event
+        that two webhooks deliver counts once. True when the count reaches `every` (it then restarts)."""
+        keys = [self.key(project_id)] + [self.key(project_id, "event", e) for e in events]
+        due, count = self._count(keys=keys, args=[int(n), int(every), EVENT_TTL])
         return bool(due), int(count)
 
     def record_error(self, project_id: int, job_id: str | None, message: str) -> None:

@@ -19,6 +19,7 @@ from backend.engine.models.transformer import FitReport, TransformerModel
 from backend.labeling import ConversionReport, LabelConfig, MissingTextFieldError, task_text, tasks_to_examples
 from backend.service.checkpoints import NO_TEXT_ENTRY, checkpoint_dir, prune_checkpoints, write_checkpoint_extras
 from backend.service.jobs.common import Throttle
+from backend.service.ls_errors import LabelStudioError
 from backend.service.records import UNTRAINED, IterationInfo, IterationRecord, ProjectState, ScoreEntry
 from backend.service.runtime import JobContext
 
@@ -250,3 +251,23 @@ def publish_iteration(ctx: JobContext, project_id: int, info: IterationInfo) -> 
     store.clear_error(project_id)
     prune_checkpoints(settings.model_dir, project_id, keep=store.versions(project_id)[-settings.keep_versions:])
     return record
+
+
+def prune_ls_versions(ctx: JobContext, project_id: int, keep: set[str]) -> dict:
+    """Delete, in bulk, LS's predictions of the versions this backend published before `keep`
+    (the serving one and the previous: a /predict racing the switch may still store the latter).
+    Predictions of versions the backend never published (imported by hand, another backend) stay.
+    Run after the new order is visible; never raises for LS errors (the iteration is done): the
+    outcome is returned for the pipeline status and the log."""
+    t0 = time.perf_counter()
+    outcome: dict = {"deleted": {}, "kept": sorted(keep)}
+    try:
+        ours = set(ctx.store.versions(project_id))
+        for version in ctx.ls.model_versions(project_id):
+            if version in ours and version not in keep:
+                outcome["deleted"][version] = ctx.ls.delete_model_version(project_id, version)
+    except LabelStudioError as exc:
+        outcome["error"] = str(exc)[:500]
+        log.warning("project %s: could not delete superseded predictions in Label Studio: %s", project_id, exc)
+    outcome["seconds"] = round(time.perf_counter() - t0, 3)
+    return outcome

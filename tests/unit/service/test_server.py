@@ -156,17 +156,23 @@ def test_unknown_route_and_method_are_json(client):
 def test_webhook_counts_annotations_and_queues_one_training(client, backend):
     setup_project(client)
     project = {"id": 7, "label_config": CLASSIFICATION_XML}
-    event = {"action": "ANNOTATION_CREATED", "project": project, "task": {"id": 1},
-             "annotation": {"id": 10, "task": 1, "result": []}}
+
+    def event(annotation_id: int) -> dict:
+        return {"action": "ANNOTATION_CREATED", "project": project, "task": {"id": 1},
+                "annotation": {"id": annotation_id, "task": 1, "result": [], "updated_at": "2026-11-23T10:00:00Z"}}
+
     started = time.perf_counter()
-    first = client.post("/webhook", json=event)
-    second = client.post("/webhook", json=event)
+    first = client.post("/webhook", json=event(10))
+    second = client.post("/webhook", json=event(11))
     assert first.status_code == second.status_code == 200
     assert second.json["annotations_since_training"] == 2
-    third = client.post("/webhook", json=event)  # TRAIN_EVERY_N = 3
+    # the same event delivered again (a second project webhook with our URL) counts once
+    again = client.post("/webhook", json=event(11))
+    assert again.status_code == 200 and again.json["annotations_since_training"] == 2
+    third = client.post("/webhook", json=event(12))  # TRAIN_EVERY_N = 3
     assert third.status_code == 201 and third.json["training"] == "enqueue"
     job_id = third.json["job"]
-    more = [client.post("/webhook", json=event) for _ in range(6)]
+    more = [client.post("/webhook", json=event(20 + i)) for i in range(5)]
     start = client.post("/webhook", json={"action": "START_TRAINING", "project": project})
     assert (time.perf_counter() - started) / 10 < 0.2
     assert {r.json.get("job") for r in more if r.json.get("job")} <= {job_id}

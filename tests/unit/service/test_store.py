@@ -102,6 +102,14 @@ def test_annotation_counter_fires_every_n(store):
     assert store.count_annotations(7, 50, 0) == (False, 51)  # 0 = only Start training
 
 
+def test_annotation_counter_counts_each_event_identity_once(store):
+    assert store.count_annotations(7, 0, 3, ["ANNOTATION_CREATED:1:t0", "ANNOTATION_CREATED:2:t0"]) == (False, 2)
+    assert store.count_annotations(7, 0, 3, ["ANNOTATION_CREATED:2:t0"]) == (False, 2)  # second webhook
+    assert store.count_annotations(7, 0, 3, ["ANNOTATION_UPDATED:2:t1"]) == (True, 3)  # an edit is new
+    assert store.count_annotations(7, 1, 3, ["ANNOTATION_CREATED:1:t0"]) == (False, 1)  # no identity: counts
+    assert 0 < store.r.ttl(store.key(7, "event", "ANNOTATION_CREATED:1:t0")) <= 24 * 3600
+
+
 def test_scores_round_trip_and_uncertainties(store):
     entries = {1: ScoreEntry([{"type": "choices"}], 0.9, 0.1), 2: ScoreEntry([], 0.4, 0.6)}
     store.put_scores(7, "v1", entries)
