@@ -53,27 +53,27 @@ class Rounds:
         self.labeled = 0
         self.version: str | None = None
 
-    def lowest_score_task(self) -> int | None:
-        """The unlabeled task whose prediction of the serving version scores lowest."""
-        best: tuple[float, int] | None = None
+    def serving_scores(self) -> dict[int, float]:
+        """Each unlabeled task's prediction score of the serving version."""
+        scores: dict[int, float] = {}
         for task in self.ls.iter_tasks(self.project_id, only_labeled=False, fields="all"):
             for p in task.get("predictions", []):
-                if p.get("model_version") == self.version and (best is None or p["score"] < best[0]):
-                    best = (float(p["score"]), int(task["id"]))
-        return best[1] if best else None
+                if p.get("model_version") == self.version:
+                    scores[int(task["id"])] = float(p["score"])
+        return scores
 
     def annotate(self, n: int, bar: tqdm) -> bool | None:
-        """Label `n` tasks in the order Label Studio serves them; whether the first one served was
-        the least confident (None before the first model)."""
-        expected = self.lowest_score_task() if self.version else None
+        """Label `n` tasks in the order Label Studio serves them; whether the first one served
+        holds the lowest score (ties count: None before the first model)."""
+        scores = self.serving_scores() if self.version else {}
         first_ok: bool | None = None
         for i in range(n):
             task = self.ls.next_task(self.project_id)
             if task is None:
                 break
             task_id = int(task["id"])
-            if i == 0 and expected is not None:
-                first_ok = task_id == expected
+            if i == 0 and scores:
+                first_ok = scores.get(task_id) == min(scores.values())
             self.ls.create_annotation(task_id, self.gold_by_task[task_id])
             self.labeled += 1
             bar.update(1)
