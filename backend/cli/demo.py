@@ -37,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "build and download a PLASM successor, and keep everything running until Ctrl-C.")
     demo.add_argument("--task", choices=("classification", "ner"), default="classification",
                       help="classification: rotten_tomatoes reviews (fresh/rotten); ner: wnut16 tweets")
-    demo.add_argument("--rounds", type=int, default=3, help="annotate-then-retrain rounds")
-    demo.add_argument("--per-round", type=int, default=30, help="tasks annotated per round")
+    demo.add_argument("--rounds", type=int, default=4, help="annotate-then-retrain rounds")
+    demo.add_argument("--per-round", type=int, default=40, help="tasks annotated per round")
     demo.add_argument("--pool-size", type=int, default=400, help="tasks imported into Label Studio")
     demo.add_argument("--held-out", type=int, default=200, help="gold texts kept out of Label Studio to measure models")
     demo.add_argument("--seed", type=int, default=0, help="corpus sample and successor seed")

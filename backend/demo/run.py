@@ -32,8 +32,8 @@ FAILED_CHECK = 3  # exit status when the successor is worse than the acquisition
 @dataclass(frozen=True)
 class DemoOptions:
     task: DemoTask = "classification"
-    rounds: int = 3
-    per_round: int = 30
+    rounds: int = 4
+    per_round: int = 40
     pool_size: int = 400
     held_out: int = 200
     seed: int = 0
