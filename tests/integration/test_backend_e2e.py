@@ -52,11 +52,9 @@ class Stack:
         return self.processes.log_tail()
 
 
-@pytest.fixture(scope="module")
-def stack(label_studio, redis_server, tiny_bert, tmp_path_factory):
-    """gunicorn (backend._wsgi:app) + one RQ worker, configured through the environment only."""
-    root = tmp_path_factory.mktemp("backend-e2e")
-    env = {
+def stack_env(label_studio, redis_server, tiny_bert, root, **overrides: str) -> dict[str, str]:
+    """The e2e stack's environment (other suites override a setting or two, e.g. TRAIN_EVERY_N)."""
+    return {
         **os.environ,
         "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
         "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token,
@@ -64,8 +62,15 @@ def stack(label_studio, redis_server, tiny_bert, tmp_path_factory):
         "MODEL_DIR": str(root / "models"), "ACQUISITION_MODEL": str(tiny_bert), "DEVICE": "cpu",
         "EPOCHS": "3", "LEARNING_RATE": "0.001", "TRAIN_EVERY_N": "0", "FULL_RESCORE_ITERATIONS": "1",
         "SCORE_CHUNK_SIZE": "8", "BASIC_AUTH_USER": AUTH[0], "BASIC_AUTH_PASS": AUTH[1],
-        "MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES), "WORKERS": "1", "THREADS": "4",
+        "MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES), "WORKERS": "1", "THREADS": "4", **overrides,
     }
+
+
+@pytest.fixture(scope="module")
+def stack(label_studio, redis_server, tiny_bert, tmp_path_factory):
+    """gunicorn (backend._wsgi:app) + one RQ worker, configured through the environment only."""
+    root = tmp_path_factory.mktemp("backend-e2e")
+    env = stack_env(label_studio, redis_server, tiny_bert, root)
     with BackendProcesses(env, root, startup_timeout=90) as processes:
         yield Stack(processes.url, env, processes)
 

@@ -120,6 +120,8 @@ def describe_job(ctx: JobContext, job_id: str) -> dict[str, Any] | None:
         out["download"] = f"/successor/{job.id}/download" if status.stage == "done" else None
     if status.iteration:
         out["iteration"] = status.iteration
+    if status.ls_pruned:
+        out["ls_pruned"] = status.ls_pruned
     if job.is_finished and status.pipeline != job.id:
         out["result"] = job.return_value()
     return out
