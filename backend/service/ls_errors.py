@@ -126,8 +126,11 @@ class ErrorTranslator:
                 f"Label Studio at {where} timed out ({type(exc).__name__}) while trying to {what}"
             )
         if isinstance(exc, (httpx.TransportError, OSError)):
+            # The OS reason ("[Errno 111] Connection refused") tells stopped from reset / DNS.
+            reason = self.scrub(" ".join(str(exc).split()))[:200]
+            detail = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
             return LabelStudioUnavailableError(
-                f"Label Studio at {where} is unreachable ({type(exc).__name__}) while trying to {what}"
+                f"Label Studio at {where} is unreachable ({detail}) while trying to {what}"
             )
         if isinstance(exc, httpx.HTTPError):
             return LabelStudioError(f"Label Studio at {where}: {type(exc).__name__} while trying to {what}")
