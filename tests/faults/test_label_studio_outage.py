@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import pytest
 
 from backend.service.processes import HOST
+from tests.faults.test_dead_workers import train  # one successful Start training
 from tests.faults.worker_stack import annotate, fault_stack, make_project  # noqa: F401 - fixtures
 from tests.helpers.ls_admin import LabelStudioTestClient
 
@@ -161,14 +162,6 @@ def label_studio(label_studio):  # noqa: F811 - the session Label Studio, seen t
 def ls(label_studio):
     """The test's own calls (annotate, start training) go straight to Label Studio."""
     return LabelStudioTestClient(label_studio.direct, label_studio.token)
-
-
-def train(stack, ls, project) -> dict:
-    before = stack.project(project.id)["iteration"]
-    ls.start_training(project.backend_id)
-    state = stack.wait_idle(project.id)
-    assert state["iteration"] == before + 1 and not state["last_error"], f"{state}\n{stack.log_tail()}"
-    return state
 
 
 def labeled_in_label_studio(ls, project) -> int:
