@@ -67,10 +67,12 @@ def stack_env(label_studio, redis_server, tiny_bert, root, **overrides: str) -> 
 
 
 @pytest.fixture(scope="module")
-def stack(label_studio, redis_server, tiny_bert, tmp_path_factory):
-    """gunicorn (backend._wsgi:app) + one RQ worker, configured through the environment only."""
+def stack(label_studio, redis_server, tiny_bert, tiny_electra, tmp_path_factory):
+    """gunicorn (backend._wsgi:app) + one RQ worker, configured through the environment only (the
+    operator allows the tiny models as PLASM teacher and successor, as /successor requires)."""
     root = tmp_path_factory.mktemp("backend-e2e")
-    env = stack_env(label_studio, redis_server, tiny_bert, root)
+    env = stack_env(label_studio, redis_server, tiny_bert, root,
+                    TEACHER_MODEL=str(tiny_bert), SUCCESSOR_MODEL=str(tiny_electra))
     with BackendProcesses(env, root, startup_timeout=90) as processes:
         yield Stack(processes.url, env, processes)
 
