@@ -128,7 +128,9 @@ def run_demo(opts: DemoOptions) -> int:
     started, load_before = time.perf_counter(), report.machine()
     data = load_demo_data(opts.task, opts.pool_size, opts.held_out, opts.seed)
     opts.output_dir.mkdir(parents=True, exist_ok=True)
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C and SIGTERM both stop the demo cleanly, also where SIGINT came in ignored (a background job)
+    previous = {sig: signal.signal(sig, handler) for sig, handler in
+                ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, _terminate))}
     try:
         with ExitStack() as resources:
             t0 = time.perf_counter()
@@ -146,5 +148,6 @@ def run_demo(opts: DemoOptions) -> int:
             if not opts.no_wait:
                 wait_for_ctrl_c()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0 if ok else FAILED_CHECK
