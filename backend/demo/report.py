@@ -1,9 +1,8 @@
 """What the demo tells the user at the end, and the JSON summary it writes."""
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +84,3 @@ def print_report(s: dict[str, Any]) -> None:
         f"summary: {s['summary_path']}",
     ]
     print("\n".join(lines), flush=True)
-
-
-def dump(obj: Any) -> Any:
-    """Dataclasses to plain JSON values."""
-    return json.loads(json.dumps(obj, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)))
