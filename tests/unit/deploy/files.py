@@ -131,9 +131,10 @@ def environ_reads_in_backend() -> set[str]:
 
 
 def _is_environ(node: ast.AST) -> bool:
-    """``os.environ`` or a bare ``environ`` (not ``request.environ``, the WSGI one)."""
+    """``os.environ`` only: a bare ``environ`` in backend/ is a WSGI environ (service/limits.py), and
+    the settings' own reads are found through ``Settings.from_env`` (`settings_variables`)."""
     return (isinstance(node, ast.Attribute) and node.attr == "environ" and isinstance(node.value, ast.Name)
-            and node.value.id == "os") or (isinstance(node, ast.Name) and node.id == "environ")
+            and node.value.id == "os")
 
 
 def pyproject() -> dict[str, Any]:

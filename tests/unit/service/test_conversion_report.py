@@ -60,6 +60,12 @@ class FakeLabelStudio:
     def set_model_version(self, project_id: int, version: str) -> None:
         self.model_version = version
 
+    def model_versions(self, project_id: int) -> dict[str, int]:
+        return {self.model_version: len(self.pushed)} if self.model_version else {}
+
+    def delete_model_version(self, project_id: int, version: str, timeout: float | None = None) -> int:
+        return 0
+
 
 @pytest.fixture
 def backend(redis_url, tmp_path, tiny_bert, tiny_electra):
