@@ -102,9 +102,12 @@ def drive(opts: DemoOptions, stack: Stack, data: DemoData) -> dict[str, Any]:
     rounds = Rounds(ls, backend, data, project.id, project.ml_backend_id, project.gold_by_task, held_out,
                     opts.per_round)
     records = rounds.run(opts.rounds)
-    _say("building the PLASM successor (teacher and successor: "
-         f"{opts.stack.model}; pseudo-labels for the {len(data.pool) - records[-1].labeled} unlabeled tasks)...")
-    built = successor.build(backend, project.id, opts.stack.model, opts.seed, opts.output_dir)
+    own_backend = not opts.stack.backend_url  # started here with TEACHER_MODEL = SUCCESSOR_MODEL = the model
+    models = opts.stack.model if own_backend else "the backend's settings"
+    _say(f"building the PLASM successor (teacher and successor: {models}; pseudo-labels for the "
+         f"{len(data.pool) - records[-1].labeled} unlabeled tasks)...")
+    built = successor.build(backend, project.id, opts.stack.model if own_backend else None, opts.seed,
+                            opts.output_dir)
     succ_q = successor_quality(built.directory, held_out)
     ranks = report.standings(ls, project.id, records[-1].version, data.config.value_key)
     return _summary(opts, stack, data, project, records, built, succ_q, ranks)

@@ -37,8 +37,12 @@ class SuccessorBuild:
     metrics: dict[str, Any] = field(default_factory=dict)  # the job's PLASM report (dev split)
 
 
-def request(backend: BackendHttp, project_id: int, model: str, seed: int) -> str:
-    body = {"project": project_id, "teacher": model, "successor": model, "seed": seed, "compare_gold_only": False}
+def request(backend: BackendHttp, project_id: int, model: str | None, seed: int) -> str:
+    """Start the build; `model` None leaves teacher and successor to the backend's settings (a
+    backend the demo did not start may allow no other)."""
+    body: dict[str, Any] = {"project": project_id, "seed": seed, "compare_gold_only": False}
+    if model:
+        body.update(teacher=model, successor=model)
     response = backend.http.post(f"{backend.url}/successor", json=body, timeout=60)
     if response.status_code != 202:
         raise SuccessorFailed(f"POST /successor: HTTP {response.status_code}: {response.text[:500]}")
@@ -92,7 +96,7 @@ def download(backend: BackendHttp, job_id: str, out_dir: Path) -> tuple[Path, Pa
     return archive, directory
 
 
-def build(backend: BackendHttp, project_id: int, model: str, seed: int, out_dir: Path) -> SuccessorBuild:
+def build(backend: BackendHttp, project_id: int, model: str | None, seed: int, out_dir: Path) -> SuccessorBuild:
     t0 = time.perf_counter()
     job_id = request(backend, project_id, model, seed)
     status = wait(backend, job_id)
