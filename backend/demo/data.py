@@ -17,7 +17,7 @@ import numpy as np
 
 from backend.engine.data import load_dataset
 from backend.engine.types import ClassificationExample, Example, TaggingExample, TaskType
-from backend.labeling import LabelConfig, iob2_spans, parse_label_config, tasks_to_examples
+from backend.labeling import LabelConfig, gold_tagging_results, parse_label_config, tasks_to_examples
 
 DemoTask = Literal["classification", "ner"]
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "label_config_examples"
@@ -81,17 +81,7 @@ def _result(config: LabelConfig, example: Example) -> GoldTask:
     if isinstance(example, ClassificationExample):
         return GoldTask(example.text, [{**names, "type": "choices", "value": {"choices": list(example.labels)}}])
     assert isinstance(example, TaggingExample)
-    text = " ".join(example.words)
-    starts, pos = [], 0
-    for word in example.words:
-        starts.append(pos)
-        pos += len(word) + 1
-    spans = []
-    for first, end, label in iob2_spans(example.tags):
-        start, stop = starts[first], starts[end - 1] + len(example.words[end - 1])
-        spans.append({**names, "type": "labels",
-                      "value": {"start": start, "end": stop, "text": text[start:stop], "labels": [label]}})
-    return GoldTask(text, spans)
+    return GoldTask(*gold_tagging_results(example.words, example.tags, config))
 
 
 def load_demo_data(task: DemoTask, pool_size: int, held_out: int, seed: int = 0) -> DemoData:

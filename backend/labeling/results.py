@@ -34,6 +34,22 @@ def iob2_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
     return spans
 
 
+def gold_tagging_results(words: Sequence[str], tags: Sequence[str], config: LabelConfig) -> tuple[str, list[dict]]:
+    """A tagged sentence as Label Studio holds it: the words joined by spaces, and one ``labels``
+    region per IOB2 span (code-point offsets) — how the demo and the tests annotate from gold."""
+    text = " ".join(words)
+    starts, pos = [], 0
+    for word in words:
+        starts.append(pos)
+        pos += len(word) + 1
+    regions = []
+    for first, end, label in iob2_spans(tags):
+        start, stop = starts[first], starts[end - 1] + len(words[end - 1])
+        regions.append({"from_name": config.control_name, "to_name": config.object_name, "type": "labels",
+                        "value": {"start": start, "end": stop, "text": text[start:stop], "labels": [label]}})
+    return text, regions
+
+
 def _require(config: LabelConfig, task_type: TaskType) -> None:
     if config.task_type is not task_type:
         raise ValueError(

@@ -20,7 +20,7 @@ import pytest
 import requests
 from transformers import AutoModelForSequenceClassification
 
-from backend.labeling import parse_label_config
+from backend.labeling import gold_tagging_results, parse_label_config
 from backend.service.ls_client import LabelStudioError
 from tests.helpers.backend import CLASSIFICATION_XML, NER_XML, SENTIMENT
 from tests.helpers.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioTestClient
@@ -94,25 +94,9 @@ def classification_tasks(n: int) -> tuple[list[dict], list[list[dict]]]:
 
 
 def ner_tasks(n: int) -> tuple[list[dict], list[list[dict]]]:
-    tasks, results = [], []
-    for ex in toy_tagging(n, seed=3):
-        text = " ".join(ex.words)
-        starts, pos = [], 0
-        for word in ex.words:
-            starts.append(pos)
-            pos += len(word) + 1
-        spans = []
-        for i, tag in enumerate(ex.tags):
-            if tag.startswith("B-"):
-                end = i + 1
-                while end < len(ex.tags) and ex.tags[end] == f"I-{tag[2:]}":
-                    end += 1
-                s, e = starts[i], starts[end - 1] + len(ex.words[end - 1])
-                spans.append({"from_name": "label", "to_name": "text", "type": "labels",
-                              "value": {"start": s, "end": e, "text": text[s:e], "labels": [tag[2:]]}})
-        tasks.append({"text": text})
-        results.append(spans)
-    return tasks, results
+    config = parse_label_config(NER_XML)
+    gold = [gold_tagging_results(ex.words, ex.tags, config) for ex in toy_tagging(n, seed=3)]
+    return [{"text": text} for text, _ in gold], [regions for _, regions in gold]
 
 
 CASES = {

@@ -507,3 +507,14 @@ def test_prediction_entry_is_what_predict_returns():
     json.dumps(entry)
     with pytest.raises(ValueError, match="finite"):
         prediction_entry([], float("nan"), "v")
+
+
+def test_gold_tagging_results_round_trip_through_tasks_to_examples():
+    from backend.labeling import gold_tagging_results
+
+    words, tags = ["Barack", "Obama", "visited", "New", "York", "."], ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O"]
+    text, regions = gold_tagging_results(words, tags, NER)
+    assert text == "Barack Obama visited New York ."
+    assert [(r["value"]["text"], r["value"]["labels"]) for r in regions] == [("Barack Obama", ["PER"]), ("New York", ["LOC"])]
+    assert all(r["from_name"] == NER.control_name and r["to_name"] == NER.object_name for r in regions)
+    assert tasks_to_examples([task(1, text, ann(regions))], NER).examples[0].tags == tags
