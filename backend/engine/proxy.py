@@ -1,0 +1,255 @@
+"""The fast path's proxy (selection via proxy, ASVP): frozen sentence features and a linear head.
+
+The encoder runs once over the pool; after that a new order costs a logistic-regression fit on the
+labeled rows' features and one matrix product over the pool: milliseconds, not a fine-tune.
+Features are mean-pooled over real tokens and L2-normalised (what sentence-embedding checkpoints
+such as all-MiniLM-L6-v2 were trained for; their [CLS] vector is not) and kept as float16.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from backend.engine.callbacks import Progress
+from backend.engine.device import autocast, resolve_device
+from backend.engine.errors import NotEnoughLabelsError
+from backend.engine.models.training import pad_and_mask
+from backend.engine.packaged import resolve_model
+from backend.engine.types import LabelSchema, TaskType
+
+FEATURE_DTYPE = np.float16
+L2_GRID = (0.1, 1.0, 10.0, 100.0)  # inverse regularisation strengths (sklearn's C) tried by CV
+MAX_CV_FOLDS = 5
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token vectors under the mask, L2-normalised: (batch, hidden)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    return torch.nn.functional.normalize(summed.float(), dim=-1)
+
+
+class FeatureEncoder:
+    """Frozen sentence features from any transformers encoder (a base checkpoint or the encoder
+    inside a fine-tuned classifier, for features aligned with the acquisition model)."""
+
+    def __init__(
+        self,
+        name_or_path: str | os.PathLike,
+        *,
+        max_length: int = 128,
+        batch_size: int | None = None,
+        device: str = "auto",
+        model: PreTrainedModel | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+    ) -> None:
+        self.name_or_path = resolve_model(str(name_or_path))
+        self.max_length = max_length
+        self.device = resolve_device(device)
+        self.batch_size = batch_size or (512 if self.device.type == "cuda" else 64)
+        self._model = model
+        self._tokenizer = tokenizer
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        if self._tokenizer is None:
+            self._tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, use_fast=True)
+        return self._tokenizer
+
+    @property
+    def model(self) -> PreTrainedModel:
+        if self._model is None:
+            with warnings.catch_warnings():  # a classifier checkpoint's head weights are unused here
+                warnings.simplefilter("ignore")
+                self._model = AutoModel.from_pretrained(self.name_or_path, dtype=torch.float32)
+            self._model = self._model.to(self.device).eval()
+        return self._model
+
+    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        """(len(texts), hidden) float16 features in input order; batches sorted by length."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=FEATURE_DTYPE)
+        ids = self.tokenizer([t or "" for t in texts], truncation=True, max_length=self.max_length)["input_ids"]
+        order = np.argsort([len(row) for row in ids], kind="stable")
+        out = np.zeros((len(texts), self.dim), dtype=FEATURE_DTYPE)
+        model, pad = self.model, self.tokenizer.pad_token_id or 0
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                batch = {k: v.to(self.device) for k, v in pad_and_mask([ids[i] for i in rows], pad).items()}
+                with autocast(self.device):
+                    hidden = model(**batch).last_hidden_state
+                out[rows] = mean_pool(hidden, batch["attention_mask"]).cpu().numpy().astype(FEATURE_DTYPE)
+                if progress:
+                    progress(min(start + self.batch_size, len(order)), len(order))
+        return out
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+
+@dataclass
+class HeadEstimate:
+    """What the head's cross-validation measured on the labeled rows."""
+
+    accuracy: float | None  # None: too few labels per class to cross-validate
+    folds: int
+    c: float  # the chosen inverse regularisation strength
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cv_accuracy": self.accuracy, "folds": self.folds, "c": self.c}
+
+
+class ProxyHead:
+    """Multinomial logistic regression (one-vs-rest for multi-label) on frozen features, its
+    regularisation chosen by stratified cross-validation on the labeled rows."""
+
+    def __init__(self, schema: LabelSchema, seed: int = 0) -> None:
+        if schema.task_type is not TaskType.CLASSIFICATION:
+            raise ValueError("the proxy head classifies texts; tagging uses the fine-tuned model")
+        self.schema = schema
+        self.seed = seed
+        self.coef: np.ndarray | None = None  # (outputs, dim)
+        self.intercept: np.ndarray | None = None  # (outputs,)
+        self.estimate: HeadEstimate | None = None
+
+    def targets(self, labels: Sequence[Sequence[str]]) -> np.ndarray:
+        """Class indices (single-label) or a 0/1 matrix (multi-label) for lists of gold labels."""
+        index = {name: i for i, name in enumerate(self.schema.labels)}
+        unknown = sorted({l for row in labels for l in row if l not in index})
+        if unknown or any(not row for row in labels):
+            raise ValueError(f"labels outside the schema or none: {unknown[:5]}")
+        if self.schema.multi_label:
+            y = np.zeros((len(labels), len(index)), dtype=np.int64)
+            for r, row in enumerate(labels):
+                y[r, [index[l] for l in row]] = 1
+            return y
+        return np.array([index[row[0]] for row in labels], dtype=np.int64)
+
+    def fit(self, features: np.ndarray, labels: Sequence[Sequence[str]]) -> "ProxyHead":
+        """Fit on the labeled rows; raises `NotEnoughLabelsError` without two classes seen."""
+        x, y = np.asarray(features, dtype=np.float32), self.targets(labels)
+        if len(x) != len(y):
+            raise ValueError(f"{len(x)} feature rows for {len(y)} labels")
+        if len(x) == 0:
+            raise NotEnoughLabelsError("no labeled examples to fit the proxy head on")
+        self.estimate = self._choose_c(x, y)
+        self.coef, self.intercept = self._fit_arrays(x, y, self.estimate.c)
+        return self
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """(n, classes) float32 probabilities: softmax, or per-class sigmoids for multi-label."""
+        if self.coef is None or self.intercept is None:
+            raise RuntimeError("the proxy head is not fitted")
+        logits = np.asarray(features, dtype=np.float32) @ self.coef.T + self.intercept
+        if self.schema.multi_label:
+            return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    # ---------------------------------------------------------------- fitting
+    def _fit_arrays(self, x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
+        n_out = self.schema.num_outputs
+        coef, intercept = np.zeros((n_out, x.shape[1]), np.float32), np.zeros(n_out, np.float32)
+        columns = [y[:, j] for j in range(n_out)] if self.schema.multi_label else [y]
+        for j, target in enumerate(columns):
+            classes = np.unique(target)
+            if len(classes) == 1:  # one class seen: a constant prediction for it
+                self._constant(coef, intercept, j, int(classes[0]))
+                continue
+            lr = _logistic(c, self.seed).fit(x, target)
+            if self.schema.multi_label:
+                coef[j], intercept[j] = lr.coef_[0], lr.intercept_[0]
+            elif len(classes) == 2:  # sklearn's binary form: one row for the second class
+                a, b = int(classes[0]), int(classes[1])
+                coef[b], intercept[b] = lr.coef_[0] / 2, lr.intercept_[0] / 2
+                coef[a], intercept[a] = -lr.coef_[0] / 2, -lr.intercept_[0] / 2
+                self._unseen(intercept, classes)
+            else:
+                coef[classes], intercept[classes] = lr.coef_, lr.intercept_
+                self._unseen(intercept, classes)
+        return coef, intercept
+
+    def _constant(self, coef: np.ndarray, intercept: np.ndarray, j: int, seen: int) -> None:
+        if self.schema.multi_label:
+            intercept[j] = 4.0 if seen else -4.0
+        else:
+            intercept[:] = -4.0
+            intercept[seen] = 4.0
+
+    @staticmethod
+    def _unseen(intercept: np.ndarray, classes: np.ndarray) -> None:
+        """Classes no label has shown get a strongly negative bias: never predicted, little mass."""
+        missing = np.setdiff1d(np.arange(len(intercept)), classes)
+        intercept[missing] = -10.0
+
+    def _choose_c(self, x: np.ndarray, y: np.ndarray) -> HeadEstimate:
+        """The C with the best stratified k-fold accuracy (k = fewest examples of a class, at
+        most 5); with fewer than 2 examples of each seen class there is nothing to validate on."""
+        stratify = y if not self.schema.multi_label else y.argmax(axis=1)
+        counts = np.bincount(stratify)
+        counts = counts[counts > 0]
+        folds = int(min(MAX_CV_FOLDS, counts.min())) if len(counts) > 1 else 0
+        if folds < 2:
+            return HeadEstimate(None, 0, 1.0)
+        from sklearn.model_selection import StratifiedKFold
+
+        splits = list(StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(x, stratify))
+        best: tuple[float, float] | None = None
+        for c in L2_GRID:
+            correct = 0.0
+            for train, test in splits:
+                coef, intercept = self._fit_arrays(x[train], y[train], c)
+                correct += _correct(x[test] @ coef.T + intercept, y[test], self.schema.multi_label)
+            accuracy = correct / len(y)
+            if best is None or accuracy > best[0] + 1e-9:
+                best = (accuracy, c)
+        assert best is not None
+        return HeadEstimate(round(best[0], 4), folds, best[1])
+
+    # ------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike) -> None:
+        """`proxy_head.npz` + `proxy_head.json` (no pickle)."""
+        if self.coef is None or self.intercept is None:
+            raise RuntimeError("the proxy head is not fitted")
+        path = Path(directory)
+        np.savez(path / "proxy_head.npz", coef=self.coef, intercept=self.intercept)
+        meta = {"schema": self.schema.to_dict(), "seed": self.seed,
+                "estimate": self.estimate.to_dict() if self.estimate else None}
+        (path / "proxy_head.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "ProxyHead":
+        path = Path(directory)
+        meta = json.loads((path / "proxy_head.json").read_text())
+        head = cls(LabelSchema.from_dict(meta["schema"]), int(meta.get("seed", 0)))
+        with np.load(path / "proxy_head.npz", allow_pickle=False) as arrays:
+            head.coef, head.intercept = arrays["coef"], arrays["intercept"]
+        if meta.get("estimate"):
+            e = meta["estimate"]
+            head.estimate = HeadEstimate(e["cv_accuracy"], int(e["folds"]), float(e["c"]))
+        return head
+
+
+def _logistic(c: float, seed: int) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, max_iter=1000, random_state=seed)
+
+
+def _correct(logits: np.ndarray, y: np.ndarray, multi_label: bool) -> float:
+    """Correct predictions: exact-match rows for multi-label, argmax hits otherwise."""
+    if multi_label:
+        return float(((logits > 0).astype(np.int64) == y).all(axis=1).sum())
+    return float((logits.argmax(axis=1) == y).sum())
