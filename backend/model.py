@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from backend.labeling import LabelConfig, prediction_entry
 from backend.service.checkpoints import CheckpointMissingError
 from backend.service.ids import as_id
+from backend.service.jobs.fast import request_fast_update
 from backend.service.jobs.iteration import request_training
 from backend.service.store import UNTRAINED, ProjectState, ScoreEntry
 
@@ -128,7 +129,8 @@ class FeasibleALModel:
 
     def _score_now(self, version: str, tasks: Sequence[dict], ids: list[int | None], todo: list[int]
                    ) -> dict[int, ScoreEntry]:
-        """Run the serving checkpoint on the tasks no iteration scored; store what has an id."""
+        """Run the serving checkpoint on the tasks no iteration scored (a fast version answers from
+        its pool scores on disk, encoding only tasks created since); store what has an id."""
         try:
             checkpoint = self.backend.checkpoints.get(self.project_id, version)
         except CheckpointMissingError as exc:
@@ -207,8 +209,11 @@ class FeasibleALModel:
         events = [f"{action}:{i}:{a.get('updated_at') or ''}" for a in annotations
                   if (i := _as_int(a.get("id"))) is not None]
         every = self.settings.train_every_n
-        due, count = self.store.count_annotations(self.project_id, len(annotations) - len(events), every, events)
+        due, count, fresh = self.store.count_annotation_events(
+            self.project_id, len(annotations) - len(events), every, events)
         ev.answer["annotations_since_training"] = 0 if due else count
+        if fresh:  # new labels: a new order from the proxy head within seconds (a duplicate delivery: none)
+            ev.answer.update(request_fast_update(self.backend, self.project_id, action))
         if due:
             ev.due, ev.reason = True, f"{every} annotation events"
 

@@ -32,6 +32,8 @@ from backend.labeling import (
     task_text,
     text_to_example,
 )
+from backend.service.fast_versions import FastCheckpoint
+from backend.service.features import FEATURES_DIR
 from backend.service.records import ScoreEntry
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ BACKEND_META_FILE = "backend_meta.json"
 LEGACY_STRATEGY_FILE = "strategy.pkl"  # written by backends before strategies were saved as JSON
 # A task with no usable text gets an empty result that sorts last (nothing to learn from it).
 NO_TEXT_ENTRY = ScoreEntry([], 1.0, 0.0)
+FAST_PREFIX = "fast-"  # versions made by the fast path (a proxy head), not a fine-tune
 
 
 class CheckpointMissingError(FileNotFoundError):
@@ -69,13 +72,14 @@ def write_checkpoint_extras(
 
 
 def prune_checkpoints(model_dir: Path, project_id: int, keep: Sequence[str]) -> list[str]:
-    """Delete the project's checkpoint folders not named in `keep` (and leftover temp folders)."""
+    """Delete the project's checkpoint folders not named in `keep` (and leftover temp folders);
+    the pool features' folder stays."""
     root = Path(model_dir) / str(int(project_id))
     removed: list[str] = []
     if not root.is_dir():
         return removed
     for child in root.iterdir():
-        if child.is_dir() and child.name not in keep:
+        if child.is_dir() and child.name not in keep and child.name != FEATURES_DIR:
             shutil.rmtree(child, ignore_errors=True)
             removed.append(child.name)
     return removed
@@ -169,17 +173,26 @@ class CheckpointCache:
         self.model_dir = Path(model_dir)
         self.size = size
         self.device = device
-        self._items: OrderedDict[tuple[int, str], LoadedCheckpoint] = OrderedDict()
+        self._items: OrderedDict[tuple[int, str], LoadedCheckpoint | FastCheckpoint] = OrderedDict()
         self._lock = threading.Lock()
+        self.encoders = None  # features.EncoderCache for fast versions (set by the runtime)
 
-    def get(self, project_id: int, version: str) -> LoadedCheckpoint:
+    def get(self, project_id: int, version: str) -> LoadedCheckpoint | FastCheckpoint:
         key = (int(project_id), version)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
             start = time.perf_counter()
-            loaded = load_checkpoint(checkpoint_dir(self.model_dir, *key), *key, self.device)
+            directory = checkpoint_dir(self.model_dir, *key)
+            if version.startswith(FAST_PREFIX):
+                if not (directory / "scores.npz").is_file():
+                    raise CheckpointMissingError(f"fast version {version} of project {project_id} not found at "
+                                                 f"{directory}; the web process and the workers must share MODEL_DIR")
+                loaded = FastCheckpoint.load(directory, *key)
+                loaded.encoders = self.encoders
+            else:
+                loaded = load_checkpoint(directory, *key, self.device)
             log.info("loaded project %s version %s in %.2fs (pid %s)", project_id, version,
                      time.perf_counter() - start, os.getpid())
             self._items[key] = loaded

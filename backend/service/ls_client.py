@@ -353,6 +353,28 @@ class LabelStudioClient:
             entry["model_version"] = str(p["model_version"])
         return entry
 
+    def create_predictions(self, predictions: Sequence[Mapping[str, Any]], workers: int = 4) -> int:
+        """Create predictions one ``POST /api/predictions/`` each, `workers` at a time; returns how
+        many. For a few dozen (a fast update's top-K): LS 1.23.2 answers one in ~21 ms, where a bulk
+        import costs ~5 s per request on a 10k-task project (it recounts every task). Not retried."""
+        entries = [self._prediction_entry(p) for p in predictions]
+        if not entries:
+            return 0
+
+        def create(entry: dict) -> None:
+            self._raw(f"create a prediction for task {entry['task']}", "POST", "api/predictions/",
+                      json_body=entry, retry=False)
+
+        if workers <= 1 or len(entries) == 1:
+            for e in entries:
+                create(e)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(workers, len(entries))) as pool:
+                list(pool.map(create, entries))
+        return len(entries)
+
     def model_versions(self, project_id: int) -> dict[str, int]:
         """``{model_version: predictions}`` of the project (``GET /api/projects/<id>/model-versions/``)."""
         what = f"list the model versions of project {project_id}"

@@ -159,6 +159,17 @@ class ProjectState:
     pool_value_key: str = ""
     pool_refreshed_iteration: int = 0
     model_scored_total: int = 0
+    # the fast path (proxy head on pool features) and which model serves
+    acq_version: str = UNTRAINED  # the last fine-tuned version (UPS draws and carries from it)
+    serving_model: str = ""  # "proxy" | "finetuned" | "" (untrained)
+    finetune_won: bool = False  # the fine-tuned model's measured estimate beat the proxy's
+    serving_reason: dict[str, Any] | None = None  # the numbers the choice was made on
+    fast_status: dict[str, Any] | None = None  # the last fast update's outcome and message
+    feature_key: str = ""  # the complete pool-feature set the proxy works on
+    feature_source: str = ""  # the encoder that made it (a model name or checkpoint folder)
+    feature_source_version: str = ""  # the fine-tuned version whose encoder made it ("" = pretrained)
+    fast_seq: int = 0
+    fast_published_seq: int = 0
 
     @classmethod
     def from_hash(cls, project_id: int, h: typing.Mapping[str, str]) -> "ProjectState":
@@ -178,6 +189,11 @@ class ProjectState:
             "running_job": self.running_job, "rerun_after_current": self.dirty, "last_job": self.last_job,
             "last_error": self.last_error, "last_error_job": self.last_error_job,
             "last_error_at": self.last_error_at, "model_scored_total": self.model_scored_total,
+            "acquisition_version": self.acq_version,
+            "serving": {"model": self.serving_model or None, "finetune_won": self.finetune_won,
+                        "why": self.serving_reason},
+            "features": {"key": self.feature_key or None, "encoder": self.feature_source or None},
+            "fast_path": self.fast_status,
         }
 
 
@@ -206,6 +222,7 @@ class IterationInfo:
     fit_steps: int = 0
     fit_loss: float | None = None
     scoring_started: float = 0.0
+    selection: dict[str, Any] = field(default_factory=dict)  # proxy vs fine-tuned estimates (which serves)
     # counters the scoring chunks add to
     scored: int = 0
     inference_seconds: float = 0.0
@@ -243,6 +260,8 @@ class IterationRecord:
     started_at: float
     finished_at: float
     conversion: dict[str, Any] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)  # which model serves after it, and why
+    served: str = "finetuned"  # "finetuned" (whole pool pushed) or "proxy" (a fast version pushed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

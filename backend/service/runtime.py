@@ -12,6 +12,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from backend.service.checkpoints import CheckpointCache
+from backend.service.features import EncoderCache, FeatureStore
 from backend.service.settings import Settings
 from backend.service.store import ProjectStore, connect_redis
 from backend.service.telemetry import Metrics
@@ -19,7 +20,8 @@ from backend.service.telemetry import Metrics
 if TYPE_CHECKING:  # the web process's model class; imported lazily (it imports the jobs)
     from backend.model import FeasibleALModel
 
-QUEUE_KINDS = ("scoring", "training", "successor")  # worker order: finish an iteration before the next
+QUEUE_KINDS = ("fast", "scoring", "training", "successor")  # worker order: fast updates first, then
+# finish an iteration before the next
 
 
 class LabelStudioNotConfiguredError(RuntimeError):
@@ -32,6 +34,7 @@ class JobQueues:
     def __init__(self, connection: redis.Redis, prefix: str) -> None:
         self.connection = connection
         self.prefix = prefix
+        self.fast = Queue(f"{prefix}-fast", connection=connection)
         self.training = Queue(f"{prefix}-training", connection=connection)
         self.scoring = Queue(f"{prefix}-scoring", connection=connection)
         self.successor = Queue(f"{prefix}-successor", connection=connection)
@@ -58,6 +61,8 @@ class JobContext:
     queues: JobQueues
     metrics: Metrics
     checkpoints: CheckpointCache
+    features: FeatureStore
+    encoders: EncoderCache
     _ls: Any = field(default=None, repr=False)
 
     @classmethod
@@ -68,12 +73,16 @@ class JobContext:
             torch.set_num_threads(settings.torch_threads)
         timeout = cls.redis_command_timeout(settings)
         store = ProjectStore(connect_redis(settings, timeout=timeout), settings.key_prefix)
+        checkpoints = CheckpointCache(settings.model_dir, settings.model_cache_size, settings.device)
+        checkpoints.encoders = EncoderCache(settings.max_length, settings.device, settings.inference_batch_size)
         return cls(
             settings=settings,
             store=store,
             queues=JobQueues(connect_redis(settings, decode=False, timeout=timeout), settings.key_prefix),
             metrics=Metrics(store.r, settings.key_prefix),
-            checkpoints=CheckpointCache(settings.model_dir, settings.model_cache_size, settings.device),
+            checkpoints=checkpoints,
+            features=FeatureStore(settings.model_dir),
+            encoders=checkpoints.encoders,
         )
 
     @staticmethod

@@ -96,6 +96,22 @@ class Settings:
     push_batch_size: int = field(default=1000, metadata={"help": "predictions per bulk import call"})
     pool_refresh_every: int = field(default=20, metadata={
         "help": "re-list the unlabeled pool from LS every N iterations (else kept in Redis, updated by events)"})
+    # --- fast path (proxy head on frozen pool features) --------------------------------------
+    fast_path: str = field(default="on", metadata={
+        "help": "on: after each annotation a logistic head on pool features re-orders LS within seconds "
+                "(classification; queue 'fast'); off: only full iterations change the order"})
+    fast_update_delay: float = field(default=0.0, metadata={
+        "help": "seconds a fast update waits after the latest annotation event (coalesces bursts; "
+                "events during a queued or running update always fold into the next one)"})
+    fast_top_k: int = field(default=32, metadata={
+        "help": "most uncertain tasks a fast update pushes to LS (Uncertainty sampling only sees those)"})
+    fast_encode_limit: int = field(default=256, metadata={
+        "help": "tasks without features a fast update encodes itself (more: chunk jobs on 'scoring')"})
+    feature_model: str = field(default="", metadata={
+        "help": "encoder of the pool features (empty = ACQUISITION_MODEL); fine-tuned checkpoints "
+                "refresh them on full-rescore iterations"})
+    finetune_min_heldout: int = field(default=10, metadata={
+        "help": "labels that arrived after a fine-tune, needed before its accuracy on them can make it serve"})
     label_control_name: str = field(default="", metadata={
         "help": "control tag to learn when the config has several (default: the first supported one)"})
     seed: int = field(default=0, metadata={"help": "seed for training and the UPS sampler"})
@@ -136,6 +152,11 @@ class Settings:
             (self.redis_request_timeout > 0, "REDIS_REQUEST_TIMEOUT", "must be > 0"),
             (self.body_read_timeout > 0, "BODY_READ_TIMEOUT", "must be > 0"),
             (self.torch_threads >= 0, "TORCH_THREADS", "must be >= 0"),
+            (self.fast_path in ("on", "off"), "FAST_PATH", "must be on or off"),
+            (self.fast_update_delay >= 0, "FAST_UPDATE_DELAY", "must be >= 0"),
+            (self.fast_top_k >= 1, "FAST_TOP_K", "must be >= 1"),
+            (self.fast_encode_limit >= 0, "FAST_ENCODE_LIMIT", "must be >= 0"),
+            (self.finetune_min_heldout >= 1, "FINETUNE_MIN_HELDOUT", "must be >= 1"),
             (self.label_studio_timeout > 0, "LABEL_STUDIO_TIMEOUT", "must be > 0"),
             (self.strategy == "auto" or self.strategy in STRATEGIES, "STRATEGY",
              f"must be auto or one of {', '.join(STRATEGIES)}"),
@@ -161,6 +182,15 @@ class Settings:
             max_length=self.max_length, inference_batch_size=self.inference_batch_size,
             seed=self.seed, device=self.device,
         )
+
+    @property
+    def fast_enabled(self) -> bool:
+        return self.fast_path == "on"
+
+    @property
+    def feature_encoder(self) -> str:
+        """The pretrained encoder of the pool features."""
+        return self.feature_model or self.acquisition_model
 
     @property
     def auth_enabled(self) -> bool:

@@ -18,7 +18,11 @@ Key layout (``P`` = the settings' key prefix, ``<id>`` = the Label Studio projec
                                            result, confidence and uncertainty held by that version
     P:project:<id>:iter:<version>   hash   `IterationInfo` of an iteration in progress (counters the
                                            scoring jobs add to, stage timings) + "pool" (JSON id list)
-    P:project:<id>:versions         list   published versions, oldest first
+    P:project:<id>:versions         list   published versions (fine-tuned and fast), oldest first
+    P:project:<id>:served           list   versions that served (LS holds predictions of these)
+    P:project:<id>:fast-queued      string the fast update job waiting to run (at most one)
+    P:project:<id>:features-build   string the pool-feature build job running (at most one)
+    P:project:<id>:ls-switch        lock   held while LS's model_version changes
     P:project:<id>:iterations       list   `IterationRecord` JSON of finished iterations
     P:project:<id>:event:<identity> string an annotation event already counted (expires, see store_scripts)
     P:status:<job id>               hash   `PipelineStatus` of a training pipeline or successor job
@@ -71,6 +75,8 @@ __all__ = [
 ]
 
 MAX_ITERATION_RECORDS = 500
+MAX_VERSIONS = 200  # versions remembered per project (a fast update adds one per annotation burst)
+FAST_PREFIX = "fast-"
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
@@ -206,9 +212,16 @@ class ProjectStore(PoolAndScores):
         """Add `n` annotation events plus those of `events` (identities such as
         ``ANNOTATION_CREATED:<id>:<updated_at>``) not seen in the last EVENT_TTL seconds, so an event
         that two webhooks deliver counts once. True when the count reaches `every` (it then restarts)."""
+        due, count, _ = self.count_annotation_events(project_id, n, every, events)
+        return due, count
+
+    def count_annotation_events(
+        self, project_id: int, n: int, every: int, events: Sequence[str] = ()
+    ) -> tuple[bool, int, int]:
+        """`count_annotations` plus how many of the events were new (0: all were duplicates)."""
         keys = [self.key(project_id)] + [self.key(project_id, "event", e) for e in events]
-        due, count = self._count(keys=keys, args=[int(n), int(every), EVENT_TTL])
-        return bool(due), int(count)
+        due, count, fresh = self._count(keys=keys, args=[int(n), int(every), EVENT_TTL])
+        return bool(due), int(count), int(fresh)
 
     def record_error(self, project_id: int, job_id: str | None, message: str) -> None:
         self.r.hset(self.key(project_id), mapping=encode_values({
@@ -253,25 +266,126 @@ class ProjectStore(PoolAndScores):
         """The pool snapshot the iteration scores (task ids, sorted)."""
         return json.loads(self.r.hget(self._iter_key(project_id, version), "pool") or "[]")
 
-    def publish_version(self, project_id: int, version: str, iteration: int, record: IterationRecord | dict) -> None:
-        """Make `version` the one /setup and /predict serve, in one transaction; drops score
-        hashes older than the previous version (a /predict that read the old version a moment
-        ago still finds its entries)."""
+    def publish_version(
+        self, project_id: int, version: str, iteration: int | None, record: IterationRecord | dict | None,
+        *, serve: bool = True, fast_seq: int | None = None,
+    ) -> None:
+        """Publish `version` in one transaction. ``serve``: /setup and /predict answer from it
+        (else a fine-tuned iteration only joins the acquisition lineage UPS works from, while
+        the proxy keeps serving). A `record` (full iterations) also sets the project's iteration
+        and ``acq_version``; a fast version (`fast_seq`) leaves them. Drops score hashes of
+        versions that are neither the new, the previously serving nor the acquisition lineage's
+        one (a /predict that read the old version a moment ago still finds its entries)."""
         pkey = self.key(project_id)
-        previous = self.r.hget(pkey, "version") or UNTRAINED
-        keep = {version, previous}
+        previous, acq = self.r.hmget(pkey, "version", "acq_version")
+        new_acq = version if record is not None else (acq or UNTRAINED)
+        keep = {version, previous or UNTRAINED, new_acq}
         stale = [k for k in self.r.scan_iter(match=self._pred_key(project_id, "*"), count=1000)
                  if k.rsplit(":pred:", 1)[-1] not in keep]
-        data = record.to_dict() if isinstance(record, IterationRecord) else dict(record)
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(pkey, mapping={"version": version, "iteration": int(iteration), "published_at": time.time()})
-        pipe.rpush(self.key(project_id, "versions"), version)
-        pipe.rpush(self.key(project_id, "iterations"), json.dumps(data, default=json_default))
-        pipe.ltrim(self.key(project_id, "iterations"), -MAX_ITERATION_RECORDS, -1)
+        fields: dict[str, Any] = {}
+        if serve:
+            fields.update(version=version, published_at=time.time())
+            pipe.rpush(self.key(project_id, "served"), version)
+            pipe.ltrim(self.key(project_id, "served"), -MAX_VERSIONS, -1)
+        if record is not None:
+            data = record.to_dict() if isinstance(record, IterationRecord) else dict(record)
+            fields.update(acq_version=version)
+            if iteration is not None:
+                fields.update(iteration=int(iteration))
+            pipe.rpush(self.key(project_id, "iterations"), json.dumps(data, default=json_default))
+            pipe.ltrim(self.key(project_id, "iterations"), -MAX_ITERATION_RECORDS, -1)
+        if fast_seq is not None:
+            fields.update(fast_published_seq=int(fast_seq))
+        if fields:
+            pipe.hset(pkey, mapping=fields)
+        if self.r.lindex(self.key(project_id, "versions"), -1) != version:  # a lineage version now served
+            pipe.rpush(self.key(project_id, "versions"), version)
+            pipe.ltrim(self.key(project_id, "versions"), -MAX_VERSIONS, -1)
         pipe.delete(self._iter_key(project_id, version))
         for k in stale:
             pipe.delete(k)
         pipe.execute()
+
+    def remember_labeled(self, project_id: int, version: str, task_ids: Sequence[int]) -> None:
+        """The labeled tasks `version` was trained on (its held-out labels are the later ones)."""
+        key = self.key(project_id, "trained-on", version)
+        pipe = self.r.pipeline()
+        pipe.delete(key)
+        if task_ids:
+            pipe.sadd(key, *[int(t) for t in task_ids])
+        pipe.expire(key, RESULT_TTL)
+        pipe.execute()
+
+    def trained_on(self, project_id: int, version: str) -> set[int] | None:
+        key = self.key(project_id, "trained-on", version)
+        if not self.r.exists(key):
+            return None
+        return {int(t) for t in self.r.smembers(key)}
+
+    def served_versions(self, project_id: int) -> list[str]:
+        """Versions that served the project, oldest first (LS holds predictions of these)."""
+        return list(self.r.lrange(self.key(project_id, "served"), 0, -1))
+
+    def checkpoints_to_keep(self, project_id: int, keep_versions: int) -> set[str]:
+        """Checkpoint folders pruning must leave: the last `keep_versions` fine-tuned ones, the
+        serving and previous serving version, and the one whose encoder made the pool features."""
+        state = self.get_project(project_id)
+        acq = [v for v in self.versions(project_id) if not v.startswith(FAST_PREFIX)]
+        keep = set(acq[-keep_versions:]) | set(self.served_versions(project_id)[-2:])
+        if state is not None:
+            keep |= {state.version, state.acq_version}
+            if state.feature_source_version:
+                keep.add(state.feature_source_version)
+        return keep
+
+    # ------------------------------------------------------------------ fast path
+    def request_fast(self, project_id: int, job_id: str, ttl: int = 600) -> str | None:
+        """Claim the project's one queued fast update for `job_id`; returns the job already
+        queued instead (its run will see the new labels), or None when `job_id` got the claim."""
+        return self.claim(project_id, "fast-queued", job_id, ttl)
+
+    def claim(self, project_id: int, name: str, job_id: str, ttl: int) -> str | None:
+        """At most one job per project and `name`: None when `job_id` got it, else the holder."""
+        key = self.key(project_id, name)
+        if self.r.set(key, job_id, nx=True, ex=ttl):
+            return None
+        return self.r.get(key) or None
+
+    def release(self, project_id: int, name: str, job_id: str) -> None:
+        self._compare_delete_key(self.key(project_id, name), job_id)
+
+    def fast_begin(self, project_id: int, job_id: str) -> int:
+        """A fast update starts: release the queued claim (later events queue the next one) and
+        take a sequence number (publishing only moves forward)."""
+        self._compare_delete_key(self.key(project_id, "fast-queued"), job_id)
+        return int(self.r.hincrby(self.key(project_id), "fast_seq", 1))
+
+    def _compare_delete_key(self, key: str, value: str) -> None:
+        with self.r.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                if pipe.get(key) == value:
+                    pipe.multi()
+                    pipe.delete(key)
+                    pipe.execute()
+            except redis.WatchError:
+                pass
+
+    def set_fast_status(self, project_id: int, status: dict[str, Any]) -> None:
+        """What ``GET /projects/<id>`` shows under ``fast_path`` (the last fast update's outcome)."""
+        self.r.hset(self.key(project_id), "fast_status",
+                    json.dumps({**status, "at": round(time.time(), 3)}, default=json_default))
+
+    def set_fields(self, project_id: int, **values: Any) -> None:
+        if values:
+            self.r.hset(self.key(project_id), mapping=encode_values(values))
+
+    def ls_switch_lock(self, project_id: int, timeout: float = 900.0) -> Any:
+        """The lock every change of LS's model_version holds (push, switch, publish), so a fast
+        update and a finishing iteration never interleave their switches."""
+        return self.r.lock(self.key(project_id, "ls-switch"), timeout=timeout, blocking_timeout=timeout)
+
 
     def discard_iteration(self, project_id: int, version: str) -> None:
         """Drop the scores and counters of an iteration that failed (never published)."""

@@ -54,12 +54,12 @@ local fresh = tonumber(ARGV[1])
 for i = 2, #KEYS do
   if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[3]) then fresh = fresh + 1 end
 end
-if fresh == 0 then return {0, tonumber(redis.call('HGET', KEYS[1], 'pending') or '0')} end
+if fresh == 0 then return {0, tonumber(redis.call('HGET', KEYS[1], 'pending') or '0'), 0} end
 local n = redis.call('HINCRBY', KEYS[1], 'pending', fresh)
 local every = tonumber(ARGV[2])
 if every > 0 and n >= every then
   redis.call('HSET', KEYS[1], 'pending', '0')
-  return {1, n}
+  return {1, n, fresh}
 end
-return {0, n}
+return {0, n, fresh}
 """

@@ -36,6 +36,7 @@ from backend.service.jobs.common import (
     job_status,
     rq_failure_message,
 )
+from backend.service.jobs.fast import fast_path_blocker, measure_selection, request_features
 from backend.service.jobs.janitor import reap_dead_jobs
 from backend.service.jobs.stages import (
     draw_subset,
@@ -123,11 +124,13 @@ def train_acquisition(project_id: int) -> dict[str, Any]:
     fetch_seconds = time.perf_counter() - t0
 
     trained = fit_and_save(ctx, project_id, pipeline_id, data)
+    store.remember_labeled(project_id, trained.version, [int(t) for t in data.report.task_ids])
     _still_running(ctx, project_id, pipeline_id)
     store.update_status(pipeline_id, stage="select", progress=0.0)
     draw = draw_subset(ctx, project_id, data, pool_ids)
+    selection = measure_selection(ctx, project_id, data)
     info = start_iteration(ctx, project_id, pipeline_id, data, trained, draw, refreshed,
-                           started=started, fetch_seconds=fetch_seconds, pool_ids=pool_ids)
+                           started=started, fetch_seconds=fetch_seconds, pool_ids=pool_ids, selection=selection)
     chunk_jobs, finisher = enqueue_scoring(ctx, project_id, pipeline_id, trained.version, draw.subset)
     store.set_stage_job(project_id, pipeline_id, finisher.id)
     ctx.metrics.count_job("train_acquisition", "finished")
@@ -210,8 +213,11 @@ def finish_iteration(project_id: int, version: str) -> dict[str, Any]:
     rerun = ctx.store.end_pipeline(project_id, info.pipeline)
     if rerun:
         request_training(ctx, project_id, "annotations arrived during the previous run")
-    log.info("project %s: published %s (scored %d of %d, pushed %d in %.1fs)", project_id, version,
-             record.scored_by_model, record.pool_size, record.pushed, record.seconds["push"])
+    log.info("project %s: published %s (scored %d of %d, pushed %d in %.1fs; serving: %s)", project_id, version,
+             record.scored_by_model, record.pool_size, record.pushed, record.seconds.get("push", 0.0), record.served)
+    state = ctx.store.get_project(project_id)
+    if fast_path_blocker(ctx, state) is None and state is not None and not state.feature_key:
+        request_features(ctx, project_id, "after a full iteration")
     # Last, once the new order is visible: LS deletes ~2.4 ms per prediction.
     pruned = prune_ls_versions(ctx, project_id, keep={version, info.prev_version})
     ctx.store.update_status(info.pipeline, ls_pruned=pruned)

@@ -4,6 +4,7 @@ the pool cache, fit + save the checkpoint with its strategy, draw the UPS subset
 iteration; then, once the chunks scored, carry the stale scores over, push, publish."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -170,7 +171,7 @@ def fit_and_save(ctx: JobContext, project_id: int, pipeline_id: str, data: Train
 def draw_subset(ctx: JobContext, project_id: int, data: TrainingData, pool_ids: list[int]) -> Draw:
     """UPS: which pool tasks the new version re-scores (all that were never scored, plus a draw)."""
     settings = ctx.settings
-    stale = ctx.store.uncertainties(project_id, data.state.version, pool_ids)
+    stale = ctx.store.uncertainties(project_id, data.state.acq_version, pool_ids)  # the fine-tuned lineage
     sampler = UPS(settings.ups_gamma, settings.ups_temperature, settings.full_rescore_iterations)
     rng = np.random.default_rng([settings.seed, int(project_id), data.iteration])
     mask = sampler.select(stale, data.iteration, rng) if pool_ids else np.zeros(0, dtype=bool)
@@ -181,16 +182,17 @@ def draw_subset(ctx: JobContext, project_id: int, data: TrainingData, pool_ids: 
 def start_iteration(
     ctx: JobContext, project_id: int, pipeline_id: str, data: TrainingData, trained: TrainedCheckpoint,
     draw: Draw, refreshed: bool, *, started: float, fetch_seconds: float, pool_ids: list[int],
+    selection: dict | None = None,
 ) -> IterationInfo:
     """Record the iteration the scoring chunks and the finisher work on."""
     info = IterationInfo(
-        iteration=data.iteration, version=trained.version, prev_version=data.state.version, pipeline=pipeline_id,
+        iteration=data.iteration, version=trained.version, prev_version=data.state.acq_version, pipeline=pipeline_id,
         value_key=data.config.value_key, pool_size=len(pool_ids), subset_size=len(draw.subset),
         never_scored=draw.never_scored, full_rescore=draw.full_rescore, pool_refreshed=refreshed,
         labeled=len(data.report.examples), conversion=data.report.as_dict(),
         chunks=math.ceil(len(draw.subset) / ctx.settings.score_chunk_size), started_at=started,
         fetch_seconds=fetch_seconds, train_seconds=trained.train_seconds, fit_steps=trained.fit.steps,
-        fit_loss=trained.fit.final_loss, scoring_started=time.time(),
+        fit_loss=trained.fit.final_loss, scoring_started=time.time(), selection=selection or {},
     )
     ctx.store.start_iteration(project_id, info, pool_ids)
     return info
@@ -230,26 +232,63 @@ def push_predictions(ctx: JobContext, project_id: int, version: str, pool: list[
 
 
 def publish_iteration(ctx: JobContext, project_id: int, info: IterationInfo) -> IterationRecord:
-    """Carry stale scores over, push, publish the version, prune old checkpoints."""
+    """Carry stale scores over; then either the fine-tuned model serves (push one prediction per
+    pool task, switch LS) or, when the proxy head measured better, the version only joins the
+    acquisition lineage and a fast update orders LS; publish, prune old checkpoints."""
+    from backend.service.jobs.fast import run_fast_update
+
     settings, store = ctx.settings, ctx.store
     pool = store.iteration_pool(project_id, info.version)
     scoring_wall = time.time() - info.scoring_started
     by_task, kept, unscored = carry_stale_scores(ctx, project_id, info, pool)
+    selection = dict(info.selection or {})
     t0 = time.perf_counter()
-    pushed = push_predictions(ctx, project_id, info.version, pool, by_task)
-    push_seconds = time.perf_counter() - t0
+    pushed, served = 0, "finetuned"
     record = IterationRecord(
         iteration=info.iteration, version=info.version, previous_version=info.prev_version, pipeline=info.pipeline,
         labeled=info.labeled, pool_size=len(pool), subset_size=info.subset_size, scored_by_model=info.scored,
         kept_stale=kept, unscored=unscored, rescored_share=(info.subset_size / len(pool)) if pool else 0.0,
-        full_rescore=info.full_rescore, pool_refreshed=info.pool_refreshed, chunks=info.chunks, pushed=pushed,
-        seconds={"fetch": info.fetch_seconds, "train": info.train_seconds, "inference": info.inference_seconds,
-                 "scoring_wall": scoring_wall, "push": push_seconds, "total": time.time() - info.started_at},
-        started_at=info.started_at, finished_at=time.time(), conversion=info.conversion,
+        full_rescore=info.full_rescore, pool_refreshed=info.pool_refreshed, chunks=info.chunks, pushed=0,
+        seconds={}, started_at=info.started_at, finished_at=0.0, conversion=info.conversion, selection=selection,
     )
-    store.publish_version(project_id, info.version, info.iteration, record)
+    if selection.get("serve") == "proxy":
+        # join the lineage first (UPS's next draw reads its scores), then let the proxy order LS
+        record.served = "proxy"
+        record.seconds = {"fetch": info.fetch_seconds, "train": info.train_seconds,
+                          "inference": info.inference_seconds, "scoring_wall": scoring_wall}
+        record.finished_at = time.time()
+        store.publish_version(project_id, info.version, info.iteration, record, serve=False)
+        outcome = run_fast_update(ctx, project_id, f"iteration {info.iteration}: the proxy head measured better",
+                                  selection=selection)
+        selection["fast_update"] = {k: outcome.get(k) for k in ("status", "version", "message")}
+        if outcome.get("status") == "published":
+            served = "proxy"
+        else:  # the proxy could not publish (e.g. features missing): the fine-tuned model serves
+            selection["serve"] = "finetuned"
+            selection["why_serve"] = f"the proxy could not publish ({outcome.get('message')}); the fine-tuned model serves"
+    if served == "finetuned":
+        with store.ls_switch_lock(project_id):
+            pushed = push_predictions(ctx, project_id, info.version, pool, by_task)
+            record.served, record.pushed, record.selection = "finetuned", pushed, selection
+            record.seconds = {"fetch": info.fetch_seconds, "train": info.train_seconds,
+                              "inference": info.inference_seconds, "scoring_wall": scoring_wall,
+                              "push": time.perf_counter() - t0, "total": time.time() - info.started_at}
+            record.finished_at = time.time()
+            state = store.get_project(project_id)
+            already = state is not None and state.acq_version == info.version
+            store.publish_version(project_id, info.version, None if already else info.iteration,
+                                  None if already else record, serve=True)
+            store.set_fields(project_id, serving_model="finetuned",
+                             finetune_won=bool(selection.get("finetune_won")), serving_reason=selection or None)
+            if already:  # published into the lineage above; record the served outcome
+                store.r.lset(store.key(project_id, "iterations"), -1, json.dumps(record.to_dict()))
+    else:
+        record.seconds["push"] = time.perf_counter() - t0
+        record.seconds["total"] = time.time() - info.started_at
+        store.r.lset(store.key(project_id, "iterations"), -1, json.dumps(record.to_dict()))
+        store.set_fields(project_id, finetune_won=False)
     store.clear_error(project_id)
-    prune_checkpoints(settings.model_dir, project_id, keep=store.versions(project_id)[-settings.keep_versions:])
+    prune_checkpoints(settings.model_dir, project_id, keep=store.checkpoints_to_keep(project_id, settings.keep_versions))
     return record
 
 
@@ -260,6 +299,9 @@ def prune_ls_versions(ctx: JobContext, project_id: int, keep: set[str]) -> dict:
     Run after the new order is visible; never raises for LS errors (the iteration is done): the
     outcome is returned for the pipeline status and the log."""
     t0 = time.perf_counter()
+    # never the serving or the previously serving version, whatever the caller kept; versions
+    # published while this runs are not in the snapshot of ours, so they are never deleted
+    keep = set(keep) | set(ctx.store.served_versions(project_id)[-2:]) | {ctx.store.current_version(project_id)}
     outcome: dict = {"deleted": {}, "kept": sorted(keep)}
     try:
         ours = set(ctx.store.versions(project_id))

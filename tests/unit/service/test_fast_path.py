@@ -1,0 +1,283 @@
+"""The fast path with a real Redis and a real in-process RQ worker (tiny encoder): annotation
+webhooks -> pool features in chunk jobs -> a proxy-head fast version in Label Studio; each kind of
+bad input ends in a defined status with a message in ``GET /projects/<id>``, never a failed job.
+
+Label Studio is an in-memory stand-in holding tasks, annotations and predictions the way the
+client returns them (the real one is in tests/integration/test_fast_path.py).
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from rq import SimpleWorker
+from rq.registry import FailedJobRegistry
+
+from backend.service.app import create_app
+from backend.service.jobs.fast import measure_selection
+from backend.service.runtime import Backend, set_context
+from tests.helpers.backend import CLASSIFICATION_XML, NER_XML, SENTIMENT, make_settings
+from tests.helpers.servers import free_port
+from tests.helpers.toy_data import toy_classification
+
+PID = 31
+TOP_K = 5
+_ids = itertools.count(1)
+
+
+def _choice(label: str) -> list[dict]:
+    return [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
+
+
+class StandInLabelStudio:
+    """Tasks, annotations and predictions of one project, with the calls the fast path makes."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.tasks = {i + 1: {"id": i + 1, "data": {"text": t}, "annotations": []} for i, t in enumerate(texts)}
+        self.predictions: list[dict] = []
+        self.model_version = ""
+
+    def annotate(self, task_id: int, label: str) -> dict:
+        annotation = {"id": next(_ids), "task": task_id, "was_cancelled": False, "result": _choice(label),
+                      "updated_at": "2025-01-01T00:00:00Z"}
+        self.tasks[task_id]["annotations"].append(annotation)
+        return annotation
+
+    def labeled_tasks(self, project_id: int, page_size: int = 1000) -> list[dict]:
+        return [t for t in self.tasks.values() if t["annotations"]]
+
+    def unlabeled_tasks(self, project_id: int, page_size: int = 1000, include=None) -> list[dict]:
+        return [{"id": t["id"], "data": t["data"]} for t in self.tasks.values() if not t["annotations"]]
+
+    def count_tasks(self, project_id: int) -> int:
+        return len(self.tasks)
+
+    def create_predictions(self, predictions: list[dict], workers: int = 4) -> int:
+        self.predictions.extend(dict(p) for p in predictions)
+        return len(predictions)
+
+    def set_model_version(self, project_id: int, version: str) -> None:
+        assert any(p["model_version"] == version for p in self.predictions), "LS refuses a version it has no prediction of"
+        self.model_version = version
+
+    def model_versions(self, project_id: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for p in self.predictions:
+            out[p["model_version"]] = out.get(p["model_version"], 0) + 1
+        return out
+
+    def delete_model_version(self, project_id: int, version: str, timeout: float | None = None) -> int:
+        before = len(self.predictions)
+        self.predictions = [p for p in self.predictions if p["model_version"] != version]
+        return before - len(self.predictions)
+
+    def next_task(self) -> int:
+        """What Uncertainty sampling serves: the lowest score among the project version's predictions."""
+        held = {p["task"]: p["score"] for p in self.predictions if p["model_version"] == self.model_version
+                and not self.tasks[p["task"]]["annotations"]}
+        return min(held, key=held.get)
+
+
+@pytest.fixture
+def backend(redis_url, tmp_path, tiny_bert):
+    settings = make_settings(redis_url, tmp_path, tiny_bert, label_studio_url=f"http://127.0.0.1:{free_port()}",
+                             label_studio_api_key="test-token", torch_threads=1, score_chunk_size=16,
+                             train_every_n=0, fast_top_k=TOP_K, fast_encode_limit=8)
+    b = Backend.from_settings(settings)
+    set_context(b)
+    yield b
+    set_context(None)
+
+
+def examples(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    return [(ex.text, SENTIMENT[ex.labels[0]]) for ex in toy_classification(n, seed)]
+
+
+def connect(backend: Backend, texts: list[str], xml: str = CLASSIFICATION_XML):
+    ls = StandInLabelStudio(texts)
+    backend._ls = ls
+    client = create_app(backend=backend).test_client()
+    assert client.post("/setup", json={"project": PID, "schema": xml}).status_code == 200
+    return ls, client
+
+
+def annotate(client, ls: StandInLabelStudio, task_id: int, label: str):
+    annotation = ls.annotate(task_id, label)
+    r = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": PID},
+                                      "task": {"id": task_id}, "annotation": annotation})
+    assert r.status_code in (200, 201), r.json
+    return r.json
+
+
+def work(backend: Backend) -> None:
+    SimpleWorker(backend.queues.all(), connection=backend.queues.connection).work(burst=True)
+    failed = {j for q in backend.queues.all() for j in FailedJobRegistry(queue=q).get_job_ids()}
+    assert not failed, f"failed jobs: {failed}"
+
+
+def fast_status(client) -> dict:
+    return client.get(f"/projects/{PID}").json["fast_path"]
+
+
+def test_annotations_give_a_fast_version_in_label_studio(backend):
+    data = examples(60)
+    ls, client = connect(backend, [t for t, _ in data])
+    answers = [annotate(client, ls, i + 1, label) for i, (_, label) in enumerate(data[:6])]
+    assert answers[0]["fast"] == "enqueue"
+    assert {a["fast"] for a in answers[1:]} == {"queued"}, "a burst folds into the one queued update"
+    assert backend.queues.fast.count == 1
+    work(backend)  # features built in chunks, then the fast update
+
+    state = client.get(f"/projects/{PID}").json
+    status = state["fast_path"]
+    assert status["status"] == "published", status
+    version = status["version"]
+    assert state["version"] == version and version.startswith("fast-") and ls.model_version == version
+    assert state["serving"]["model"] == "proxy" and state["features"]["key"].startswith("base-")
+    assert status["labeled"] == 6 and status["pool_size"] == status["scored"] == 54
+    assert status["pushed"] == TOP_K and set(status["seconds"]) >= {"fetch_labels", "fit", "score", "total"}
+    pushed = [p for p in ls.predictions if p["model_version"] == version]
+    assert len(pushed) == TOP_K
+    # /predict answers every pool task from the fast version; the pushed ones are the least confident
+    pool = [{"id": i + 1, "data": {"text": t}} for i, (t, _) in enumerate(data) if i >= 6]
+    results = client.post("/predict", json={"project": f"{PID}.1", "tasks": pool}).json
+    assert results["model_version"] == version and len(results["results"]) == len(pool)
+    scores = {t["id"]: r["score"] for t, r in zip(pool, results["results"])}
+    assert sorted(scores.values())[:TOP_K] == pytest.approx(sorted(p["score"] for p in pushed))
+    assert scores[ls.next_task()] == pytest.approx(min(scores.values())), "LS serves the lowest score first"
+
+    # a new task nobody encoded: /predict encodes it on demand
+    new = client.post("/predict", json={"project": f"{PID}.1", "tasks": [{"id": 999, "data": {"text": "good fun"}}]}).json
+    assert new["results"][0]["result"][0]["value"]["choices"][0] in SENTIMENT.values()
+
+    # the next annotation: a newer fast version; the superseded one's predictions are deleted
+    annotate(client, ls, 7, data[6][1])
+    annotate(client, ls, 8, data[7][1])
+    work(backend)
+    second = fast_status(client)
+    assert second["status"] == "published" and second["version"] != version and second["labeled"] == 8
+    annotate(client, ls, 9, data[8][1])
+    work(backend)
+    held = ls.model_versions(PID)
+    assert set(held) == {second["version"], fast_status(client)["version"]}, held  # current + previous
+
+
+def test_duplicate_deliveries_do_not_queue_a_second_update(backend):
+    data = examples(20)
+    ls, client = connect(backend, [t for t, _ in data])
+    annotation = ls.annotate(1, data[0][1])
+    body = {"action": "ANNOTATION_CREATED", "project": {"id": PID}, "task": {"id": 1}, "annotation": annotation}
+    assert client.post("/webhook", json=body).json["fast"] == "enqueue"
+    backend.queues.fast.empty()
+    backend.store.release(PID, "fast-queued", backend.store.r.get(backend.store.key(PID, "fast-queued")))
+    assert "fast" not in client.post("/webhook", json=body).json, "the same event from a second webhook"
+
+
+def test_one_class_unknown_labels_and_empty_texts(backend):
+    data = examples(40)
+    texts = [t for t, _ in data]
+    texts[30] = ""  # an empty pool text: never pushed, counted
+    ls, client = connect(backend, texts)
+    for i in range(4):
+        annotate(client, ls, i + 1, "Positive")
+    work(backend)
+    status = fast_status(client)
+    assert status["status"] == "skipped" and "one class only (Positive)" in status["message"]
+    assert client.get(f"/projects/{PID}").json["version"] == "untrained" and ls.model_version == ""
+
+    annotate(client, ls, 5, "Bogus")  # a label the config does not have: left out, counted
+    annotate(client, ls, 6, "Negative")
+    annotate(client, ls, 7, "Negative")
+    work(backend)
+    status = fast_status(client)
+    assert status["status"] == "published", status
+    assert status["conversion"]["skipped"] == {"unknown_label": 1} and status["labeled"] == 6
+    assert status["empty_texts"] == 1
+    assert 31 not in {p["task"] for p in ls.predictions}
+
+
+def test_zero_pool_and_new_tasks_without_features(backend):
+    data = examples(12)
+    ls, client = connect(backend, [t for t, _ in data])
+    annotate(client, ls, 1, "Positive")
+    annotate(client, ls, 2, "Negative")
+    work(backend)
+    assert fast_status(client)["status"] == "published"
+
+    # a few new tasks: encoded by the fast update itself (FAST_ENCODE_LIMIT=8)
+    for i, text in enumerate(["a new good one", "a new bad one"]):
+        ls.tasks[100 + i] = {"id": 100 + i, "data": {"text": text}, "annotations": []}
+    client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": PID},
+                                  "tasks": [{"id": 100 + i, "data": ls.tasks[100 + i]["data"]} for i in range(2)]})
+    annotate(client, ls, 3, "Positive")
+    work(backend)
+    status = fast_status(client)
+    assert status["status"] == "published" and status["encoded_on_demand"] == 2 and status["pool_size"] == 11
+
+    # many new tasks: chunk jobs compute them; the update orders the rest meanwhile and says so
+    many = {200 + i: {"id": 200 + i, "data": {"text": f"fresh text number {i}"}, "annotations": []} for i in range(20)}
+    ls.tasks.update(many)
+    client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": PID},
+                                  "tasks": [{"id": t["id"], "data": t["data"]} for t in many.values()]})
+    annotate(client, ls, 4, "Negative")
+    backend_fast = SimpleWorker([backend.queues.fast], connection=backend.queues.connection)
+    backend_fast.work(burst=True)  # the fast queue alone: the build waits on "scoring"
+    status = fast_status(client)
+    assert status["status"] == "published" and status["missing_features"] == 20 and "features_note" in status
+    work(backend)  # the build runs, then asks for a fast update that covers them
+    status = fast_status(client)
+    assert status["status"] == "published" and "missing_features" not in status and status["pool_size"] == 30
+
+    # everything labeled: nothing to order, said so
+    for task_id, task in list(ls.tasks.items()):
+        if not task["annotations"]:
+            ls.annotate(task_id, "Positive")
+    annotate(client, ls, 5, "Negative")
+    work(backend)
+    status = fast_status(client)
+    assert status["status"] == "skipped" and "pool is empty" in status["message"]
+
+
+def test_tagging_projects_have_no_fast_path(backend):
+    ls, client = connect(backend, ["John lives in Paris"] * 3, xml=NER_XML)
+    answer = annotate(client, ls, 1, "PER")
+    assert answer["fast"] == "off" and backend.queues.fast.count == 0
+    assert "tagging (NER) projects have no fast path" in fast_status(client)["message"]
+
+
+def test_the_fine_tuned_model_serves_only_when_its_held_out_accuracy_is_higher(backend):
+    """The selection rule on planted numbers: the previous fine-tune's stored predictions on the
+    labels that arrived after it was trained, against the proxy's CV accuracy."""
+    from types import SimpleNamespace
+
+    from backend.labeling import tasks_to_examples
+    from backend.service.store import ScoreEntry
+
+    data = examples(40)
+    ls, client = connect(backend, [t for t, _ in data])
+    for i, (_, label) in enumerate(data[:30]):
+        ls.annotate(i + 1, label)
+    annotate(client, ls, 31, data[30][1])
+    work(backend)  # features + a fast update
+    config = backend.store.register_label_config(PID, CLASSIFICATION_XML)
+    report = tasks_to_examples(ls.labeled_tasks(PID), config)
+    # a previous fine-tune "acq-1" trained on the first 10 labels; it predicted the later ones
+    backend.store.remember_labeled(PID, "acq-1", list(range(1, 11)))
+    gold = {int(t): ex.labels[0] for t, ex in zip(report.task_ids, report.examples)}
+
+    def plant(correct: bool) -> dict:
+        other = {"Positive": "Negative", "Negative": "Positive"}
+        backend.store.put_scores(PID, "acq-1", {t: ScoreEntry(_choice(g if correct else other[g]), 0.9, 0.1)
+                                                for t, g in gold.items() if t > 10})
+        state = backend.store.get_project(PID)
+        state.acq_version = "acq-1"
+        return measure_selection(backend, PID, SimpleNamespace(state=state, report=report, config=config))
+
+    right = plant(True)
+    assert right["finetuned"]["heldout"] == 21 and right["finetuned"]["heldout_accuracy"] == 1.0
+    assert right["serve"] == "finetuned" and right["finetune_won"]
+    wrong = plant(False)
+    assert wrong["finetuned"]["heldout_accuracy"] == 0.0 and wrong["serve"] == "proxy"
+    assert wrong["proxy"]["cv_accuracy"] is not None and "proxy CV accuracy" in wrong["why_serve"]
+    assert np.isfinite(wrong["proxy"]["cv_accuracy"])
