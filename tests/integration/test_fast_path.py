@@ -1,0 +1,100 @@
+"""The fast path against a real Label Studio 1.23.2: one annotation, made through LS's API and
+delivered by the webhook LS creates when the backend is connected, switches the project's
+model_version to a new fast version within seconds, and Uncertainty sampling's /next then serves
+the lowest-score task of it. Prints the latencies (annotation -> LS model_version changed)."""
+from __future__ import annotations
+
+import secrets
+import statistics
+import time
+
+import pytest
+
+from tests.helpers.backend import CLASSIFICATION_XML
+from tests.helpers.ls_admin import UNCERTAINTY_SAMPLING
+from tests.helpers.servers import BackendProcesses
+from tests.integration.test_backend_e2e import (  # noqa: F401  (module fixture `ls`)
+    Stack, classification_tasks, ls, stack_env,
+)
+
+pytestmark = pytest.mark.integration
+
+POOL = 200
+TOP_K = 16
+MEASURED = 5
+SWITCH_TIMEOUT = 10.0  # "within a few seconds", with slack for a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def stack(label_studio, redis_server, tiny_bert, tmp_path_factory):
+    """The e2e stack with the fast path on and no basic auth (LS's automatic webhook carries none)."""
+    root = tmp_path_factory.mktemp("fast-path")
+    env = stack_env(label_studio, redis_server, tiny_bert, root, FAST_PATH="on", FAST_TOP_K=str(TOP_K),
+                    TRAIN_EVERY_N="0", BASIC_AUTH_USER="", BASIC_AUTH_PASS="", TORCH_THREADS="1")
+    with BackendProcesses(env, root, startup_timeout=90) as processes:
+        yield Stack(processes.url, env, processes)
+
+
+def fast_status(stack: Stack, pid: int) -> dict:
+    return stack.get(f"/projects/{pid}").json().get("fast_path") or {}
+
+
+def wait_for(predicate, timeout: float, what: str, stack: Stack):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"{what} not reached in {timeout}s\n{stack.log_tail()}")
+
+
+def version_scores(ls, pid: int, version: str) -> dict[int, float]:
+    out = {}
+    for task in ls.iter_tasks(pid, only_labeled=False, fields="all"):
+        for p in task.get("predictions", []):
+            if p.get("model_version") == version:
+                out[int(task["id"])] = float(p["score"])
+    return out
+
+
+def test_one_annotation_switches_label_studio_to_a_fast_version(stack, ls):
+    pid = ls.create_project(f"fast-{secrets.token_hex(3)}", CLASSIFICATION_XML)["id"]
+    data, results = classification_tasks(POOL)
+    ids = ls.import_tasks(pid, data)
+    ls.connect_ml_backend(pid, stack.url, "feasible-al")
+    ls.set_sampling(pid, UNCERTAINTY_SAMPLING)
+    label_of = dict(zip(ids, results))
+    first = [ids[0]] + [t for t in ids[1:] if label_of[t] != label_of[ids[0]]][:1]  # two classes
+    for task_id in first:
+        ls.create_annotation(task_id, label_of[task_id])
+    # the first update waits for the pool features (chunk jobs), then publishes
+    wait_for(lambda: fast_status(stack, pid).get("status") == "published", 180, "the first fast version", stack)
+
+    latencies = []
+    for _ in range(MEASURED):
+        before = ls.get_project(pid)["model_version"]
+        served = ls.next_task(pid)
+        t0 = time.perf_counter()
+        ls.create_annotation(int(served["id"]), label_of[int(served["id"])])  # the annotator labels what /next served
+        version = wait_for(lambda: (v := ls.get_project(pid)["model_version"]) != before and v,
+                           SWITCH_TIMEOUT, "LS's model_version switching to a new fast version", stack)
+        latencies.append(time.perf_counter() - t0)
+        assert version.startswith("fast-")
+        # wait for the update that includes this annotation (a burst may publish twice)
+        status = wait_for(lambda: (s := fast_status(stack, pid)).get("version") == version and s, 5, "status", stack)
+        scores = version_scores(ls, pid, version)
+        assert len(scores) <= TOP_K and status["pushed"] == len(scores)
+        nxt = ls.next_task(pid)
+        assert nxt is not None and scores[int(nxt["id"])] == min(scores.values()), \
+            "Uncertainty sampling serves the fast version's lowest-score task"
+    state = stack.get(f"/projects/{pid}").json()
+    assert state["serving"]["model"] == "proxy" and state["version"] == ls.get_project(pid)["model_version"]
+    print(f"\nannotation -> LS model_version switched: p50 {statistics.median(latencies):.2f} s, "
+          f"max {max(latencies):.2f} s over {len(latencies)} ({[round(x, 2) for x in latencies]}); "
+          f"last update's stages: {state['fast_path']['seconds']}")
+    # superseded fast versions are deleted off the path: LS ends holding the current and previous one
+    ours = wait_for(lambda: (held := ls.model_versions(pid)) and len([v for v in held if v.startswith("fast-")]) <= 2
+                    and held, 60, "pruning of superseded fast versions", stack)
+    assert sum(ours.values()) <= 2 * TOP_K, ours
+    ls.delete_project(pid)
