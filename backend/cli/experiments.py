@@ -1,4 +1,4 @@
-"""`feasible-al simulate | simulate-plasm | bench`: the paper's experiments and engine benchmarks."""
+"""`feasible-al simulate | simulate-plasm | bench | bench-labels`: the paper's experiments and engine benchmarks."""
 from __future__ import annotations
 
 import sys
@@ -12,6 +12,7 @@ from backend.cli.groups import Data, Successor, Training, load_split, pool_texts
 from backend.engine.acquisition.sampling import DEFAULT_FULL_RESCORE_ITERATIONS
 from backend.engine.metrics import main_metric_name
 from backend.engine.plasm.pipeline import FILTERS, PlasmOptions
+from backend.experiments.label_efficiency import METHODS, LabelEfficiencyConfig
 from backend.experiments.simulate import CONFIGURATIONS, DEFAULT_MODEL, SimulationConfig
 
 REPLAY_HELP = "replay a run: its results.json (config block) or a JSON object of flag values; flags given here win"
@@ -43,6 +44,11 @@ class BenchArgs:
     output_dir: str = field(default="runs/bench", metadata={"help": "bench.json"})
 
 
+@dataclass
+class BenchLabelsArgs:
+    output_dir: str = field(default="docs/benchmarks", metadata={"help": "label_efficiency.json and .png"})
+
+
 LOOP_FIELDS = ("strategy", "iterations", "seeds", "seed_share", "query_share", "seed_size", "query_size")
 Simulate = arguments(SimulateArgs, "output")
 Loop = arguments(SimulationConfig, "active learning", exclude=("training",), overrides={
@@ -58,6 +64,9 @@ PlasmFilter = arguments(PlasmOptions, "PLASM", exclude=("seed", "compare_gold_on
 })
 Bench = arguments(BenchArgs, "benchmark")
 Ups = arguments(SimulationConfig, "UPS", include=("gamma", "temperature"))
+BenchLabels = arguments(BenchLabelsArgs, "output")
+LabelEfficiency = arguments(LabelEfficiencyConfig, "label efficiency", overrides={
+    "methods": {"choices": METHODS}})
 
 
 def _progress_bar(total: int, desc: str):
@@ -176,8 +185,22 @@ def cmd_bench(args: Namespace) -> int:
     return 0
 
 
+def cmd_bench_labels(args: Namespace) -> int:
+    from backend.experiments.label_efficiency import LabelEfficiency as Bench, progress_to_stderr, write_outputs
+
+    config: LabelEfficiencyConfig = build(args, LabelEfficiency)
+    start = time.perf_counter()
+    bench = Bench(config, progress_to_stderr)
+    records = bench.run()
+    wall = time.perf_counter() - start
+    text, json_path, png_path = write_outputs(bench, records, Path(args.output_dir), {"wall_seconds": wall})
+    print(text)
+    print(f"\nwrote {json_path} and {png_path} ({wall:.0f}s)")
+    return 0
+
+
 def register(sub) -> None:
-    """Add simulate, simulate-plasm and bench to the `feasible-al` subcommands."""
+    """Add simulate, simulate-plasm, bench and bench-labels to the `feasible-al` subcommands."""
     sim = sub.add_parser("simulate", help="emulate active learning on a labeled dataset (paper experiments)",
                          dataclass_types=[Data, Loop, Training, Simulate])
     sim.add_argument("--config", default=None, help=REPLAY_HELP)
@@ -186,6 +209,11 @@ def register(sub) -> None:
     bench = sub.add_parser("bench", help="benchmark pool scoring and UPS; prints a table, writes JSON",
                            dataclass_types=[Data, Bench, Ups, Training])
     bench.set_defaults(func=cmd_bench)
+
+    labels = sub.add_parser("bench-labels", help="label efficiency: proxy head (random / uncertainty), fine-tune "
+                            "schedules and the hybrid default side by side; prints a table, writes JSON + PNG",
+                            dataclass_types=[LabelEfficiency, BenchLabels])
+    labels.set_defaults(func=cmd_bench_labels)
 
     sp = sub.add_parser("simulate-plasm", help="emulate the PLASM experiment: (a) successor-self, (b) mismatch, "
                         "(c) PLASM, (d) PLASM without filtering",

@@ -1,0 +1,98 @@
+"""`feasible-al bench-labels` end to end on toy corpora and a tiny model: every method at every
+budget, side by side, in the table and the JSON a user reads."""
+import json
+
+from backend.cli import main
+from backend.experiments.label_efficiency import (
+    FEWSHOT, HYBRID, METHODS, OLD, RANDOM, UNCERTAINTY, LabelEfficiency, LabelEfficiencyConfig,
+)
+from tests.helpers.toy_data import toy_tagging, write_toy_csv
+
+BUDGETS = (10, 20, 30, 40)
+FINETUNE_BUDGETS = (20,)
+
+
+def write_toy_conll(path, n):
+    with open(path, "w") as fh:
+        for ex in toy_tagging(n):
+            fh.writelines(f"{w}\t{t}\n" for w, t in zip(ex.words, ex.tags))
+            fh.write("\n")
+    return path
+
+
+def run_cli(tmp_path, tiny_bert, *corpora, extra=()):
+    out = tmp_path / "out"
+    code = main(["bench-labels", "--corpora", *map(str, corpora), "--model", str(tiny_bert),
+                 "--pool-size", "120", "--test-size", "40", "--seeds", "0", "1",
+                 "--budgets", *map(str, BUDGETS), "--finetune-budgets", *map(str, FINETUNE_BUDGETS),
+                 "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out), *extra])
+    assert code == 0
+    return out, json.loads((out / "label_efficiency.json").read_text())
+
+
+def test_every_method_and_budget_side_by_side(tmp_path, tiny_bert, capsys):
+    csv = write_toy_csv(tmp_path / "toy.csv", 200)
+    conll = write_toy_conll(tmp_path / "toy.conll", 200)
+    out, payload = run_cli(tmp_path, tiny_bert, csv, conll)
+    table = capsys.readouterr().out
+    assert (out / "label_efficiency.png").stat().st_size > 0
+    assert payload["corpora"]["toy"]["pool"] == 120 and payload["corpora"]["toy"]["test"] == 40
+
+    summary = payload["summary"]["toy"]
+    assert list(summary) == list(METHODS)
+    for method in (RANDOM, UNCERTAINTY, HYBRID):
+        assert {r["labeled"] for r in summary[method]} >= set(BUDGETS)
+    for method in (OLD, FEWSHOT):
+        assert [r["labeled"] for r in summary[method]] == list(FINETUNE_BUDGETS)
+    for rows in summary.values():
+        for row in rows:
+            assert row["seeds"] == 2 and 0.0 <= row["mean"] <= 1.0 and row["std"] >= 0.0
+    # the toy corpus is separable by one cue word: the frozen head learns it from tens of labels
+    assert next(r for r in summary[UNCERTAINTY] if r["labeled"] == 40)["mean"] > 0.6
+    # at the first budget the uncertainty ordering has only random's labels: the same head
+    first = [next(r for r in summary[m] if r["labeled"] == 10)["values"] for m in (RANDOM, UNCERTAINTY)]
+    assert first[0] == first[1]
+    # hybrid measured its choice at the fine-tune budgets, and serves the proxy between them
+    hybrid = [r for r in payload["records"] if r["corpus"] == "toy" and r["method"] == HYBRID]
+    measured = [r for r in hybrid if r["labeled"] in FINETUNE_BUDGETS]
+    assert len(measured) == 2 and all("finetune_holdout" in r["detail"] for r in measured)
+    assert all(r["detail"]["served"] == "proxy" for r in hybrid if r["labeled"] not in FINETUNE_BUDGETS)
+
+    # tagging: the fine-tune schedules only, scored by span F1
+    tagging = next(name for name in payload["corpora"] if name != "toy")  # same stem: named by its path
+    assert tagging.endswith("toy.conll")
+    assert set(payload["summary"][tagging]) == {OLD, FEWSHOT}
+    assert payload["corpora"][tagging]["metric"] == "span F1 (strict)"
+
+    targets = payload["targets"]
+    assert set(targets["hybrid_vs_frozen"]["toy"]) == {"20", "50", "100"}
+    assert targets["uncertainty_labels_to_random_last"]["toy"]["random_budget"] == 40
+    for method in METHODS:
+        assert method in table
+    assert "proxy-uncertainty reaches frozen-lr-random@40" in table
+
+
+def test_a_second_run_reuses_cached_features_and_fine_tunes(tmp_path, tiny_bert):
+    csv = write_toy_csv(tmp_path / "toy.csv", 200)
+    _, first = run_cli(tmp_path, tiny_bert, csv, extra=("--methods", RANDOM, UNCERTAINTY, OLD))
+    _, second = run_cli(tmp_path, tiny_bert, csv, extra=("--methods", RANDOM, UNCERTAINTY, OLD))
+    def scores(payload):
+        return {m: [(r["labeled"], r["values"]) for r in rows] for m, rows in payload["summary"]["toy"].items()}
+
+    assert scores(first) == scores(second)  # seeded: the same labels and heads
+    # the fine-tunes were read back, not re-run: the very same records, their seconds included
+    assert first["summary"]["toy"][OLD] == second["summary"]["toy"][OLD]
+    assert list((tmp_path / "cache" / "features").glob("*.npz"))
+
+
+def test_fine_tunes_limited_to_some_seeds_leave_hybrid_unmeasured_elsewhere(tmp_path, tiny_bert):
+    from backend.engine.data import load_dataset
+
+    csv = write_toy_csv(tmp_path / "toy.csv", 200)
+    config = LabelEfficiencyConfig(corpora=(str(csv),), model=str(tiny_bert), pool_size=120, test_size=40,
+                                   seeds=(0, 1), budgets=BUDGETS, finetune_budgets=(20,), finetune_seeds=(1,),
+                                   methods=(RANDOM, HYBRID), device="cpu", cache_dir="")
+    records = LabelEfficiency(config).run()
+    assert {r.method for r in records} == {RANDOM, HYBRID}
+    assert [r.seed for r in records if r.method == HYBRID and r.labeled == 20] == [1]
+    assert len(load_dataset(str(csv))) == 200
