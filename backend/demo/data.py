@@ -8,6 +8,7 @@ the scores compare like with like.
 """
 from __future__ import annotations
 
+import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,18 @@ from backend.engine.types import ClassificationExample, Example, TaggingExample,
 from backend.labeling import LabelConfig, gold_tagging_results, parse_label_config, tasks_to_examples
 
 DemoTask = Literal["classification", "ner"]
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "label_config_examples"
+# The label configs: in a checkout beside backend/; in an installed environment (the Docker image
+# copies them there) under <prefix>/share/feasible-al/.
+EXAMPLES_DIRS = (Path(__file__).resolve().parents[2] / "label_config_examples",
+                 Path(sys.prefix) / "share" / "feasible-al" / "label_config_examples")
+
+
+def examples_dir() -> Path:
+    """The first `EXAMPLES_DIRS` entry that exists."""
+    for candidate in EXAMPLES_DIRS:
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"label_config_examples/ not found in {' or '.join(map(str, EXAMPLES_DIRS))}")
 
 
 @dataclass(frozen=True)
@@ -87,7 +99,7 @@ def _result(config: LabelConfig, example: Example) -> GoldTask:
 def load_demo_data(task: DemoTask, pool_size: int, held_out: int, seed: int = 0) -> DemoData:
     """`pool_size` + `held_out` examples of the task's packaged corpus (seeded), as gold tasks."""
     corpus = CORPORA[task]
-    example_xml = (EXAMPLES_DIR / corpus.config_file).read_text(encoding="utf-8")
+    example_xml = (examples_dir() / corpus.config_file).read_text(encoding="utf-8")
     dataset = load_dataset(corpus.dataset, max_examples=pool_size + held_out, seed=seed)
     if len(dataset) < pool_size + held_out:
         raise ValueError(f"{corpus.dataset} has {len(dataset)} examples; the demo needs {pool_size + held_out}")

@@ -102,8 +102,21 @@ def _ignored(path: str, patterns: list[str]) -> bool:
 def test_dockerignore_keeps_what_the_image_copies_and_drops_local_state():
     patterns = [l.strip() for l in files.DOCKERIGNORE.read_text().splitlines() if l.strip() and not l.startswith("#")]
     copied = [src for i in _keyword("COPY") for src in i.args.split()[:-1]]
-    assert copied == ["pyproject.toml", "README.md", "backend"]
+    assert copied == ["pyproject.toml", "README.md", "backend", "label_config_examples"]
     for src in copied + ["backend/service/settings.py", "backend/cli.py"]:
         assert not _ignored(src, patterns), src
     for local in [".git", ".venv-ls", "models", "runs", "tests", "backend/__pycache__/x.pyc", "docker/.env"]:
         assert _ignored(local, patterns), local
+
+
+def test_image_holds_the_label_configs_where_the_demo_looks():
+    """`feasible-al demo` in the image (installed, no checkout) reads label_config_examples/ from
+    <venv>/share/feasible-al/: the COPY puts every example there."""
+    from backend.demo.data import CORPORA, EXAMPLES_DIRS
+
+    venv = files.dockerfile_env()["VIRTUAL_ENV"]
+    (copy,) = [i.args.split() for i in _keyword("COPY") if i.args.startswith("label_config_examples")]
+    installed = EXAMPLES_DIRS[1].relative_to(sys.prefix)
+    assert copy[1] == f"{venv}/{installed.as_posix()}"
+    for corpus in CORPORA.values():
+        assert (files.ROOT / "label_config_examples" / corpus.config_file).is_file()
