@@ -16,6 +16,7 @@ outcome, including each kind of bad input, is a defined status with a message in
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -27,7 +28,7 @@ from rq import get_current_job
 from rq.job import Job
 
 from backend.engine.errors import NotEnoughLabelsError
-from backend.engine.proxy import ProxyHead
+from backend.engine.proxy import HeadEstimate, ProxyHead
 from backend.engine.types import TaskType
 from backend.labeling import LabelConfig, MissingTextFieldError, parse_label_config, task_text, tasks_to_examples
 from backend.service.checkpoints import FAST_PREFIX, checkpoint_dir, prune_checkpoints
@@ -41,6 +42,9 @@ from backend.service.runtime import JobContext, context
 log = logging.getLogger(__name__)
 
 FAST_JOB_TIMEOUT = 600
+FAST_CV_FIELD = "fast_cv"  # the last CV grid's result: C, estimate, labels and classes it saw
+CV_REFRESH_GROWTH = 1.2  # the grid reruns once the labels grew by 20% (cheap early, rare later)
+DEFAULT_C = 1.0  # the first fit's C, before any CV ran
 FEATURE_JOB_TIMEOUT = 3600
 SERVING_RULE = ("the fine-tuned model serves once its accuracy on labels that arrived after it was trained "
                 "(at least FINETUNE_MIN_HELDOUT of them) beats the proxy head's cross-validated accuracy; "
@@ -211,25 +215,29 @@ def _fast_update(ctx: JobContext, project_id: int, seq: int, base: dict, t0: flo
         raise _Skip("waiting_for_features", "features of the labeled tasks are still being computed; "
                     "the order is unchanged", conversion=conversion, **notes)
     t = time.perf_counter()
-    try:
-        head = ProxyHead(config.schema, settings.seed).fit(features.matrix[lab_rows[lab_found]], y)
+    x_lab = features.matrix[lab_rows[lab_found]]
+    prev_cv, cv_due = _cv_plan(store, project_id, y)
+    try:  # one fit with the last CV's C; the CV grid itself runs after the switch when due
+        head = ProxyHead(config.schema, settings.seed).fit(x_lab, y, c=prev_cv["c"] if prev_cv else DEFAULT_C)
     except NotEnoughLabelsError as exc:
         raise _Skip("skipped", str(exc), conversion=conversion) from None
+    if prev_cv:
+        head.estimate = HeadEstimate(prev_cv.get("cv_accuracy"), int(prev_cv.get("folds", 0)), float(prev_cv["c"]))
     fit_s = time.perf_counter() - t
 
     t = time.perf_counter()
     pool_rows, pool_found = features.rows(pool_ids)
     scored_ids = np.asarray(pool_ids, np.int64)[pool_found]
-    x = features.matrix[pool_rows[pool_found]]
-    probs = head.predict_proba(x)
+    all_probs, all_empty = head.predict_pool(features.matrix)  # every row: cheaper than gathering the pool's
+    probs, empty = all_probs[pool_rows[pool_found]], all_empty[pool_rows[pool_found]]
     strategy = proxy_strategy(settings.strategy)
     confidence, uncertainty = score_probs(probs, config.schema.multi_label, strategy)
-    empty = ~np.any(x != 0, axis=1)  # empty texts are stored as zero vectors: nothing to learn, last
-    confidence[empty], uncertainty[empty] = 1.0, 0.0
+    confidence[empty], uncertainty[empty] = 1.0, 0.0  # empty texts (zero vectors): nothing to learn, last
     k = min(settings.fast_top_k, int((~empty).sum()))
     top = np.argsort(-uncertainty, kind="stable")[:k]
     score_s = time.perf_counter() - t
 
+    t = time.perf_counter()
     version = f"{FAST_PREFIX}{seq}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
     estimate = head.estimate.to_dict() if head.estimate else {}
     save_fast_version(checkpoint_dir(settings.model_dir, project_id, version), head, state.label_config,
@@ -241,9 +249,11 @@ def _fast_update(ctx: JobContext, project_id: int, seq: int, base: dict, t0: flo
                     "score": float(confidence[i]), "model_version": version} for i in top]
     if not predictions:
         raise _Skip("skipped", "no pool task has text to order (all empty)", conversion=conversion)
+    save_s = time.perf_counter() - t
 
     t = time.perf_counter()
     with store.ls_switch_lock(project_id):
+        locked = time.perf_counter()
         current = store.get_project(project_id)
         if current is None or current.fast_published_seq >= seq:
             raise _Skip("superseded", "a newer fast update published first")
@@ -251,6 +261,7 @@ def _fast_update(ctx: JobContext, project_id: int, seq: int, base: dict, t0: flo
         if blocker is not None:
             raise _Skip("off", blocker)
         pushed = ctx.ls.create_predictions(predictions)
+        created = time.perf_counter()
         ctx.ls.set_model_version(project_id, version)
         switched = time.perf_counter()
         why = {**(selection or current.serving_reason or {}), "proxy": {**estimate, "labeled": len(y)},
@@ -259,14 +270,41 @@ def _fast_update(ctx: JobContext, project_id: int, seq: int, base: dict, t0: flo
         store.set_fields(project_id, serving_model="proxy", serving_reason=why)
     push_s = switched - t
     request_prune(ctx, project_id)
-    seconds = {"fetch_labels": fetch_s, "encode": encode_s, "fit": fit_s, "score": score_s, "push_and_switch": push_s,
+    seconds = {"fetch_labels": fetch_s, "encode": encode_s, "fit": fit_s, "score": score_s, "save": save_s,
+               "push_and_switch": push_s,
+               "lock_wait": locked - t, "create_predictions": created - locked, "switch": switched - created,
                "total": switched - t0}
+    if cv_due:  # after the switch: the next update fits with this C; the estimate is refreshed now
+        t = time.perf_counter()
+        estimate = _refresh_cv(ctx, project_id, config, x_lab, y, why)
+        seconds["cv_after_switch"] = time.perf_counter() - t
     return {**base, "status": "published", "version": version, "labeled": len(y), "pool_size": len(pool_ids),
             "scored": int(len(scored_ids)), "pushed": int(pushed), "empty_texts": int(empty.sum()),
             "estimate": estimate, "conversion": conversion, **notes,
             "message": f"{len(scored_ids)} pool tasks ordered by the proxy head ({len(y)} labels, CV accuracy "
                        f"{estimate.get('cv_accuracy')}); top {pushed} pushed to Label Studio",
             "seconds": {k2: round(v, 4) for k2, v in seconds.items()}}
+
+
+def _cv_plan(store: Any, project_id: int, y: list[list[str]]) -> tuple[dict | None, bool]:
+    """(the last CV's record, whether the grid is due): due when there is none, the classes seen
+    changed or the labels grew by CV_REFRESH_GROWTH since; between, fits reuse its C."""
+    raw = store.r.hget(store.key(project_id), FAST_CV_FIELD)
+    prev = json.loads(raw) if raw else None
+    classes = sorted({label for row in y for label in row})
+    if prev is None or prev.get("c") is None or prev.get("classes") != classes:
+        return prev if prev and prev.get("c") is not None else None, True
+    return prev, len(y) >= CV_REFRESH_GROWTH * int(prev.get("labeled", 0))
+
+
+def _refresh_cv(ctx: JobContext, project_id: int, config: LabelConfig, x: np.ndarray, y: list[list[str]],
+                why: dict) -> dict[str, Any]:
+    """Run the CV grid, record it for the next updates and in the serving reason; its estimate."""
+    estimate = ProxyHead(config.schema, ctx.settings.seed).cross_validate(x, y).to_dict()
+    record = {**estimate, "labeled": len(y), "classes": sorted({label for row in y for label in row})}
+    ctx.store.r.hset(ctx.store.key(project_id), FAST_CV_FIELD, json.dumps(record))
+    ctx.store.set_fields(project_id, serving_reason={**why, "proxy": {**estimate, "labeled": len(y)}})
+    return estimate
 
 
 def _features_for(ctx: JobContext, project_id: int, state: ProjectState, labeled_ids: list[int], report: Any,

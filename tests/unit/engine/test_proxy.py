@@ -90,3 +90,16 @@ def test_saved_head_loads_without_pickle_and_predicts_the_same(tmp_path):
     again = ProxyHead.load(tmp_path)
     np.testing.assert_array_equal(again.predict_proba(x), head.predict_proba(x))
     assert again.estimate == head.estimate
+
+
+def test_a_given_c_skips_the_grid_and_cross_validate_adds_it_later():
+    """The fast path fits with the last CV's C (one fit) and runs the grid off its latency path."""
+    x, y = blobs(10, 3, seed=4)
+    labels = [(SENTIMENT.labels[i],) for i in y]
+    full = ProxyHead(SENTIMENT).fit(x, labels)
+    quick = ProxyHead(SENTIMENT).fit(x, labels, c=full.estimate.c)
+    assert quick.estimate is None  # no CV ran
+    np.testing.assert_allclose(quick.predict_proba(x), full.predict_proba(x), atol=1e-6)
+    estimate = quick.cross_validate(x, labels)
+    assert quick.estimate == estimate == full.estimate
+    np.testing.assert_allclose(quick.predict_proba(x), full.predict_proba(x), atol=1e-6)  # weights untouched
