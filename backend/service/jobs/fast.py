@@ -2,8 +2,9 @@
 
     fast_update     (queue "fast")      fetch the labels, fit `ProxyHead` on their pool features,
                                         score the whole pool (one matrix product), save it as a
-                                        fast version, push the top-K most uncertain tasks' predictions
-                                        one by one, switch LS's model_version, publish
+                                        fast version, push the FIRST_PUSH most uncertain tasks'
+                                        predictions one by one, switch LS's model_version, publish
+    extend_fast_version (queue "scoring") the rest of the top-K, after the switch (off the path)
     build_features  (queue "scoring")   list the pool, fan out `encode_chunk` jobs for the tasks
     encode_chunk x N                    without features (FEATURE_MODEL's mean-pooled float16 vectors)
     features_ready                      mark the set complete, ask for a fast update
@@ -45,6 +46,9 @@ FAST_JOB_TIMEOUT = 600
 FAST_CV_FIELD = "fast_cv"  # the last CV grid's result: C, estimate, labels and classes it saw
 CV_REFRESH_GROWTH = 1.2  # the grid reruns once the labels grew by 20% (cheap early, rare later)
 DEFAULT_C = 1.0  # the first fit's C, before any CV ran
+FIRST_PUSH = 8  # of the FAST_TOP_K predictions, created before LS's switch (each POST costs LS ~21 ms idle,
+# ~250 ms on a loaded 2-core machine); the rest follow in a "scoring" job after it. /next orders by
+# score, so it serves the first ones (the most uncertain) either way.
 FEATURE_JOB_TIMEOUT = 3600
 SERVING_RULE = ("the fine-tuned model serves once its accuracy on labels that arrived after it was trained "
                 "(at least FINETUNE_MIN_HELDOUT of them) beats the proxy head's cross-validated accuracy; "
@@ -260,7 +264,7 @@ def _fast_update(ctx: JobContext, project_id: int, seq: int, base: dict, t0: flo
         blocker = fast_path_blocker(ctx, current)
         if blocker is not None:
             raise _Skip("off", blocker)
-        pushed = ctx.ls.create_predictions(predictions)
+        pushed = ctx.ls.create_predictions(predictions[:FIRST_PUSH])
         created = time.perf_counter()
         ctx.ls.set_model_version(project_id, version)
         switched = time.perf_counter()
@@ -269,6 +273,8 @@ def _fast_update(ctx: JobContext, project_id: int, seq: int, base: dict, t0: flo
         store.publish_version(project_id, version, None, None, serve=True, fast_seq=seq)
         store.set_fields(project_id, serving_model="proxy", serving_reason=why)
     push_s = switched - t
+    if predictions[FIRST_PUSH:]:
+        request_extend(ctx, project_id, version, predictions[FIRST_PUSH:])
     request_prune(ctx, project_id)
     seconds = {"fetch_labels": fetch_s, "encode": encode_s, "fit": fit_s, "score": score_s, "save": save_s,
                "push_and_switch": push_s,
@@ -279,10 +285,12 @@ def _fast_update(ctx: JobContext, project_id: int, seq: int, base: dict, t0: flo
         estimate = _refresh_cv(ctx, project_id, config, x_lab, y, why)
         seconds["cv_after_switch"] = time.perf_counter() - t
     return {**base, "status": "published", "version": version, "labeled": len(y), "pool_size": len(pool_ids),
-            "scored": int(len(scored_ids)), "pushed": int(pushed), "empty_texts": int(empty.sum()),
+            "scored": int(len(scored_ids)), "pushed": int(pushed), "pushed_after_switch": len(predictions[FIRST_PUSH:]),
+            "empty_texts": int(empty.sum()),
             "estimate": estimate, "conversion": conversion, **notes,
             "message": f"{len(scored_ids)} pool tasks ordered by the proxy head ({len(y)} labels, CV accuracy "
-                       f"{estimate.get('cv_accuracy')}); top {pushed} pushed to Label Studio",
+                       f"{estimate.get('cv_accuracy')}); top {pushed} pushed to Label Studio before the switch"
+                       + (f", {len(predictions[FIRST_PUSH:])} more after it" if predictions[FIRST_PUSH:] else ""),
             "seconds": {k2: round(v, 4) for k2, v in seconds.items()}}
 
 
@@ -421,6 +429,34 @@ def on_features_failure(job: Job, connection: redis.Redis, exc_type: type, exc_v
     name = getattr(exc_type, "__name__", str(exc_type))
     ctx.store.set_fast_status(project_id, {"status": "failed", "job": job.id,
                                            "message": f"pool feature build failed: {name}: {exc_value}"[:1000]})
+
+
+# ------------------------------------------------------------------------------------ the rest of the top-K
+
+
+def request_extend(ctx: JobContext, project_id: int, version: str, predictions: list[dict]) -> None:
+    """Queue the creation of a fast version's predictions past FIRST_PUSH (queue "scoring")."""
+    enqueue(ctx.queues.scoring, extend_fast_version, (int(project_id), version, predictions),
+            timeout=FAST_JOB_TIMEOUT, meta={META_PROJECT: int(project_id)}, on_failure=on_extend_failure,
+            description=f"{len(predictions)} more predictions of {version}, project {project_id}")
+
+
+def extend_fast_version(project_id: int, version: str, predictions: list[dict]) -> dict[str, Any]:
+    """Create them while `version` still serves (Uncertainty sampling then has FAST_TOP_K tasks
+    to hand out); once a newer version serves they are moot and skipped."""
+    ctx = context()
+    state = ctx.store.get_project(project_id)
+    if state is None or state.version != version:
+        return {"created": 0, "skipped": f"{version} no longer serves"}
+    try:
+        return {"created": ctx.ls.create_predictions(predictions)}
+    except LabelStudioError as exc:  # the first FIRST_PUSH serve meanwhile; the next update pushes anew
+        log.warning("project %s: the rest of %s not pushed: %s", project_id, version, exc)
+        return {"created": 0, "error": str(exc)[:500]}
+
+
+def on_extend_failure(job: Job, connection: redis.Redis, exc_type: type, exc_value: BaseException, tb: Any) -> None:
+    log.warning("project %s: %s failed: %s", job.meta.get(META_PROJECT), job.description, exc_value)
 
 
 # ------------------------------------------------------------------------------------ pruning
