@@ -79,6 +79,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_backend(args: argparse.Namespace) -> int:
+    if args.fast_latency:
+        from backend.service.bench_fast import run_fast_latency
+
+        return run_fast_latency(args)
     from backend.service.bench import run_bench
 
     return run_bench(args)
@@ -123,5 +127,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--torch-threads", type=int, default=0, help="TORCH_THREADS for the backend (0 = torch default)")
     bench.add_argument("--full-rescore-iterations", default="1",
                        help="FULL_RESCORE_ITERATIONS for the run (default '1': iteration 2 is a UPS one)")
-    bench.add_argument("--output-dir", default="runs/bench-backend")
+    bench.add_argument("--output-dir", default=None,
+                       help="default: runs/bench-backend; docs/benchmarks/fast-latency with --fast-latency")
+    bench.add_argument("--dataset", default="rotten_tomatoes", help="packaged classification corpus or local path")
+    fast = bench.add_argument_group("fast path latency (--fast-latency)")
+    fast.add_argument("--fast-latency", action="store_true",
+                      help="measure annotation -> LS serving a new fast version, instead of the iteration benchmark")
+    fast.add_argument("--pool-sizes", type=int, nargs="*", default=[1000, 10000],
+                      help="tasks per project measured (texts repeat beyond the corpus)")
+    fast.add_argument("--annotations", type=int, default=12, help="measured annotations per project")
+    fast.add_argument("--held-pool", type=int, default=10000,
+                      help="the pool size on which --fast-updates and --full-iterations run before LS's "
+                           "predictions are counted")
+    fast.add_argument("--fast-updates", type=int, default=30)
+    fast.add_argument("--full-iterations", type=int, default=3)
+    fast.add_argument("--no-concurrent-training", dest="keep_training", action="store_false",
+                      help="do not keep a full fine-tune running during the measured annotations")
+    fast.add_argument("--think-s", type=float, default=3.0,
+                      help="seconds between /next serving a task and its annotation (the annotator reading it)")
+    fast.add_argument("--fast-worker-queues", nargs="+", default=["fast", "scoring"], choices=QUEUE_KINDS,
+                      help="queues of the second worker (the first serves all)")
+    fast.add_argument("--fast-top-k", type=int, default=0, help="FAST_TOP_K for the run (0: the default)")
+    fast.add_argument("--compute-pool", type=int, default=100_000,
+                      help="synthetic 384-d float16 pool for the compute-alone measurement (0: skip)")
+    fast.add_argument("--compute-labeled", type=int, default=200)
+    fast.add_argument("--max-texts", type=int, default=12_000, help="distinct corpus texts used at most")
+    fast.add_argument("--features-timeout", type=float, default=1800.0,
+                      help="seconds allowed for the pool features / the full iterations")
     bench.set_defaults(func=cmd_bench_backend)

@@ -144,7 +144,7 @@ def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark, print its table and write ``<output_dir>/bench_backend.json``."""
     model, dataset = _model(args), getattr(args, "dataset", None) or DEFAULT_DATASET
     labels, examples = load_examples(dataset, args.pool_size + args.labeled)
-    out_dir = Path(args.output_dir)
+    out_dir = Path(args.output_dir or "runs/bench-backend")
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"pool_size": args.pool_size, "labeled": args.labeled, "device": args.device,
                                "model": model, "dataset": dataset,

@@ -1,0 +1,406 @@
+"""`feasible-al bench-backend --fast-latency`: the fast path's latency as an annotator sees it.
+
+Same stack as `backend.service.bench` (private redis-server, real Label Studio, gunicorn) with two
+RQ workers: one on every queue (it runs the full fine-tunes) and one on ``--fast-worker-queues``
+(default ``fast scoring``). For each pool size a project is imported from a real corpus, the
+packaged encoder's pool features are built, a full fine-tune is started (and restarted while the
+annotations run), and each measured annotation goes:
+
+    GET /next -> POST the annotation of the task it served (t0) -> LS project's model_version is a
+    fast version that includes this annotation AND /next serves a task holding a prediction of it (t1)
+
+``t1 - t0`` is the latency reported (p50/p95); the fast job's own stages (``fast_path.seconds`` in
+``GET /projects/<id>``) are recorded per annotation, plus the queue wait (job start - t0). On the
+pool named by ``--held-pool`` the run goes on to ``--fast-updates`` fast updates and
+``--full-iterations`` full iterations, then counts the predictions LS holds. Separately, the fast
+path's compute (fit + score + top-K + save) on synthetic float16 features of ``--compute-pool`` tasks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.engine.types import ClassificationExample, LabelSchema, TaskType
+from backend.service.bench import (
+    BackendHttp, _backend_env, _model, _percentile, choice_result, label_config, load_examples,
+)
+from backend.service.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioAdmin
+from backend.service.processes import BackendProcesses, LabelStudioServer, RedisServer
+
+DEFAULT_OUTPUT = "docs/benchmarks/fast-latency"
+SEED_PER_CLASS = 5  # labels per class before the measured annotations (CV needs >= 2 per class)
+POLL_S = 0.02
+
+
+class TwoWorkerBackend(BackendProcesses):
+    """gunicorn + a worker on every queue + a worker on `fast_queues` (the fast path's own)."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, fast_queues: list[str], **kw: Any) -> None:
+        super().__init__(env, log_dir, **kw)
+        self.fast_queues = list(fast_queues)
+
+    def start(self) -> "TwoWorkerBackend":
+        super().start()
+        self._procs.append(self._spawn("worker-fast", ["worker", "--queues", *self.fast_queues]))
+        return self
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    return {"n": len(values), "p50": round(_percentile(values, 50), 3), "p95": round(_percentile(values, 95), 3),
+            "max": round(max(values), 3), "mean": round(statistics.fmean(values), 3)}
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# ------------------------------------------------------------------------------ compute alone
+
+
+def compute_benchmark(n_pool: int, n_labeled: int, dim: int = 384, repeats: int = 7, top_k: int = 32,
+                      seed: int = 0) -> dict[str, Any]:
+    """The fast update's compute on synthetic unit-norm float16 features (two classes split by a
+    random hyperplane, 10% label noise): the first fit (CV grid), a refit with the previous C,
+    scoring, top-K and writing the fast version; medians over `repeats`."""
+    from backend.engine.proxy import ProxyHead
+    from backend.service.fast_versions import proxy_strategy, save_fast_version, score_probs
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_pool, dim), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x = x.astype(np.float16)
+    w = rng.standard_normal(dim).astype(np.float32)
+    y = (x[:n_labeled].astype(np.float32) @ w > 0).astype(int)
+    flip = rng.random(n_labeled) < 0.1
+    y[flip] = 1 - y[flip]
+    schema = LabelSchema(TaskType.CLASSIFICATION, ("neg", "pos"))
+    labels = [[schema.labels[v]] for v in y]
+    ids = np.arange(n_pool, dtype=np.int64)
+    strategy = proxy_strategy("least_confidence")
+    times: dict[str, list[float]] = {k: [] for k in ("fit_cv", "fit_reuse_c", "score", "top_k", "save")}
+    with tempfile.TemporaryDirectory(prefix="bench-fast-compute-") as tmp:
+        for r in range(repeats):
+            t = time.perf_counter()
+            head = ProxyHead(schema, seed).fit(x[:n_labeled], labels)
+            times["fit_cv"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            head2 = ProxyHead(schema, seed).fit(x[:n_labeled], labels, c=head.estimate.c if head.estimate else None)
+            times["fit_reuse_c"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            all_probs, all_empty = head2.predict_pool(x)  # as the fast job does: every row, then the pool's
+            probs, empty = all_probs[n_labeled:], all_empty[n_labeled:]
+            confidence, uncertainty = score_probs(probs, False, strategy)
+            confidence[empty], uncertainty[empty] = 1.0, 0.0
+            times["score"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            np.argsort(-uncertainty, kind="stable")[:top_k]
+            times["top_k"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            save_fast_version(Path(tmp) / f"v{r}", head2, "<View/>", ids[n_labeled:], probs, confidence, uncertainty,
+                              {"bench": True})
+            times["save"].append(time.perf_counter() - t)
+    med = {k: round(statistics.median(v), 4) for k, v in times.items()}
+    return {"pool": n_pool, "labeled": n_labeled, "dim": dim, "repeats": repeats, "median_seconds": med,
+            "compute_first_fit_s": round(med["fit_cv"] + med["score"] + med["top_k"], 4),
+            "compute_s": round(med["fit_reuse_c"] + med["score"] + med["top_k"], 4),
+            "compute_with_save_s": round(med["fit_reuse_c"] + med["score"] + med["top_k"] + med["save"], 4),
+            "load_avg": _load()}
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+class FastProbe:
+    """Drives one project as an annotator and times the fast path."""
+
+    def __init__(self, ls: LabelStudioAdmin, backend: BackendHttp, pid: int, ml_id: int,
+                 gold: dict[int, str]) -> None:
+        self.ls, self.backend, self.pid, self.ml_id, self.gold = ls, backend, pid, ml_id, gold
+        self.labeled = 0
+        self.trainings_started = 0
+
+    def fast(self) -> dict:
+        return self.backend.state(self.pid).get("fast_path") or {}
+
+    def annotate(self, task_id: int) -> None:
+        self.ls.create_annotation(task_id, choice_result(self.gold[task_id]))
+        self.labeled += 1
+
+    def wait_published(self, min_labeled: int, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s = self.fast()
+            if s.get("status") == "published" and int(s.get("labeled", 0)) >= min_labeled:
+                return s
+            if s.get("status") == "failed":
+                raise RuntimeError(f"fast update failed: {s.get('message')}")
+            time.sleep(0.1)
+        raise TimeoutError(f"no fast version with {min_labeled} labels after {timeout}s: {self.fast()}")
+
+    def training_busy(self) -> bool:
+        s = self.backend.state(self.pid)
+        return bool(s.get("running_job") or s.get("queued_job"))
+
+    def keep_training(self, limit: int) -> bool:
+        """Start a full fine-tune when none runs (up to `limit` in all); True when one runs."""
+        if self.training_busy():
+            return True
+        if self.trainings_started >= limit:
+            return False
+        self.ls.start_training(self.ml_id)
+        self.trainings_started += 1
+        self.backend.wait_running(self.pid, timeout=120)
+        return True
+
+    def measure_one(self, served: dict, timeout: float = 60.0) -> dict[str, Any]:
+        """Annotate `served`; time until LS's model_version is a fast version holding this label
+        and /next serves a task with its prediction. Returns the sample and the next served task."""
+        before = self.fast().get("version")
+        training = self.training_busy()
+        t0_wall, t0 = time.time(), time.perf_counter()
+        self.annotate(int(served["id"]))
+        post_s = time.perf_counter() - t0
+        deadline = time.monotonic() + timeout
+        status: dict = {}
+        while time.monotonic() < deadline:  # the backend says it published (cheap, Redis)
+            status = self.fast()
+            if (status.get("status") == "published" and status.get("version") != before
+                    and int(status.get("labeled", 0)) >= self.labeled):
+                break
+            time.sleep(POLL_S)
+        else:
+            raise TimeoutError(f"no fast version after {timeout}s: {status}")
+        version = status["version"]
+        published = time.perf_counter()
+        while time.monotonic() < deadline:  # ... and Label Studio serves from it
+            if self.ls.get_project(self.pid)["model_version"] == version:
+                nxt = self.ls.next_task(self.pid)
+                if nxt is not None and any(p.get("model_version") == version for p in nxt.get("predictions") or []):
+                    break
+            time.sleep(POLL_S)
+        else:
+            raise TimeoutError(f"LS did not serve {version} after {timeout}s")
+        latency = time.perf_counter() - t0
+        seconds = status.get("seconds") or {}
+        job_start = float(status.get("at", 0)) - float(seconds.get("total", 0))  # ~ wall time the job began
+        return {"latency_s": round(latency, 3), "post_annotation_s": round(post_s, 3),
+                "seen_published_s": round(published - t0, 3), "queue_wait_s": round(job_start - t0_wall, 3),
+                "stages": seconds, "labeled": status.get("labeled"), "pushed": status.get("pushed"),
+                "reason": status.get("reason"), "training_running": training, "load": _load()[0],
+                "next_task": nxt}
+
+
+def measure_pool(args: argparse.Namespace, ls: LabelStudioAdmin, backend: BackendHttp, labels: tuple[str, ...],
+                 examples: list[ClassificationExample], n_tasks: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"tasks": n_tasks, "load_start": _load()}
+    pid = ls.create_project(f"bench-fast-{n_tasks}-{secrets.token_hex(3)}", label_config(labels))["id"]
+    data = [{"text": examples[i % len(examples)].text} for i in range(n_tasks)]
+    t = time.perf_counter()
+    ids: list[int] = []
+    for start in range(0, n_tasks, 10_000):
+        ids += ls.import_tasks(pid, data[start:start + 10_000])
+    out["import_s"] = round(time.perf_counter() - t, 2)
+    gold = {tid: examples[i % len(examples)].labels[0] for i, tid in enumerate(ids)}
+    ml = ls.connect_ml_backend(pid, backend.url, "feasible-al")  # LS adds the /webhook itself
+    ls.set_sampling(pid, UNCERTAINTY_SAMPLING)
+    probe = FastProbe(ls, backend, pid, ml.id, gold)
+
+    # seed labels, then the pool features (chunk jobs) and the first fast version
+    t = time.perf_counter()
+    per_class: dict[str, int] = {}
+    for tid in ids:
+        if per_class.get(gold[tid], 0) < SEED_PER_CLASS:
+            probe.annotate(tid)
+            per_class[gold[tid]] = per_class.get(gold[tid], 0) + 1
+        if len(per_class) == len(labels) and min(per_class.values()) >= SEED_PER_CLASS:
+            break
+    first = probe.wait_published(probe.labeled, timeout=args.features_timeout)
+    out["features_and_first_version_s"] = round(time.perf_counter() - t, 2)
+    out["seed_labels"] = probe.labeled
+    out["first_version"] = {k: first.get(k) for k in ("version", "labeled", "scored", "pushed", "seconds")}
+
+    held_check = n_tasks == args.held_pool
+    n = max(args.annotations, args.fast_updates) if held_check else args.annotations
+    train_limit = args.full_iterations if held_check else 1000
+    if args.keep_training:
+        probe.keep_training(train_limit)
+    samples = []
+    served = ls.next_task(pid)
+    for i in range(n):
+        if served is None:
+            raise RuntimeError("/next served nothing")
+        if args.keep_training:
+            probe.keep_training(train_limit)
+        time.sleep(args.think_s)  # the annotator reads the task /next served
+        sample = probe.measure_one(served)
+        served = sample.pop("next_task")
+        samples.append(sample)
+        print(f"  {n_tasks} tasks, annotation {i + 1}/{n}: {sample['latency_s']:.2f} s "
+              f"(training {'on' if sample['training_running'] else 'off'}, load {sample['load']}) "
+              f"stages {sample['stages']}", file=sys.stderr)
+    lat = [s["latency_s"] for s in samples]
+    out["latency_s"] = _stats(lat)
+    out["latency_s_training_running"] = _stats([s["latency_s"] for s in samples if s["training_running"]])
+    out["stages_p50_s"] = {k: round(statistics.median([float(s["stages"].get(k, 0)) for s in samples]), 4)
+                           for k in samples[0]["stages"]} if samples else {}
+    out["queue_wait_p50_s"] = round(statistics.median([s["queue_wait_s"] for s in samples]), 3) if samples else None
+    out["samples"] = samples
+    out["fast_updates"] = probe.fast().get("seq")
+    if held_check:
+        out["held"] = predictions_held(args, probe, ls, pid, n_tasks)
+    out["load_end"] = _load()
+    return out
+
+
+def predictions_held(args: argparse.Namespace, probe: FastProbe, ls: LabelStudioAdmin, pid: int,
+                     n_tasks: int) -> dict[str, Any]:
+    """Finish `--full-iterations` full iterations, let pruning settle, count LS's predictions."""
+    deadline = time.monotonic() + args.features_timeout
+    while time.monotonic() < deadline:
+        state = probe.backend.state(pid)
+        if not (state.get("running_job") or state.get("queued_job")):
+            if int(state.get("iteration", 0)) >= args.full_iterations:
+                break
+            if probe.trainings_started < args.full_iterations + 2:
+                probe.annotate(int(ls.next_task(pid)["id"]))  # a new label, so the next iteration has work
+                ls.start_training(probe.ml_id)
+                probe.trainings_started += 1
+                probe.backend.wait_running(pid, timeout=120)
+        time.sleep(1)
+    state = probe.backend.state(pid)
+    iterations = [{k: it.get(k) for k in ("iteration", "served", "full_rescore", "pushed", "labeled")}
+                  for it in state.get("iterations", [])] if isinstance(state.get("iterations"), list) else []
+    settle = time.monotonic() + 120
+    held: dict[str, int] = {}
+    while time.monotonic() < settle:  # pruning runs off the path, on the scoring queue
+        held = ls.model_versions(pid)
+        if len(held) <= 2:
+            break
+        time.sleep(2)
+    total = sum(held.values())
+    return {"fast_updates": probe.fast().get("seq"), "full_iterations": state.get("iteration"),
+            "iterations": iterations or state.get("last_iteration"), "versions_held": held,
+            "predictions_held": total, "pool": n_tasks - probe.labeled, "ratio_to_pool": round(total / n_tasks, 4)}
+
+
+def run_fast_latency(args: argparse.Namespace) -> int:
+    """Run the fast-path latency benchmark; print its table, write JSON (+ PNG) under --output-dir."""
+    out_dir = Path(args.output_dir or DEFAULT_OUTPUT)
+    with tempfile.TemporaryDirectory(prefix="bench-fast-") as tmp, RedisServer() as redis_srv:
+        ls_srv = LabelStudioServer(data_dir=Path(tmp) / "ls") if args.pool_sizes else None
+        if ls_srv is not None:
+            print("starting Label Studio...", file=sys.stderr)
+            ls_srv.start()
+        try:
+            results = measure(args, ls_srv, redis_srv, Path(tmp), out_dir)
+        finally:
+            if ls_srv is not None:
+                ls_srv.stop()
+    print_table(results)
+    print(f"\nwrote {out_dir / 'fast_latency.json'}")
+    return 0
+
+
+def measure(args: argparse.Namespace, ls_srv: Any, redis_srv: Any, root: Path, out_dir: Path) -> dict[str, Any]:
+    """Everything but starting Label Studio and Redis (`ls_srv`: ``.url``/``.token``; `redis_srv`:
+    ``.url``): the compute alone, then the backend (two workers) and each pool size."""
+    model = _model(args)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "model": model, "dataset": args.dataset, "fast_worker_queues": args.fast_worker_queues,
+        "torch_threads": args.torch_threads, "fast_top_k": args.fast_top_k or "default (FAST_TOP_K)",
+        "concurrent_training": args.keep_training, "think_s": args.think_s,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_start": _load()},
+        "pools": {}}
+    if args.compute_pool:
+        print(f"fast-path compute on {args.compute_pool} synthetic tasks...", file=sys.stderr)
+        results["compute"] = compute_benchmark(args.compute_pool, args.compute_labeled, top_k=args.fast_top_k or 32)
+    if args.pool_sizes:
+        labels, examples = load_examples(args.dataset, min(max(args.pool_sizes), args.max_texts))
+        results["texts"] = {"distinct": len(examples),
+                            "note": "tasks beyond the distinct texts repeat them (same order, same gold labels)"}
+        env = _backend_env(args, ls_srv, redis_srv, root, model)
+        env.update({"FAST_PATH": "on", "BASIC_AUTH_USER": "", "BASIC_AUTH_PASS": ""})
+        if args.fast_top_k:
+            env["FAST_TOP_K"] = str(args.fast_top_k)
+        with TwoWorkerBackend(env, root / "logs", args.fast_worker_queues, startup_timeout=120) as stack:
+            ls = LabelStudioAdmin(ls_srv.url, ls_srv.token, timeout=300)
+            try:
+                for n_tasks in args.pool_sizes:
+                    print(f"pool of {n_tasks} tasks...", file=sys.stderr)
+                    results["pools"][str(n_tasks)] = measure_pool(args, ls, BackendHttp(stack.url), labels,
+                                                                  examples, n_tasks)
+                    _write(out_dir, results)
+            except Exception:
+                print(stack.log_tail(4000), file=sys.stderr)
+                raise
+    results["machine"]["load_end"] = _load()
+    _write(out_dir, results)
+    _plot(out_dir, results)
+    return results
+
+
+def _write(out_dir: Path, results: dict[str, Any]) -> None:
+    (out_dir / "fast_latency.json").write_text(json.dumps(results, indent=2))
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(f"\nfast-path latency: {results['model']}, {results.get('dataset')}, fast worker on "
+          f"{' '.join(results['fast_worker_queues'])}, {results['machine']['cpus']} CPUs")
+    if results["pools"]:
+        print(f"{'tasks':>7}{'n':>4}{'p50 s':>8}{'p95 s':>8}{'max s':>8}{'train on':>9}{'queue':>7}"
+              f"{'fetch':>7}{'fit':>7}{'score':>7}{'push':>7}{'load':>12}")
+        for n_tasks, p in results["pools"].items():
+            lat, st = p["latency_s"], p["stages_p50_s"]
+            on = sum(s["training_running"] for s in p["samples"])
+            print(f"{n_tasks:>7}{lat['n']:>4}{lat['p50']:>8.2f}{lat['p95']:>8.2f}{lat['max']:>8.2f}{on:>9}"
+                  f"{p['queue_wait_p50_s']:>7.2f}{st.get('fetch_labels', 0):>7.2f}{st.get('fit', 0):>7.2f}"
+                  f"{st.get('score', 0):>7.2f}{st.get('push_and_switch', 0):>7.2f}"
+                  f"{'/'.join(str(x) for x in p['load_start'][:1] + p['load_end'][:1]):>12}")
+            if "held" in p:
+                h = p["held"]
+                print(f"        LS predictions held after {h['fast_updates']} fast updates + {h['full_iterations']} "
+                      f"full iterations: {h['predictions_held']} ({h['ratio_to_pool']} x pool) {h['versions_held']}")
+    if "compute" in results:
+        c = results["compute"]
+        print(f"\ncompute alone, {c['pool']} tasks x {c['dim']} float16, {c['labeled']} labels: "
+              f"{c['compute_s']:.3f} s (fit with the previous C + score + top-K); first fit with the CV grid "
+              f"{c['compute_first_fit_s']:.3f} s; writing the version {c['median_seconds']['save']:.3f} s; "
+              f"stages {c['median_seconds']} (load {c['load_avg']})")
+
+
+def _plot(out_dir: Path, results: dict[str, Any]) -> None:
+    if not results["pools"]:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for n_tasks, p in results["pools"].items():
+        lat = [s["latency_s"] for s in p["samples"]]
+        ax.plot(range(1, len(lat) + 1), lat, marker="o", ms=3, label=f"{n_tasks} tasks")
+    ax.axhline(2, ls="--", c="grey", lw=0.8)
+    ax.axhline(5, ls=":", c="grey", lw=0.8)
+    ax.set_xlabel("annotation")
+    ax.set_ylabel("annotation -> LS serves new order (s)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "fast_latency.png", dpi=110)
+    plt.close(fig)
