@@ -76,7 +76,7 @@ def _score_table(result: PlasmResult) -> str:
     rows = [
         ("teacher (pseudo-labeler)", describe(result.teacher), m["teacher"].get("main")),
         ("successor, gold + pseudo-labels (PLASM)", describe(result.successors[PLASM]),
-         m["successor_plasm"].get("main")),
+         m.get("successor_plasm", {}).get("main")),
     ]
     if GOLD_ONLY in result.successors:
         rows.append(("successor, gold only", describe(result.successors[GOLD_ONLY]),
@@ -104,7 +104,7 @@ def model_card(result: PlasmResult, name: str) -> str:
         labels=", ".join(f"`{x}`" for x in schema.output_names), task_type=schema.task_type.value,
         dev_share=f"{result.options.dev_share:.0%}", **vars(result.sizes),
         mode=f.mode, dev_score=_fmt(f.dev_score), share=f"{f.share:.1%}", dropped=f.dropped,
-        dropped_share=f"{f.dropped_share:.1%}",
+        dropped_share=f"{f.dropped_share:.1%}", teachers=f.teachers, dev_examples=f.dev_examples,
         tracin_line=(f"- TracIn self-influence: {f.tracin.form}, checkpoints at optimizer steps "
                      f"{f.tracin.checkpoint_steps}\n" if f.tracin else ""),
         metric="strict span F1 (seqeval, IOB2)" if tagging else ("macro-F1" if schema.multi_label else "accuracy"),

@@ -4,7 +4,9 @@ After active learning with a small acquisition model, build the final model of a
 
 1. split the gold labels, holding out `dev_share` (10%) as a dev split;
 2. fine-tune the **teacher** (the model the acquisition model was distilled from) on the rest;
-3. pseudo-label the unlabeled pool with it;
+   with `teachers` > 1, one teacher per disjoint dev fold (an ensemble: on a few hundred labels a
+   single fine-tune is noisy, and so is a dev score over a few dozen labels);
+3. pseudo-label the unlabeled pool with it (with the ensemble's averaged probabilities);
 4. filter: drop the share `1 - dev_score` of the pseudo-labels (the teacher's dev score; not the
    inverted 'adaptive' threshold of the paper's first repository), first the least confident
    ones, then the highest TracIn self-influence ones (`backend.engine.plasm.tracin`: exact last-layer form
@@ -20,7 +22,7 @@ Flask, Redis or Label Studio: the RQ job wraps `export.build_and_export`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
@@ -35,7 +37,7 @@ from backend.engine.models.factory import ModelFactory, describe
 from backend.engine.models.transformer import TrainingConfig, TransformerModel
 from backend.engine.plasm.tracin import FORM as TRACIN_FORM
 from backend.engine.plasm.tracin import TracInCheckpoints
-from backend.engine.types import ClassificationExample, Example, LabelSchema, TaggingExample, TaskType
+from backend.engine.types import ClassificationExample, Example, LabelSchema, Predictions, TaggingExample, TaskType
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,13 @@ class PlasmOptions:
     max_pool: int | None = field(default=None, metadata={"help": "pseudo-label at most this many (seeded subsample)"})
     tracin_checkpoints: int = field(default=3, metadata={"help": "TracIn-CP checkpoints (evenly spaced epochs)"})
     compare_gold_only: bool = field(default=True, metadata={"help": "also train the successor on gold only"})
+    successor_all_gold: bool = field(default=False, metadata={
+        "help": "train the successor on every gold label, the dev split too (then no dev score for it, "
+                "and no gold-only comparison)"})
+    teachers: int = field(default=1, metadata={
+        "help": "teachers fine-tuned (seeds seed, seed+1, ...), each holding out its own dev fold of dev_share; "
+                "their averaged probabilities pseudo-label the pool, their out-of-fold dev score sets the "
+                "filter share"})
     seed: int = 0
     teacher_training: TrainingConfig = field(default_factory=TrainingConfig)
     successor_training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -78,6 +87,11 @@ class PlasmOptions:
             raise ValueError("max_pool must be >= 1")
         if self.tracin_checkpoints < 1:
             raise ValueError("tracin_checkpoints must be >= 1")
+        if self.teachers < 1:
+            raise ValueError("teachers must be >= 1")
+        if self.successor_all_gold and self.compare_gold_only:
+            raise ValueError("successor_all_gold leaves no dev split to compare the successors on: "
+                             "set compare_gold_only to false")
 
     def teacher_factory(self, schema: LabelSchema) -> ModelFactory:
         return ModelFactory(self.teacher, schema, self.teacher_training)
@@ -121,13 +135,15 @@ class PseudoLabels:
     schema: LabelSchema
     gold_train: list[Example]
     dev: list[Example]
-    teacher: TransformerModel
-    teacher_dev: dict[str, float]
+    teacher: TransformerModel  # the first teacher (the one whose dev fold is `dev`)
+    teacher_dev: dict[str, float]  # out-of-fold over every teacher's dev fold
     pool: list[Example]  # pseudo-labeled copies of the (subsampled) pool
     confidence: np.ndarray  # teacher confidence per pool example (max P / exp(-MNLP))
     pool_indices: np.ndarray  # positions in the caller's unlabeled list
     stage_seconds: dict[str, float] = field(default_factory=dict)
     unlabeled_total: int = 0  # size of the caller's pool before `max_pool` subsampling
+    teachers: int = 1  # teachers averaged into the pseudo-labels
+    teacher_dev_size: int = 0  # gold examples the dev score was measured on (all dev folds)
 
     @property
     def dev_score(self) -> float:
@@ -155,6 +171,8 @@ class FilterReport:
     dropped_share: float
     uncertainty_fraction: float
     tracin: TracInReport | None  # None when TracIn did not run
+    teachers: int = 1  # teachers averaged into the pseudo-labels
+    dev_examples: int = 0  # gold examples the dev score was measured on (every teacher's dev fold)
 
 
 @dataclass(frozen=True)
@@ -194,6 +212,8 @@ class PlasmResult:
     def chosen_reason(self) -> str:
         plasm = self.metrics.get("successor_plasm", {}).get("main")
         gold = self.metrics.get("successor_gold_only", {}).get("main")
+        if self.options.successor_all_gold:
+            return "the PLASM successor trained on every gold label, the dev split too"
         if gold is None:
             return "the gold-only successor was not trained; PLASM successor kept"
         if self.chosen == PLASM:
@@ -218,13 +238,49 @@ class PlasmResult:
 
 def split_gold(gold: Sequence[Example], dev_share: float, seed: int) -> tuple[list[Example], list[Example]]:
     """Seeded hold-out of `round(dev_share * n)` gold examples (at least one on each side)."""
+    return split_folds(gold, dev_share, seed, 1)[0]
+
+
+def split_folds(gold: Sequence[Example], dev_share: float, seed: int, folds: int
+                ) -> list[tuple[list[Example], list[Example]]]:
+    """`folds` disjoint seeded dev folds of `round(dev_share * n)` gold examples each (at least
+    one), each with the rest as its training split; the first fold is `split_gold`'s."""
     n = len(gold)
     if n < 2:
         raise NotEnoughLabelsError(f"PLASM needs at least 2 gold examples (one for the dev split), got {n}")
     n_dev = min(n - 1, max(1, int(round(dev_share * n))))
+    if folds * n_dev > n - 1:
+        raise NotEnoughLabelsError(f"{folds} teachers need {folds} disjoint dev folds of {n_dev} and one training "
+                                   f"example: more than the {n} gold examples")
     order = np.random.default_rng(seed).permutation(n)
-    dev_idx, train_idx = np.sort(order[:n_dev]), np.sort(order[n_dev:])
-    return [gold[i] for i in train_idx], [gold[i] for i in dev_idx]
+    out = []
+    for j in range(folds):
+        dev_idx = np.sort(order[j * n_dev:(j + 1) * n_dev])
+        train_idx = np.sort(np.setdiff1d(order, dev_idx))
+        out.append(([gold[i] for i in train_idx], [gold[i] for i in dev_idx]))
+    return out
+
+
+def average_predictions(predictions: Sequence[Predictions]) -> Predictions:
+    """The ensemble's predictions: the mean of the members' probabilities (per word for tagging)."""
+    first = predictions[0]
+    if len(predictions) == 1:
+        return first
+    if isinstance(first.probs, np.ndarray):
+        probs: Any = np.mean([p.probs for p in predictions], axis=0)
+    else:
+        probs = [np.mean(rows, axis=0) for rows in zip(*(p.probs for p in predictions))]
+    return Predictions(first.task_type, probs, multi_label=first.multi_label)
+
+
+def concat_predictions(predictions: Sequence[Predictions]) -> Predictions:
+    """Predictions for several example lists, one after the other."""
+    first = predictions[0]
+    if isinstance(first.probs, np.ndarray):
+        probs: Any = np.concatenate([p.probs for p in predictions], axis=0)
+    else:
+        probs = [row for p in predictions for row in p.probs]
+    return Predictions(first.task_type, probs, multi_label=first.multi_label)
 
 
 def strip_labels(example: Example) -> Example:
@@ -253,29 +309,42 @@ def pseudo_label(
     options: PlasmOptions,
     stages: Stages | None = None,
 ) -> PseudoLabels:
-    """Stages 1-3: split the gold labels, fine-tune the teacher, pseudo-label the pool."""
+    """Stages 1-3: split the gold labels, fine-tune the teacher(s), pseudo-label the pool."""
     stages = stages or Stages()
     with stages.stage("split"):
         options.successor_factory(schema).new()  # fail fast on a bad successor
-        gold_train, dev = split_gold(gold, options.dev_share, options.seed)
+        folds = split_folds(gold, options.dev_share, options.seed, options.teachers)
+        gold_train, dev = folds[0]
         indices = np.arange(len(unlabeled))
         if options.max_pool is not None and len(unlabeled) > options.max_pool:
             rng = np.random.default_rng([options.seed, 1])
             indices = np.sort(rng.choice(len(unlabeled), options.max_pool, replace=False))
         pool = [unlabeled[i] for i in indices]
     with stages.stage("teacher"):
-        teacher = options.teacher_factory(schema).new(options.seed)
-        teacher.fit(gold_train, progress=stages.report)
-        teacher_dev = evaluate(teacher.predict(dev), dev, schema)
+        teachers, dev_predictions = [], []
+        for j, (train_j, dev_j) in enumerate(folds):
+            teachers.append(options.teacher_factory(schema).new(options.seed + j))
+            teachers[-1].fit(train_j, progress=_member(stages.report, j, len(folds)))
+            dev_predictions.append(teachers[-1].predict(dev_j))
+        dev_all = [ex for _, dev_j in folds for ex in dev_j]
+        teacher_dev = evaluate(concat_predictions(dev_predictions), dev_all, schema)
     with stages.stage("pseudo_label"):
         if pool:
-            predictions = teacher.predict(pool, progress=stages.report)
+            predictions = average_predictions([
+                t.predict(pool, progress=_member(stages.report, j, len(teachers))) for j, t in enumerate(teachers)])
             labeled = pseudo_examples(predictions, pool, schema)
             confidence = make_strategy("auto", schema.task_type).score(predictions).confidence
         else:
             labeled, confidence = [], np.zeros(0)
-    return PseudoLabels(schema, gold_train, dev, teacher, teacher_dev, labeled, np.asarray(confidence),
-                        indices, dict(stages.seconds), len(unlabeled))
+    return PseudoLabels(schema, gold_train, dev, teachers[0], teacher_dev, labeled, np.asarray(confidence),
+                        indices, dict(stages.seconds), len(unlabeled), len(teachers), len(dev_all))
+
+
+def _member(report: Callable[[int, int], None], j: int, k: int) -> Callable[[int, int], None]:
+    """Progress of member `j` of `k` runs of the same work, as progress over all of them."""
+    if k == 1:
+        return report
+    return lambda done, total: report(j * total + done, k * total)
 
 
 def _drop_least_confident(labels: PseudoLabels, keep: np.ndarray, count: int) -> np.ndarray:
@@ -311,13 +380,17 @@ def _train_successors(
             successors[GOLD_ONLY] = factory.new(options.seed)
             successors[GOLD_ONLY].fit(labels.gold_train, progress=stages.report)
     with stages.stage("successor_plasm"):
+        gold = labels.gold_train + labels.dev if options.successor_all_gold else labels.gold_train
         successors[PLASM] = factory.new(options.seed)
-        successors[PLASM].fit(labels.gold_train + kept, progress=stages.report)
+        successors[PLASM].fit(gold + kept, progress=stages.report)
     return successors
 
 
-def _evaluate(labels: PseudoLabels, successors: dict[str, TransformerModel]) -> tuple[dict, Chosen]:
+def _evaluate(labels: PseudoLabels, successors: dict[str, TransformerModel], options: PlasmOptions
+              ) -> tuple[dict, Chosen]:
     metrics = {"teacher": labels.teacher_dev}
+    if options.successor_all_gold:  # it trained on the dev split: no score there
+        return metrics, "plasm"
     for name, model in successors.items():
         metrics[f"successor_{name}"] = evaluate(model.predict(labels.dev), labels.dev, labels.schema)
     chosen: Chosen = "plasm"
@@ -340,17 +413,17 @@ def build_successor(labels: PseudoLabels, options: PlasmOptions, stages: Stages 
     kept = [labels.pool[i] for i in keep]
     successors = _train_successors(labels, kept, options, stages)
     with stages.stage("evaluate"):
-        metrics, chosen = _evaluate(labels, successors)
-    gold_train = len(labels.gold_train)
+        metrics, chosen = _evaluate(labels, successors, options)
+    gold_train = len(labels.gold_train) + (len(labels.dev) if options.successor_all_gold else 0)
     sizes = PlasmSizes(
-        gold=gold_train + len(labels.dev), gold_train=gold_train, dev=len(labels.dev),
+        gold=len(labels.gold_train) + len(labels.dev), gold_train=gold_train, dev=len(labels.dev),
         unlabeled=labels.unlabeled_total, pool=n, pseudo_kept=len(kept), dropped_uncertainty=plan.uncertainty,
         dropped_tracin=n - len(kept) - plan.uncertainty, successor_train=gold_train + len(kept),
     )
     report = FilterReport(
         mode=options.filter, dev_score=labels.dev_score, share=plan.share, dropped=n - len(kept),
         dropped_share=(n - len(kept)) / n if n else 0.0, uncertainty_fraction=options.uncertainty_fraction,
-        tracin=tracin,
+        tracin=tracin, teachers=labels.teachers, dev_examples=labels.teacher_dev_size,
     )
     return PlasmResult(labels.schema, options, chosen, successors, labels.teacher, metrics, sizes, report,
                        {**labels.stage_seconds, **stages.seconds}, labels.pool_indices[keep])

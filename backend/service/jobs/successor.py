@@ -61,7 +61,7 @@ _TRAINING_KEYS = {"epochs": int, "learning_rate": float, "batch_size": int}
 # Largest value an operator-facing request may ask for: beyond these a build runs for days or
 # exhausts memory, which no real project needs.
 MAXIMUM: dict[str, float] = {"epochs": 100, "learning_rate": 1.0, "batch_size": 1024, "max_pool": 10_000_000,
-                             "tracin_checkpoints": 20, "seed": 2**32 - 1}
+                             "tracin_checkpoints": 20, "teachers": 10, "seed": 2**32 - 1}
 
 
 def _number(name: str, value: Any, kind: type, minimum: float, *, exclusive: bool = False) -> Any:
@@ -110,7 +110,8 @@ def parse_options(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
     `SuccessorOptionsError` saying what is wrong. Unknown keys are refused (a typo would
     otherwise silently fall back to a default)."""
     allowed = {"project", "teacher", "successor", "filter", "max_pool", "dev_share", "tracin_checkpoints",
-               "uncertainty_fraction", "compare_gold_only", "seed", "teacher_training", "successor_training",
+               "uncertainty_fraction", "compare_gold_only", "seed", "teachers", "successor_all_gold", "teacher_training",
+               "successor_training",
                *_TRAINING_KEYS}
     unknown = sorted(set(body) - allowed)
     if unknown:
@@ -136,10 +137,13 @@ def parse_options(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
         out["tracin_checkpoints"] = _number("tracin_checkpoints", body["tracin_checkpoints"], int, 1)
     if "seed" in body:
         out["seed"] = _number("seed", body["seed"], int, 0)
-    if "compare_gold_only" in body:
-        if not isinstance(body["compare_gold_only"], bool):
-            raise SuccessorOptionsError("'compare_gold_only' must be true or false")
-        out["compare_gold_only"] = body["compare_gold_only"]
+    if "teachers" in body:
+        out["teachers"] = _number("teachers", body["teachers"], int, 1)
+    for flag in ("compare_gold_only", "successor_all_gold"):
+        if flag in body:
+            if not isinstance(body[flag], bool):
+                raise SuccessorOptionsError(f"'{flag}' must be true or false")
+            out[flag] = body[flag]
     shared = {k: _number(k, body[k], kind, 0, exclusive=True) for k, kind in _TRAINING_KEYS.items() if k in body}
     for part in ("teacher_training", "successor_training"):
         own = body.get(part, {})

@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
-from backend.engine.errors import Cancelled, StageError
+from backend.engine.errors import Cancelled, NotEnoughLabelsError, StageError
 from backend.engine.models import factory as factory_module
 from backend.engine.models.factory import ClassicalModel, ModelFactory
 from backend.engine.plasm import export as export_module
@@ -25,13 +25,15 @@ from backend.engine.plasm.pipeline import (
     FilterReport,
     PlasmOptions,
     PlasmSizes,
+    average_predictions,
     filter_plan,
     run_plasm,
+    split_folds,
     split_gold,
     strip_labels,
 )
 from backend.engine.models.transformer import TrainingConfig
-from backend.engine.types import LabelSchema, TaskType
+from backend.engine.types import LabelSchema, Predictions, TaskType
 from tests.helpers.toy_data import toy_classification, toy_tagging
 
 CLS = LabelSchema(TaskType.CLASSIFICATION, ("pos", "neg"))
@@ -87,6 +89,30 @@ def test_options_validation():
         PlasmOptions(teacher="t", successor="s", filter="nope")
     with pytest.raises(ValueError):
         PlasmOptions(teacher="t", successor="s", dev_share=0)
+    with pytest.raises(ValueError):
+        PlasmOptions(teacher="t", successor="s", teachers=0)
+
+
+def test_teachers_hold_out_disjoint_dev_folds():
+    gold = toy_classification(50)
+    folds = split_folds(gold, 0.1, seed=0, folds=3)
+    assert folds[0] == split_gold(gold, 0.1, seed=0)  # one teacher: the usual split
+    devs = [{id(e) for e in dev} for _, dev in folds]
+    assert [len(d) for d in devs] == [5, 5, 5] and len(set().union(*devs)) == 15
+    for (train, dev), ids in zip(folds, devs):
+        assert len(train) == 45 and ids.isdisjoint({id(e) for e in train})
+    with pytest.raises(NotEnoughLabelsError):
+        split_folds(gold[:10], 0.1, seed=0, folds=10)  # 10 folds of 1 leave no training example
+
+
+def test_ensemble_pseudo_labels_average_the_teachers():
+    a = Predictions(TaskType.CLASSIFICATION, np.array([[0.9, 0.1], [0.4, 0.6]]))
+    b = Predictions(TaskType.CLASSIFICATION, np.array([[0.3, 0.7], [0.2, 0.8]]))
+    np.testing.assert_allclose(average_predictions([a, b]).probs, [[0.6, 0.4], [0.3, 0.7]])
+    t1 = Predictions(TaskType.TAGGING, [np.array([[1.0, 0.0]]), np.array([[0.0, 1.0], [1.0, 0.0]])])
+    t2 = Predictions(TaskType.TAGGING, [np.array([[0.0, 1.0]]), np.array([[0.0, 1.0], [0.0, 1.0]])])
+    avg = average_predictions([t1, t2]).probs
+    np.testing.assert_allclose(avg[0], [[0.5, 0.5]]) and np.testing.assert_allclose(avg[1], [[0, 1], [0.5, 0.5]])
 
 
 # ------------------------------------------------------------------------------ full runs
@@ -179,6 +205,28 @@ def test_single_filters_drop_the_planned_share(tiny_bert, mode):
     if mode == "none":
         assert result.sizes.pseudo_kept == 30
         assert result.filter.tracin is None
+
+
+def test_teacher_ensemble_sets_the_filter_share_from_every_dev_fold(tiny_bert, tmp_path):
+    gold, pool = toy_classification(40), [strip_labels(e) for e in toy_classification(30, seed=7)]
+    opts = _options(tiny_bert, "cnn", filter="uncertainty", compare_gold_only=False, teachers=2)
+    result, paths = build_and_export(gold, pool, CLS, opts, tmp_path / "succ")
+    assert result.filter.teachers == 2 and result.filter.dev_examples == 8  # two folds of 10% of 40
+    _check_sizes(result, 30)  # the share is 1 - the out-of-fold dev score
+    assert result.sizes.dev == 4 and result.sizes.gold_train == 36  # the successor holds out the first fold
+    assert "teachers: 2" in (paths.directory / "README.md").read_text()
+
+
+def test_successor_on_all_gold_trains_on_the_dev_split_too(tiny_bert, tmp_path):
+    gold, pool = toy_classification(40), [strip_labels(e) for e in toy_classification(30, seed=7)]
+    with pytest.raises(ValueError, match="compare_gold_only"):
+        _options(tiny_bert, "cnn", successor_all_gold=True)  # nothing held out to compare on
+    opts = _options(tiny_bert, "cnn", filter="uncertainty", compare_gold_only=False, successor_all_gold=True)
+    result, paths = build_and_export(gold, pool, CLS, opts, tmp_path / "succ")
+    s = result.sizes
+    assert (s.gold, s.dev, s.gold_train, s.successor_train) == (40, 4, 40, 40 + s.pseudo_kept)
+    assert set(result.metrics) == {"teacher"}  # no dev score for a successor that trained on the dev split
+    assert "every gold label" in result.chosen_reason and "| – |" in (paths.directory / "README.md").read_text()
 
 
 def test_uncertainty_filter_drops_least_confident(tiny_bert):

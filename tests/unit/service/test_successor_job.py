@@ -120,6 +120,9 @@ def test_successor_job_end_to_end(client, backend, tiny_electra):
     ({"teacher": ""}, "'teacher'"),
     ({"dev_share": 1.5}, "'dev_share'"),
     ({"epoch": 3}, "unknown option"),
+    ({"teachers": 0}, "'teachers'"),
+    ({"successor_all_gold": "yes"}, "'successor_all_gold'"),
+    ({"successor_all_gold": True}, "compare_gold_only"),  # nothing held out to compare on
 ])
 def test_bad_options_are_refused(client, body, fragment):
     r = client.post("/successor", json={"project": PID, **body})
