@@ -13,14 +13,16 @@ Methods (all on the same pool / test split and random permutation per seed):
 - `hybrid` (the default path): proxy-uncertainty's labels; it serves the proxy head, except at a
   fine-tune budget where a measured estimate says a few-shot fine-tune is better. The estimate is
   paired: proxy head and fine-tune are both trained on the same `1 - holdout_share` of the labeled
-  rows (stratified, seeded) and scored on the rest; the fine-tune serves (re-trained on all labels)
-  only when its hold-out accuracy is strictly higher. A k-fold estimate of a fine-tune would cost k
-  fine-tunes; the proxy head's own CV accuracy is recorded beside it.
+  rows (stratified, seeded) and scored on the rest; that fine-tune serves only when its hold-out
+  accuracy is strictly higher, else the proxy head trained on all labels does. A deployment would
+  re-train the winner on all labels; on a 2-core CPU that second fine-tune per budget does not fit,
+  so hybrid's fine-tune figures are slightly pessimistic. A k-fold estimate of a fine-tune would
+  cost k fine-tunes; the proxy head's own CV accuracy is recorded beside the hold-out figures.
 
 Tagging corpora run the fine-tune schedules only (the proxy head classifies whole texts).
 Pool/test features are encoded once per corpus and cached (float16 `.npz`), and every fine-tune
-result is appended to `records.jsonl` in the cache, keyed by everything it depends on, so a longer
-run resumes where a shorter one stopped.
+result is appended to `records.jsonl` in the cache (proxy curves to `curves/`), keyed by everything it
+depends on, so a longer run resumes where a shorter one stopped and runs can share the work.
 """
 from __future__ import annotations
 
@@ -127,6 +129,7 @@ class Corpus:
     pool_features: np.ndarray | None = None
     test_features: np.ndarray | None = None
     encode_seconds: float = 0.0
+    features_key: str = ""  # digest of what the features depend on (model, texts, max_length)
 
     @property
     def tagging(self) -> bool:
@@ -184,7 +187,7 @@ class LabelEfficiency:
         if not corpus.tagging and {RANDOM, UNCERTAINTY, HYBRID} & set(config.methods):
             self._encode(corpus)
             for seed in config.seeds:
-                seed_records, orders[seed] = self.proxy_curves(corpus, seed, permutations[seed])
+                seed_records, orders[seed] = self._cached_curves(corpus, seed, permutations[seed])
                 records.extend(seed_records)
         for b in budgets:  # every seed at a budget before the next budget: partial runs stay useful
             for seed in finetune:
@@ -205,9 +208,9 @@ class LabelEfficiency:
     # ------------------------------------------------------------------------ proxy path
     def _encode(self, corpus: Corpus) -> None:
         """Pool and test features, from the cache when this corpus/model/split was encoded before."""
-        key = _digest({"corpus": corpus.name, "model": resolve_model(self.config.model),
-                       "max_length": self.config.max_length, "pool": _texts(corpus.pool.examples),
-                       "test": _texts(corpus.test.examples)})
+        key = corpus.features_key = _digest({
+            "corpus": corpus.name, "model": resolve_model(self.config.model), "max_length": self.config.max_length,
+            "pool": _texts(corpus.pool.examples), "test": _texts(corpus.test.examples)})
         path = self.cache / "features" / f"{_safe(corpus.name)}-{key}.npz" if self.cache else None
         if path is not None and path.is_file():
             with np.load(path, allow_pickle=False) as arrays:
@@ -308,15 +311,14 @@ class LabelEfficiency:
         schema = corpus.pool.schema
         proxy_held = self._head(corpus, fit_rows, seed).predict_proba(corpus.pool_features[held_rows])  # type: ignore[index]
         proxy_estimate = evaluate(Predictions(schema.task_type, proxy_held, None, schema.multi_label), held, schema)["main"]
-        trial, _ = self._fit(corpus, FEWSHOT, seed, [corpus.pool.examples[i] for i in fit_rows])
+        trial, report = self._fit(corpus, FEWSHOT, seed, [corpus.pool.examples[i] for i in fit_rows])
         finetune_estimate = evaluate(trial.predict(held), held, schema)["main"]
         head = self._head(corpus, rows, seed)
         detail: dict[str, Any] = {"proxy_holdout": proxy_estimate, "finetune_holdout": finetune_estimate,
                                   "holdout": len(held_rows), "proxy_cv_accuracy": head.estimate.accuracy}
-        if finetune_estimate > proxy_estimate:
-            model, report = self._fit(corpus, FEWSHOT, seed, [corpus.pool.examples[i] for i in rows])
-            metrics = evaluate(model.predict(corpus.test.examples), corpus.test.examples, schema)
-            detail.update(served="finetune", steps=report.steps)
+        if finetune_estimate > proxy_estimate:  # the measured fine-tune serves (see the module doc)
+            metrics = evaluate(trial.predict(corpus.test.examples), corpus.test.examples, schema)
+            detail.update(served="finetune", steps=report.steps, trained_on=len(fit_rows))
         else:
             metrics = self._test_metrics(corpus, head)
             detail["served"] = "proxy"
@@ -345,9 +347,25 @@ class LabelEfficiency:
                 continue  # a line cut short by an interrupted run
         return out
 
+    def _cached_curves(self, corpus: Corpus, seed: int, permutation: np.ndarray) -> tuple[list[LabelRecord], np.ndarray]:
+        """`proxy_curves`, read back from the cache when the same features, seed and grid ran before."""
+        key = _digest({"corpus": corpus.name, "features": corpus.features_key, "seed": seed,
+                       "grid": self.grid(len(corpus.pool)), "query_batch": self.config.query_batch})
+        path = self.cache / "curves" / f"{_safe(corpus.name)}-{key}.json" if self.cache else None
+        if path is not None and path.is_file():
+            saved = json.loads(path.read_text())
+            return [LabelRecord(**r) for r in saved["records"]], np.array(saved["order"], dtype=np.int64)
+        records, order = self.proxy_curves(corpus, seed, permutation)
+        if path is not None:
+            atomic_write_json(path, json.loads(json.dumps(
+                {"records": [asdict(r) for r in records], "order": order.tolist()}, default=_jsonable)))
+        return records, order
+
     def _cached_or(self, corpus: Corpus, method: str, seed: int, labeled: int,
                    compute: Callable[[], LabelRecord]) -> LabelRecord:
         key = self._key(corpus, method, seed, labeled)
+        if key not in self._cached:  # another run sharing the cache may have finished it meanwhile
+            self._cached = self._read_cache()
         if key in self._cached:
             return self._cached[key]
         record = compute()
