@@ -5,6 +5,7 @@
                                         fast version, push the FIRST_PUSH most uncertain tasks'
                                         predictions one by one, switch LS's model_version, publish
     extend_fast_version (queue "scoring") the rest of the top-K, after the switch (off the path)
+    cross_validate_job  (queue "scoring")   the proxy head's CV grid when due; fast updates fit with its C
     build_features  (queue "scoring")   list the pool, fan out `encode_chunk` jobs for the tasks
     encode_chunk x N                    without features (FEATURE_MODEL's mean-pooled float16 vectors)
     features_ready                      mark the set complete, ask for a fast update
@@ -280,10 +281,8 @@ def _fast_update(ctx: JobContext, project_id: int, seq: int, base: dict, t0: flo
                "push_and_switch": push_s,
                "lock_wait": locked - t, "create_predictions": created - locked, "switch": switched - created,
                "total": switched - t0}
-    if cv_due:  # after the switch: the next update fits with this C; the estimate is refreshed now
-        t = time.perf_counter()
-        estimate = _refresh_cv(ctx, project_id, config, x_lab, y, why)
-        seconds["cv_after_switch"] = time.perf_counter() - t
+    if cv_due:  # off the fast worker: the next updates fit with the C it chooses
+        request_cv(ctx, project_id, state.feature_key, [int(report.task_ids[i]) for i in np.flatnonzero(lab_found)], y)
     return {**base, "status": "published", "version": version, "labeled": len(y), "pool_size": len(pool_ids),
             "scored": int(len(scored_ids)), "pushed": int(pushed), "pushed_after_switch": len(predictions[FIRST_PUSH:]),
             "empty_texts": int(empty.sum()),
@@ -305,14 +304,45 @@ def _cv_plan(store: Any, project_id: int, y: list[list[str]]) -> tuple[dict | No
     return prev, len(y) >= CV_REFRESH_GROWTH * int(prev.get("labeled", 0))
 
 
-def _refresh_cv(ctx: JobContext, project_id: int, config: LabelConfig, x: np.ndarray, y: list[list[str]],
-                why: dict) -> dict[str, Any]:
-    """Run the CV grid, record it for the next updates and in the serving reason; its estimate."""
-    estimate = ProxyHead(config.schema, ctx.settings.seed).cross_validate(x, y).to_dict()
-    record = {**estimate, "labeled": len(y), "classes": sorted({label for row in y for label in row})}
+def request_cv(ctx: JobContext, project_id: int, feature_key: str, task_ids: list[int], y: list[list[str]]) -> None:
+    """Queue the CV grid (queue "scoring"; at most one queued per project): ~20 fits, 0.2 s idle
+    and 3-4 s on a loaded 2-core machine, which would otherwise hold up the next fast update."""
+    job_id = f"cv-{int(project_id)}-{uuid.uuid4().hex[:12]}"
+    if ctx.store.claim(project_id, "cv-queued", job_id, FAST_JOB_TIMEOUT) is None:
+        enqueue(ctx.queues.scoring, cross_validate_job, (int(project_id), feature_key, task_ids, y), job_id=job_id,
+                timeout=FAST_JOB_TIMEOUT, meta={META_PROJECT: int(project_id)}, on_failure=on_cv_failure,
+                description=f"proxy head CV grid on {len(y)} labels, project {project_id}")
+
+
+def cross_validate_job(project_id: int, feature_key: str, task_ids: list[int], y: list[list[str]]) -> dict[str, Any]:
+    """The proxy head's CV grid on these labels: recorded as the C later fast updates fit with,
+    and as the proxy's estimate in the serving reason while the proxy serves."""
+    ctx = context()
+    job = get_current_job()
+    if job is not None:
+        ctx.store.release(project_id, "cv-queued", job.id)
+    state = ctx.store.get_project(project_id)
+    if state is None:
+        return {"skipped": "unknown project"}
+    config = parse_label_config(state.label_config, state.control_name or None)
+    rows, found = ctx.features.load(project_id, feature_key).rows(task_ids)
+    labels = [y[i] for i in np.flatnonzero(found)]
+    features = ctx.features.load(project_id, feature_key).matrix[rows[found]]
+    try:
+        estimate = ProxyHead(config.schema, ctx.settings.seed).cross_validate(features, labels).to_dict()
+    except (NotEnoughLabelsError, ValueError) as exc:
+        return {"skipped": str(exc)[:300]}
+    record = {**estimate, "labeled": len(labels), "classes": sorted({label for row in labels for label in row})}
     ctx.store.r.hset(ctx.store.key(project_id), FAST_CV_FIELD, json.dumps(record))
-    ctx.store.set_fields(project_id, serving_reason={**why, "proxy": {**estimate, "labeled": len(y)}})
-    return estimate
+    state = ctx.store.get_project(project_id)
+    if state is not None and state.serving_model == "proxy":
+        why = dict(state.serving_reason or {})
+        ctx.store.set_fields(project_id, serving_reason={**why, "proxy": {**estimate, "labeled": len(labels)}})
+    return record
+
+
+def on_cv_failure(job: Job, connection: redis.Redis, exc_type: type, exc_value: BaseException, tb: Any) -> None:
+    context().store.release(int(job.meta[META_PROJECT]), "cv-queued", job.id)
 
 
 def _features_for(ctx: JobContext, project_id: int, state: ProjectState, labeled_ids: list[int], report: Any,
@@ -449,7 +479,8 @@ def extend_fast_version(project_id: int, version: str, predictions: list[dict]) 
     if state is None or state.version != version:
         return {"created": 0, "skipped": f"{version} no longer serves"}
     try:
-        return {"created": ctx.ls.create_predictions(predictions)}
+        # one at a time: LS serves requests one by one, so /next waits behind at most one of these
+        return {"created": ctx.ls.create_predictions(predictions, workers=1)}
     except LabelStudioError as exc:  # the first FIRST_PUSH serve meanwhile; the next update pushes anew
         log.warning("project %s: the rest of %s not pushed: %s", project_id, version, exc)
         return {"created": 0, "error": str(exc)[:500]}
@@ -477,8 +508,12 @@ def prune_ls_job(project_id: int, job_id: str) -> dict:
     ctx = context()
     ctx.store.release(project_id, "prune-queued", job_id)
     outcome = prune_ls_versions(ctx, project_id, keep=set())
+    # fast versions only: a fine-tune's folder may belong to an iteration still scoring the pool
+    # (not yet published, so not in checkpoints_to_keep); publish_iteration prunes those
+    root = checkpoint_dir(ctx.settings.model_dir, project_id, "x").parent
+    others = {p.name for p in root.iterdir() if not p.name.startswith(FAST_PREFIX)} if root.is_dir() else set()
     prune_checkpoints(ctx.settings.model_dir, project_id,
-                      keep=ctx.store.checkpoints_to_keep(project_id, ctx.settings.keep_versions))
+                      keep=ctx.store.checkpoints_to_keep(project_id, ctx.settings.keep_versions) | others)
     return outcome
 
 
