@@ -83,6 +83,9 @@ class LabelEfficiencyConfig:
         default=None, metadata={"help": "corpora with fine-tunes (default: all)"})
     finetune_seeds: tuple[int, ...] | None = field(
         default=None, metadata={"help": "seeds with fine-tunes (default: all)"})
+    finetune_cached_only: bool = field(
+        default=False, metadata={"help": "report only the fine-tunes already in the cache (a report while "
+                                         "or after another run fills it; no new fine-tunes)"})
     holdout_share: float = field(default=0.2, metadata={"help": "hybrid: labeled share held out to "
                                                                 "compare proxy head and fine-tune"})
     max_length: int = field(default=128, metadata={"help": "max sub-tokens per text"})
@@ -197,6 +200,7 @@ class LabelEfficiency:
                 if HYBRID in config.methods and not corpus.tagging:
                     records.append(self._cached_or(corpus, HYBRID, seed, b, lambda s=seed: self.hybrid(
                         corpus, s, orders[s][:b])))
+        records = [r for r in records if r is not None]
         if HYBRID in config.methods and not corpus.tagging:  # between fine-tune budgets it serves the proxy
             measured = {(r.seed, r.labeled) for r in records if r.method == HYBRID}
             for r in [r for r in records if r.method == UNCERTAINTY and r.labeled in config.budgets]:
@@ -362,12 +366,16 @@ class LabelEfficiency:
         return records, order
 
     def _cached_or(self, corpus: Corpus, method: str, seed: int, labeled: int,
-                   compute: Callable[[], LabelRecord]) -> LabelRecord:
+                   compute: Callable[[], LabelRecord]) -> LabelRecord | None:
+        """The cached record, else `compute()`'s (appended to the cache); None when only cached
+        fine-tunes are reported and this one is not there."""
         key = self._key(corpus, method, seed, labeled)
         if key not in self._cached:  # another run sharing the cache may have finished it meanwhile
             self._cached = self._read_cache()
         if key in self._cached:
             return self._cached[key]
+        if self.config.finetune_cached_only:
+            return None
         record = compute()
         if self.cache is not None:
             self.cache.mkdir(parents=True, exist_ok=True)

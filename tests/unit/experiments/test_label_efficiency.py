@@ -83,6 +83,10 @@ def test_a_second_run_reuses_cached_features_and_fine_tunes(tmp_path, tiny_bert)
     # the fine-tunes were read back, not re-run: the very same records, their seconds included
     assert first["summary"]["toy"][OLD] == second["summary"]["toy"][OLD]
     assert list((tmp_path / "cache" / "features").glob("*.npz"))
+    # a report from the cache alone: the budget never fine-tuned is left out, not trained
+    _, report = run_cli(tmp_path, tiny_bert, csv, extra=("--methods", RANDOM, OLD, "--finetune-budgets", "20", "40",
+                                                         "--finetune-cached-only", "true"))
+    assert [r["labeled"] for r in report["summary"]["toy"][OLD]] == [20]
 
 
 def test_fine_tunes_limited_to_some_seeds_leave_hybrid_unmeasured_elsewhere(tmp_path, tiny_bert):
