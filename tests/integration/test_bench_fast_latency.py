@@ -32,7 +32,7 @@ def test_fast_latency_benchmark_short_form(label_studio, redis_server, tiny_bert
     pool = results["pools"]["150"]
     assert pool["latency_s"]["n"] == 3 and 0 < pool["latency_s"]["p50"] <= pool["latency_s"]["max"]
     for sample in pool["samples"]:
-        assert sample["labeled"] >= pool["seed_labels"] and sample["pushed"] == 8  # FIRST_PUSH; 4 more after
+        assert sample["labeled"] >= pool["seed_labels"] and sample["pushed"] == 12  # FIRST_PUSH before the switch, the rest after
         assert {"fetch_labels", "fit", "score", "create_predictions", "switch", "total"} <= set(sample["stages"])
         assert sample["seen_published_s"] <= sample["latency_s"]
     held = pool["held"]

@@ -47,7 +47,7 @@ FAST_JOB_TIMEOUT = 600
 FAST_CV_FIELD = "fast_cv"  # the last CV grid's result: C, estimate, labels and classes it saw
 CV_REFRESH_GROWTH = 1.2  # the grid reruns once the labels grew by 20% (cheap early, rare later)
 DEFAULT_C = 1.0  # the first fit's C, before any CV ran
-FIRST_PUSH = 8  # of the FAST_TOP_K predictions, created before LS's switch (each POST costs LS ~21 ms idle,
+FIRST_PUSH = 4  # of the FAST_TOP_K predictions, created before LS's switch (each POST costs LS ~21 ms idle,
 # ~250 ms on a loaded 2-core machine); the rest follow in a "scoring" job after it. /next orders by
 # score, so it serves the first ones (the most uncertain) either way.
 FEATURE_JOB_TIMEOUT = 3600
@@ -284,12 +284,13 @@ def _fast_update(ctx: JobContext, project_id: int, seq: int, base: dict, t0: flo
     if cv_due:  # off the fast worker: the next updates fit with the C it chooses
         request_cv(ctx, project_id, state.feature_key, [int(report.task_ids[i]) for i in np.flatnonzero(lab_found)], y)
     return {**base, "status": "published", "version": version, "labeled": len(y), "pool_size": len(pool_ids),
-            "scored": int(len(scored_ids)), "pushed": int(pushed), "pushed_after_switch": len(predictions[FIRST_PUSH:]),
+            "scored": int(len(scored_ids)), "pushed": int(pushed) + len(predictions[FIRST_PUSH:]),
+            "pushed_before_switch": int(pushed),
             "empty_texts": int(empty.sum()),
             "estimate": estimate, "conversion": conversion, **notes,
             "message": f"{len(scored_ids)} pool tasks ordered by the proxy head ({len(y)} labels, CV accuracy "
                        f"{estimate.get('cv_accuracy')}); top {pushed} pushed to Label Studio before the switch"
-                       + (f", {len(predictions[FIRST_PUSH:])} more after it" if predictions[FIRST_PUSH:] else ""),
+                       + (f", {len(predictions[FIRST_PUSH:])} more queued after it" if predictions[FIRST_PUSH:] else ""),
             "seconds": {k2: round(v, 4) for k2, v in seconds.items()}}
 
 
