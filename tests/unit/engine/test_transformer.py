@@ -98,4 +98,5 @@ def test_config_validation():
     with pytest.raises(ValueError):
         TrainingConfig(warmup_ratio=1.0)
     assert TrainingConfig().resolved_epochs(TaskType.TAGGING) == 15
-    assert TrainingConfig().resolved_learning_rate(TaskType.CLASSIFICATION) == 2e-5
+    assert TrainingConfig().resolved_learning_rate(TaskType.CLASSIFICATION) == 1e-4  # small encoders, few labels
+    assert TrainingConfig().resolved_learning_rate(TaskType.TAGGING) == 5e-5
