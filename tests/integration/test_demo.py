@@ -22,7 +22,7 @@ import requests
 from transformers import AutoModelForSequenceClassification
 
 from tests.helpers.ls_admin import LabelStudioTestClient
-from tests.helpers.servers import REPO_ROOT
+from tests.helpers.servers import REPO_ROOT, BackendProcesses
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +84,35 @@ def test_the_successor_archive_loads_and_the_stack_is_stopped(demo_run):
     assert set(model.config.id2label.values()) == {"fresh", "rotten"}
     with pytest.raises(requests.ConnectionError):  # the demo stopped the backend it started
         requests.get(f"{summary['backend_url']}/health", timeout=5)
+
+
+def test_connects_to_running_services_and_leaves_them_running(label_studio, redis_server, tiny_bert, tiny_electra,
+                                                              tmp_path):
+    """`--label-studio-url/--api-key --backend-url`: the demo starts nothing, drives the user's
+    backend (its ACQUISITION/TEACHER/SUCCESSOR_MODEL: tiny ones here, so the accuracies are
+    not the point) and leaves it running; its exit status agrees with the comparison it prints."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
+           "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token,
+           "REDIS_URL": redis_server.url, "KEY_PREFIX": "demo-connect", "MODEL_DIR": str(tmp_path / "models"),
+           "ACQUISITION_MODEL": str(tiny_bert), "TEACHER_MODEL": str(tiny_bert),
+           "SUCCESSOR_MODEL": str(tiny_electra), "DEVICE": "cpu", "EPOCHS": "2", "TRAIN_EVERY_N": "0",
+           "BASIC_AUTH_USER": "", "BASIC_AUTH_PASS": "", "WORKERS": "1", "THREADS": "4"}
+    out = tmp_path / "demo"
+    with BackendProcesses(env, tmp_path, startup_timeout=90) as backend:
+        cmd = [sys.executable, "-m", "backend.cli", "demo", "--rounds", "1", "--per-round", "20", "--pool-size",
+               "40", "--held-out", "20", "--no-wait", "--output-dir", str(out), "--label-studio-url",
+               label_studio.url, "--api-key", label_studio.token, "--backend-url", backend.url]
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
+                              text=True, timeout=900)
+        assert proc.returncode in (0, 3), f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{backend.log_tail()}"
+        summary = json.loads((out / "summary.json").read_text())
+        quality = summary["quality"]
+        assert proc.returncode == (0 if quality["successor"] >= quality["acquisition"] else 3)
+        assert summary["started"] == [] and summary["backend_url"] == backend.url
+        assert summary["label_studio"]["login"] is None  # not started here: no login to print
+        assert requests.get(f"{backend.url}/health", timeout=10).status_code == 200  # still running
+        ls = LabelStudioTestClient(label_studio.url, label_studio.token)
+        ml = ls.list_ml_backends(summary["label_studio"]["project_id"])
+        assert [b.url.rstrip("/") for b in ml] == [backend.url]
+        successor = AutoModelForSequenceClassification.from_pretrained(summary["successor"]["directory"])
+        assert successor.config.model_type == "electra"  # the backend's SUCCESSOR_MODEL, not the demo's
