@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--rounds", type=int, default=4, help="annotate-then-retrain rounds")
     demo.add_argument("--per-round", type=int, default=40, help="tasks annotated per round")
     demo.add_argument("--pool-size", type=int, default=400, help="tasks imported into Label Studio")
-    demo.add_argument("--held-out", type=int, default=200, help="gold texts kept out of Label Studio to measure models")
+    demo.add_argument("--held-out", type=int, default=500, help="gold texts kept out of Label Studio to measure models")
     demo.add_argument("--seed", type=int, default=0, help="corpus sample and successor seed")
     demo.add_argument("--output-dir", default="runs/demo", help="summary.json, the successor, the backend's logs")
     demo.add_argument("--no-wait", action="store_true", help="exit after printing (stop what was started)")

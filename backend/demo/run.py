@@ -35,7 +35,7 @@ class DemoOptions:
     rounds: int = 4
     per_round: int = 40
     pool_size: int = 400
-    held_out: int = 200
+    held_out: int = 500
     seed: int = 0
     output_dir: Path = Path("runs/demo")
     no_wait: bool = False
@@ -104,8 +104,8 @@ def drive(opts: DemoOptions, stack: Stack, data: DemoData) -> dict[str, Any]:
     records = rounds.run(opts.rounds)
     own_backend = not opts.stack.backend_url  # started here with TEACHER_MODEL = SUCCESSOR_MODEL = the model
     models = opts.stack.model if own_backend else "the backend's settings"
-    _say(f"building the PLASM successor (teacher and successor: {models}; pseudo-labels for the "
-         f"{len(data.pool) - records[-1].labeled} unlabeled tasks)...")
+    _say(f"building the PLASM successor ({successor.TEACHERS} teachers and the successor: {models}; "
+         f"pseudo-labels for the {len(data.pool) - records[-1].labeled} unlabeled tasks)...")
     built = successor.build(backend, project.id, opts.stack.model if own_backend else None, opts.seed,
                             opts.output_dir)
     succ_q = successor_quality(built.directory, held_out)

@@ -1,13 +1,17 @@
 """The final model: a PLASM successor built by the backend (``POST /successor``), followed on
 ``GET /jobs/<id>`` and downloaded (``/successor/<id>/download``) as a user would.
 
-Teacher and successor are the packaged all-MiniLM-L6-v2 with the backend's training defaults:
-the teacher pseudo-labels the pool Label Studio holds, and the successor learns from the gold
-labels plus the kept pseudo-labels: on CPU in a few minutes, and at least as accurate on held-out
-gold as the acquisition model, which saw the same gold labels but none of the pool. No gold-only
-successor is trained to choose from: PLASM's dev split is 10% of a few hundred labels, too few to
-choose by (measured: with 90 labels it chose the gold-only successor, 0.63 on 200 held-out texts,
-over the PLASM one, 0.64), and skipping it saves one training.
+Teacher and successor are the packaged all-MiniLM-L6-v2 with the backend's training defaults, so
+the successor can only gain over the acquisition model (same model, same gold labels) from the
+pool Label Studio holds: `TEACHERS` teachers, each holding out its own 10% dev fold, pseudo-label
+it with their averaged probabilities (one fine-tune on a few hundred labels is a noisy draw; the
+average of three is a better and steadier labeler), the least confident share 1 - dev score of
+the pseudo-labels is dropped, and the successor learns from every gold label plus the kept
+pseudo-labels. TracIn is skipped (`filter` uncertainty): its probe is one more training of the
+successor on the whole pool, the minutes the teachers take instead. No gold-only successor is
+trained to choose from: PLASM's dev split is 10% of a few hundred labels, too few to choose by
+(measured: with 90 labels it chose the gold-only successor, 0.63 on 200 held-out texts, over the
+PLASM one, 0.64), and the successor trains on the dev split too.
 """
 from __future__ import annotations
 
@@ -22,6 +26,11 @@ from tqdm import tqdm
 
 from backend.engine.plasm.pipeline import STAGES
 from backend.service.bench import BackendHttp
+
+
+TEACHERS = 3
+OPTIONS: dict[str, Any] = {"teachers": TEACHERS, "filter": "uncertainty", "successor_all_gold": True,
+                           "compare_gold_only": False}
 
 
 class SuccessorFailed(RuntimeError):
@@ -40,7 +49,7 @@ class SuccessorBuild:
 def request(backend: BackendHttp, project_id: int, model: str | None, seed: int) -> str:
     """Start the build; `model` None leaves teacher and successor to the backend's settings (a
     backend the demo did not start may allow no other)."""
-    body: dict[str, Any] = {"project": project_id, "seed": seed, "compare_gold_only": False}
+    body: dict[str, Any] = {"project": project_id, "seed": seed, **OPTIONS}
     if model:
         body.update(teacher=model, successor=model)
     response = backend.http.post(f"{backend.url}/successor", json=body, timeout=60)
