@@ -332,11 +332,13 @@ class LabelEfficiency:
 
     # ------------------------------------------------------------------------------ cache
     def _key(self, corpus: Corpus, method: str, seed: int, labeled: int) -> str:
-        trainings = {m: asdict(self.training(m, seed, corpus.pool.schema.task_type)) for m in FINETUNED}
+        trained = FEWSHOT if method == HYBRID else method  # the schedule this record depends on
+        training = asdict(self.training(trained, seed, corpus.pool.schema.task_type))
         return _digest({"corpus": corpus.name, "pool": len(corpus.pool), "test": len(corpus.test),
                         "model": resolve_model(self.config.model), "method": method, "seed": seed,
                         "labeled": labeled, "query_batch": self.config.query_batch,
-                        "holdout_share": self.config.holdout_share, "training": trainings})
+                        "holdout_share": self.config.holdout_share if method == HYBRID else None,
+                        "training": training})
 
     def _read_cache(self) -> dict[str, LabelRecord]:
         path = self.cache / "records.jsonl" if self.cache else None
