@@ -108,8 +108,7 @@ class Settings:
     fast_encode_limit: int = field(default=256, metadata={
         "help": "tasks without features a fast update encodes itself (more: chunk jobs on 'scoring')"})
     feature_model: str = field(default="", metadata={
-        "help": "encoder of the pool features (empty = ACQUISITION_MODEL); fine-tuned checkpoints "
-                "refresh them on full-rescore iterations"})
+        "help": "encoder of the pool features (empty = ACQUISITION_MODEL), used frozen"})
     finetune_min_heldout: int = field(default=10, metadata={
         "help": "labels that arrived after a fine-tune, needed before its accuracy on them can make it serve"})
     label_control_name: str = field(default="", metadata={
@@ -120,8 +119,11 @@ class Settings:
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present) | cpu | cuda[:n]"})
     torch_threads: int = field(default=0, metadata={
         "help": "CPU threads per process for torch (0 = torch's default; 1 suits tiny models on busy CPUs)"})
-    epochs: int | None = field(default=None, metadata={"help": "default 5 classification / 15 tagging"})
-    learning_rate: float | None = field(default=None, metadata={"help": "default 2e-5 / 5e-5"})
+    epochs: int | None = field(default=None, metadata={
+        "help": "default 5 classification / 15 tagging, raised until a fit takes MIN_STEPS steps"})
+    learning_rate: float | None = field(default=None, metadata={"help": "default 1e-4 classification / 5e-5 tagging"})
+    min_steps: int = field(default=100, metadata={
+        "help": "with EPOCHS unset, at least this many optimizer steps per fit (0 = the paper's epochs)"})
     batch_size: int = field(default=16, metadata={"help": "training batch size"})
     max_length: int = field(default=128, metadata={"help": "max sub-tokens per text"})
     inference_batch_size: int | None = field(default=None, metadata={"help": "default 64 CPU / 512 CUDA"})
@@ -178,7 +180,8 @@ class Settings:
     # ------------------------------------------------------------------ derived views
     def training_config(self) -> TrainingConfig:
         return TrainingConfig(
-            epochs=self.epochs, learning_rate=self.learning_rate, batch_size=self.batch_size,
+            epochs=self.epochs, learning_rate=self.learning_rate, min_steps=self.min_steps,
+            batch_size=self.batch_size,
             max_length=self.max_length, inference_batch_size=self.inference_batch_size,
             seed=self.seed, device=self.device,
         )
