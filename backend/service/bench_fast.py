@@ -281,8 +281,7 @@ def predictions_held(args: argparse.Namespace, probe: FastProbe, ls: LabelStudio
                 probe.backend.wait_running(pid, timeout=120)
         time.sleep(1)
     state = probe.backend.state(pid)
-    iterations = [{k: it.get(k) for k in ("iteration", "served", "full_rescore", "pushed", "labeled")}
-                  for it in state.get("iterations", [])] if isinstance(state.get("iterations"), list) else []
+    last = state.get("last_iteration") or {}
     settle = time.monotonic() + 120
     held: dict[str, int] = {}
     while time.monotonic() < settle:  # pruning runs off the path, on the scoring queue
@@ -292,7 +291,9 @@ def predictions_held(args: argparse.Namespace, probe: FastProbe, ls: LabelStudio
         time.sleep(2)
     total = sum(held.values())
     return {"fast_updates": probe.fast().get("seq"), "full_iterations": state.get("iteration"),
-            "iterations": iterations or state.get("last_iteration"), "versions_held": held,
+            "last_iteration": {k: last.get(k) for k in ("iteration", "served", "full_rescore", "pushed", "labeled",
+                                                        "rescored_share")},
+            "versions_held": held,
             "predictions_held": total, "pool": n_tasks - probe.labeled, "ratio_to_pool": round(total / n_tasks, 4)}
 
 
