@@ -363,7 +363,8 @@ def _drop_most_influential(
         return keep, None
     candidates = [labels.pool[i] for i in keep]
     probe = options.successor_factory(labels.schema).new(options.seed)
-    tracker = TracInCheckpoints(probe, candidates, options.tracin_checkpoints, stages.report)
+    tracker = TracInCheckpoints(probe, candidates, options.tracin_checkpoints, stages.report,
+                                training_size=len(labels.gold_train) + len(candidates))
     probe.fit(labels.gold_train + candidates, progress=tracker.progress)
     ranked = np.argsort(-tracker.scores, kind="stable")  # highest self-influence first
     report = TracInReport(TRACIN_FORM, tracker.steps, tracker.weights, round(tracker.seconds, 3))

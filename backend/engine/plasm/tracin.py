@@ -134,7 +134,11 @@ class TracInCheckpoints:
         examples: Sequence[Example],
         checkpoints: int = 3,
         extra_progress: Progress | None = None,
+        *,
+        training_size: int | None = None,
     ) -> None:
+        """`training_size`: examples the tracked fit trains on (default: `examples`), which sets its
+        epochs and so where epoch ends, the checkpoints, fall."""
         if checkpoints < 1:
             raise ValueError("TracIn needs at least one checkpoint")
         self.wrapper = wrapper
@@ -146,10 +150,12 @@ class TracInCheckpoints:
         self.steps: list[int] = []
         self.seconds = 0.0
         self._plan: list[int] | None = None
+        self.training_size = training_size if training_size is not None else len(self.examples)
 
     def progress(self, done: int, total: int) -> None:
         if self._plan is None:
-            epochs = self.wrapper.config.resolved_epochs(self.wrapper.schema.task_type)
+            # the same epochs the fit resolved for this many examples (the few-shot floor may raise them)
+            epochs = self.wrapper.config.resolved_epochs(self.wrapper.schema.task_type, self.training_size)
             self._plan = checkpoint_steps(total, epochs, self.checkpoints)
         if done in self._plan:
             start = time.perf_counter()
