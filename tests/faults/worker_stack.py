@@ -126,6 +126,9 @@ def fault_stack(label_studio, tiny_bert, tmp_path_factory):
             "EPOCHS": "2", "LEARNING_RATE": "0.001", "TRAIN_EVERY_N": "0", "FULL_RESCORE_ITERATIONS": "1",
             "SCORE_CHUNK_SIZE": "8", "WORKERS": "1", "THREADS": "4", "TORCH_THREADS": "1",
             "HEARTBEAT_TTL": str(HEARTBEAT_TTL), "JANITOR_INTERVAL": str(JANITOR_INTERVAL),
+            # these faults hit the full pipeline and assert which version serves after it fails;
+            # the fast path's own failures are tests/unit/service/test_fast_path.py's
+            "FAST_PATH": "off",
         }
         web = BackendProcesses(env, root, startup_timeout=120)
         web.start()
