@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from backend.engine.callbacks import Progress
@@ -199,8 +200,6 @@ class ProxyHead:
     def _fit_arrays(self, x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
         # one BLAS thread: a few hundred rows gain nothing from more, and on a busy CPU threads
         # contending made a 500-label fit 2.5 s instead of 0.17 s (measured under load 14)
-        from threadpoolctl import threadpool_limits
-
         with threadpool_limits(limits=1):
             return self._fit_arrays_serial(x, y, c)
 

@@ -22,6 +22,7 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ from backend.service.fast_versions import entry, proxy_strategy, save_fast_versi
 from backend.service.features import FeatureSet, base_key
 from backend.service.jobs.common import META_PROJECT, enqueue
 from backend.service.ls_errors import LabelStudioError
-from backend.service.records import ProjectState
+from backend.service.records import UNTRAINED, ProjectState
 from backend.service.runtime import JobContext, context
 
 log = logging.getLogger(__name__)
@@ -557,14 +558,10 @@ def measure_selection(ctx: JobContext, project_id: int, data: Any) -> dict[str, 
 
 
 def _without_win(state: ProjectState) -> ProjectState:
-    from dataclasses import replace
-
     return replace(state, finetune_won=False)  # a full iteration re-decides, whoever served before
 
 
 def _finetuned_estimate(ctx: JobContext, project_id: int, prev: str, labeled: dict[int, Any]) -> dict[str, Any]:
-    from backend.service.records import UNTRAINED
-
     if prev == UNTRAINED:
         return {"heldout": 0, "heldout_accuracy": None, "note": "no earlier fine-tune to measure"}
     trained_on = ctx.store.trained_on(project_id, prev)
