@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from rq import Callback, Queue, Retry
 from rq.exceptions import AbandonedJobError
-from rq.job import Job, JobStatus
+from rq.job import Dependency, Job, JobStatus
 
 from backend.service.records import RESULT_TTL, PipelineStatus
 from backend.service.runtime import JobContext
@@ -125,3 +125,9 @@ def describe_job(ctx: JobContext, job_id: str) -> dict[str, Any] | None:
     if job.is_finished and status.pipeline != job.id:
         out["result"] = job.return_value()
     return out
+
+
+def after_all(jobs: list[Job]) -> Dependency | None:
+    """A dependency on every job in `jobs` (none when empty): the fan-in of a chunked stage, put
+    at the front of its queue once the chunks are done."""
+    return Dependency(jobs=jobs, enqueue_at_front=True) if jobs else None

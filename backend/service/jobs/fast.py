@@ -37,7 +37,7 @@ from backend.labeling import LabelConfig, MissingTextFieldError, parse_label_con
 from backend.service.checkpoints import FAST_PREFIX, checkpoint_dir, prune_checkpoints
 from backend.service.fast_versions import entry, proxy_strategy, save_fast_version, score_probs
 from backend.service.features import FeatureSet, base_key
-from backend.service.jobs.common import META_PROJECT, enqueue
+from backend.service.jobs.common import META_PROJECT, after_all, enqueue
 from backend.service.ls_errors import LabelStudioError
 from backend.service.records import UNTRAINED, ProjectState
 from backend.service.runtime import JobContext, context
@@ -396,7 +396,6 @@ def on_fast_failure(job: Job, connection: redis.Redis, exc_type: type, exc_value
 
 def build_features(project_id: int, key: str, source: str, version: str) -> dict[str, Any]:
     """List the pool (when not cached) and fan out chunk jobs for tasks without features."""
-    from backend.service.jobs.iteration import _after
     from backend.service.jobs.stages import sync_pool
 
     ctx = context()
@@ -420,7 +419,7 @@ def build_features(project_id: int, key: str, source: str, version: str) -> dict
                       description=f"encode {len(todo[i:i + size])} tasks, project {project_id}")
               for i in range(0, len(todo), size)]
     enqueue(ctx.queues.scoring, features_ready, (int(project_id), key, source, version, build_id),
-            timeout=FEATURE_JOB_TIMEOUT, meta=meta, on_failure=on_features_failure, depends_on=_after(chunks),
+            timeout=FEATURE_JOB_TIMEOUT, meta=meta, on_failure=on_features_failure, depends_on=after_all(chunks),
             description=f"pool features ready, project {project_id}")
     ctx.store.set_fast_status(project_id, {"status": "building_features", "job": build_id,
                                            "message": f"encoding {len(todo)} tasks in {len(chunks)} chunk jobs "

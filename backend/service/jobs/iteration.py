@@ -31,6 +31,7 @@ from backend.service.jobs.common import (
     LIVE,
     META_PIPELINE,
     META_PROJECT,
+    after_all,
     enqueue,
     failure_reason,
     job_status,
@@ -169,15 +170,9 @@ def enqueue_scoring(
     finisher = enqueue(
         ctx.queues.scoring, finish_iteration, (int(project_id), version), job_id=finisher_id(pipeline_id),
         timeout=ctx.settings.job_timeout, meta=meta, on_failure=on_pipeline_failure,
-        depends_on=_after(chunk_jobs), description=f"push predictions, project {project_id} {version}",
+        depends_on=after_all(chunk_jobs), description=f"push predictions, project {project_id} {version}",
     )
     return chunk_jobs, finisher
-
-
-def _after(jobs: list[Job]) -> Any:
-    from rq.job import Dependency
-
-    return Dependency(jobs=jobs, enqueue_at_front=True) if jobs else None
 
 
 def finisher_id(pipeline_id: str) -> str:
