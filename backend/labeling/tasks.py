@@ -270,17 +270,24 @@ def text_to_example(text: str, config: LabelConfig) -> Example | None:
     return TaggingExample([w for w, _, _ in words], [], [(s, e) for _, s, e in words], text)
 
 
-def _classification_example(
-    task_id: Any, text: str, results: list[dict], config: LabelConfig, report: ConversionReport
-) -> ClassificationExample | None:
+def result_choices(results: list[dict]) -> list[str]:
+    """The choices a classification result names, in order, once each (a bare string counts as a
+    one-item list; anything else is ignored): annotations and the backend's own predictions alike."""
     chosen: list[str] = []
-    for r in results:
-        choices = r["value"].get("choices")
+    for r in results or []:
+        choices = (r.get("value") or {}).get("choices") if isinstance(r, dict) else None
         if isinstance(choices, str):
             choices = [choices]
         for c in choices or []:
             if isinstance(c, str) and c not in chosen:
                 chosen.append(c)
+    return chosen
+
+
+def _classification_example(
+    task_id: Any, text: str, results: list[dict], config: LabelConfig, report: ConversionReport
+) -> ClassificationExample | None:
+    chosen = result_choices(results)
     if not chosen:
         report.skip("no_label")
         return None

@@ -33,7 +33,14 @@ from rq.job import Job
 from backend.engine.errors import NotEnoughLabelsError
 from backend.engine.proxy import HeadEstimate, ProxyHead
 from backend.engine.types import TaskType
-from backend.labeling import LabelConfig, MissingTextFieldError, parse_label_config, task_text, tasks_to_examples
+from backend.labeling import (
+    LabelConfig,
+    MissingTextFieldError,
+    parse_label_config,
+    result_choices,
+    task_text,
+    tasks_to_examples,
+)
 from backend.service.checkpoints import FAST_PREFIX, checkpoint_dir, prune_checkpoints
 from backend.service.fast_versions import entry, proxy_strategy, save_fast_version, score_probs
 from backend.service.features import FeatureSet, base_key
@@ -568,17 +575,9 @@ def _finetuned_estimate(ctx: JobContext, project_id: int, prev: str, labeled: di
         return {"heldout": 0, "heldout_accuracy": None, "note": f"{prev}'s training labels are not recorded"}
     later = [t for t in labeled if t not in trained_on]
     entries = ctx.store.get_scores(project_id, prev, later)
-    hits = [set(_choices(entries[t].result)) == set(labeled[t].labels) for t in later if t in entries]
+    hits = [set(result_choices(entries[t].result)) == set(labeled[t].labels) for t in later if t in entries]
     return {"version": prev, "heldout": len(hits), "heldout_accuracy": round(sum(hits) / len(hits), 4) if hits else None,
             "note": f"accuracy of {prev} on the labels that arrived after it was trained"}
-
-
-def _choices(result: list[dict]) -> list[str]:
-    for region in result or []:
-        choices = (region.get("value") or {}).get("choices")
-        if choices:
-            return list(choices)
-    return []
 
 
 def _proxy_estimate(ctx: JobContext, project_id: int, state: ProjectState, data: Any) -> dict[str, Any]:
