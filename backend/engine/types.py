@@ -74,13 +74,16 @@ class Predictions:
 
     Classification: `probs` is an (N, C) array (sigmoid outputs for multi-label).
     Tagging: `probs` is a list of (n_words, T) arrays, one per example, read at each word's first
-    sub-token. `embeddings` (N, H) holds pooled [CLS] vectors when asked for (Mahalanobis).
+    sub-token. `embeddings` (N, H) holds pooled [CLS] vectors when asked for (Mahalanobis);
+    `features` (N, H) float16 the mean-pooled, L2-normalised vectors the proxy head reads, when asked
+    for (the fast path's features aligned with a fine-tuned model, from the same forward pass).
     """
 
     task_type: TaskType
     probs: np.ndarray | list[np.ndarray]
     embeddings: np.ndarray | None = None
     multi_label: bool = False  # sigmoid outputs, one binary decision per class
+    features: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.probs)

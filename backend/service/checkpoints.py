@@ -19,9 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from backend.engine.acquisition.strategies import QueryStrategy, load_strategy, save_strategy
 from backend.engine.io import atomic_write_json, atomic_write_text
 from backend.engine.models.transformer import SCHEMA_FILE, TrainingConfig, TransformerModel
+from backend.engine.proxy import FEATURE_DTYPE
 from backend.engine.types import TaskType
 from backend.labeling import (
     LabelConfig,
@@ -108,6 +111,14 @@ class LoadedCheckpoint:
     def score_texts(self, texts: Sequence[str | None]) -> tuple[list[ScoreEntry], int]:
         """One entry per text, in order, and how many texts the model ran on (the usable ones);
         the model runs once over the batch."""
+        entries, ran, _ = self.score_and_encode(texts, with_features=False)
+        return entries, ran
+
+    def score_and_encode(
+        self, texts: Sequence[str | None], with_features: bool = True
+    ) -> tuple[list[ScoreEntry], int, np.ndarray | None]:
+        """`score_texts`, plus the proxy's features from the same forward pass (aligned features:
+        float16, a zero row for a text the model could not run on, as `FeatureEncoder` stores them)."""
         examples, positions = [], []
         for pos, text in enumerate(texts):
             example = text_to_example(text, self.config) if text is not None else None
@@ -115,10 +126,12 @@ class LoadedCheckpoint:
                 examples.append(example)
                 positions.append(pos)
         entries = [NO_TEXT_ENTRY] * len(texts)
+        features = np.zeros((len(texts), self.model.model.config.hidden_size), FEATURE_DTYPE) if with_features else None
         if not examples:
-            return entries, 0
+            return entries, 0, features
         with self.lock:  # one inference at a time per model: threads would only fight over cores
-            preds = self.model.predict(examples, return_embeddings=self.strategy.needs_embeddings)
+            preds = self.model.predict(examples, return_embeddings=self.strategy.needs_embeddings,
+                                       return_features=with_features)
         scores = self.strategy.score(preds)
         for i, pos in enumerate(positions):
             if self.config.task_type is TaskType.CLASSIFICATION:
@@ -126,7 +139,9 @@ class LoadedCheckpoint:
             else:
                 result = tagging_results(examples[i], preds.probs[i], self.config)  # type: ignore[arg-type]
             entries[pos] = ScoreEntry(result, float(scores.confidence[i]), float(scores.uncertainty[i]))
-        return entries, len(examples)
+        if features is not None and preds.features is not None:
+            features[positions] = preds.features
+        return entries, len(examples), features
 
 
 def _training_config(directory: Path, device: str) -> TrainingConfig:

@@ -192,7 +192,8 @@ class ProjectState:
             "acquisition_version": self.acq_version,
             "serving": {"model": self.serving_model or None, "finetune_won": self.finetune_won,
                         "why": self.serving_reason},
-            "features": {"key": self.feature_key or None, "encoder": self.feature_source or None},
+            "features": {"key": self.feature_key or None, "encoder": self.feature_source or None,
+                         "aligned_with": self.feature_source_version or None},
             "fast_path": self.fast_status,
         }
 

@@ -35,7 +35,7 @@ from backend.engine.errors import NotEnoughLabelsError
 from backend.engine.io import atomic_directory
 from backend.engine.models.training import LOSS, LoopConfig, fit_loop, pad_and_mask, pad_rows
 from backend.engine.packaged import resolve_model
-from backend.engine.proxy import ProxyHead
+from backend.engine.proxy import FEATURE_DTYPE, ProxyHead, mean_pool
 from backend.engine.types import (
     ClassificationExample,
     Example,
@@ -370,12 +370,15 @@ class TransformerModel:
         examples: Sequence[Example],
         *,
         return_embeddings: bool = False,
+        return_features: bool = False,
         batch_size: int | None = None,
         sort_by_length: bool = True,
         progress: ProgressCallback | None = None,
     ) -> Predictions:
         """Probabilities in input order. Sorting by length and padding per batch is the fast path;
-        `sort_by_length=False` pads every batch to `max_length` (kept for the benchmark)."""
+        `sort_by_length=False` pads every batch to `max_length` (kept for the benchmark).
+        `return_features`: also the proxy's features (`proxy.mean_pool` of the last hidden layer),
+        what `FeatureEncoder` computes from this checkpoint, at no extra forward pass."""
         task = self.schema.task_type
         if not examples:
             empty = np.zeros((0, self.schema.num_outputs), dtype=np.float32)
@@ -386,13 +389,14 @@ class TransformerModel:
         bs = batch_size or self.config.inference_batch_size or (512 if self.device.type == "cuda" else 64)
         outputs: list[np.ndarray | None] = [None] * len(encoded)
         embeddings: list[np.ndarray | None] = [None] * len(encoded)
+        features = np.zeros((len(encoded), self.model.config.hidden_size), FEATURE_DTYPE) if return_features else None
         done = 0
         with torch.inference_mode():
             for idx, batch in self.batches(encoded, bs, sort_by_length=sort_by_length):
                 if not sort_by_length and batch["input_ids"].shape[1] < self.config.max_length:
                     batch = _pad_to(batch, self.config.max_length, self.tokenizer.pad_token_id or 0)
                 with self.autocast():
-                    out = model(**batch, output_hidden_states=return_embeddings)
+                    out = model(**batch, output_hidden_states=return_embeddings or return_features)
                 probs = self._probabilities(out.logits.float())
                 for row, i in enumerate(idx):
                     outputs[i] = probs[row] if task is TaskType.CLASSIFICATION else \
@@ -401,13 +405,15 @@ class TransformerModel:
                     cls = out.hidden_states[-1][:, 0].float().cpu().numpy()
                     for row, i in enumerate(idx):
                         embeddings[i] = cls[row]
+                if features is not None:
+                    features[idx] = mean_pool(out.hidden_states[-1], batch["attention_mask"]).cpu().numpy()
                 done += len(idx)
                 if progress:
                     progress(done, len(encoded))
         emb = np.stack(embeddings) if return_embeddings else None  # type: ignore[arg-type]
         if task is TaskType.CLASSIFICATION:
-            return Predictions(task, np.stack(outputs), emb, self.schema.multi_label)  # type: ignore[arg-type]
-        return Predictions(task, outputs, emb)  # type: ignore[arg-type]
+            return Predictions(task, np.stack(outputs), emb, self.schema.multi_label, features)  # type: ignore[arg-type]
+        return Predictions(task, outputs, emb, features=features)  # type: ignore[arg-type]
 
     def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
         if self.schema.task_type is TaskType.CLASSIFICATION and self.schema.multi_label:

@@ -9,6 +9,15 @@
     build_features  (queue "scoring")   list the pool, fan out `encode_chunk` jobs for the tasks
     encode_chunk x N                    without features (FEATURE_MODEL's mean-pooled float16 vectors)
     features_ready                      mark the set complete, ask for a fast update
+
+Aligned features: a full-rescore iteration's scoring chunks also write the fine-tuned encoder's
+features of the pool (the same forward pass, `LoadedCheckpoint.score_and_encode`). When that
+fine-tune wins the serving choice, a feature build completes the set (the labeled tasks, a few
+hundred texts) and the fast path goes on from it: the head is re-fitted on the fine-tuned model's
+features at each annotation instead of freezing the order until the next iteration. The pretrained
+encoder's set is kept: the serving choice compares the fine-tune with the proxy on *those*
+features, because a head on the fine-tuned features would be cross-validated on the very labels
+the encoder was trained on (an optimistic estimate).
     prune_ls_job    (queue "scoring")   delete superseded versions' predictions in LS, off the fast path
 
 Annotation events ask for a fast update (`request_fast_update`); at most one waits per project,
@@ -43,7 +52,7 @@ from backend.labeling import (
 )
 from backend.service.checkpoints import FAST_PREFIX, checkpoint_dir, prune_checkpoints
 from backend.service.fast_versions import entry, proxy_strategy, save_fast_version, score_probs
-from backend.service.features import FeatureSet, base_key
+from backend.service.features import FeatureSet, base_key, finetuned_key
 from backend.service.jobs.common import META_PROJECT, after_all, enqueue
 from backend.service.ls_errors import LabelStudioError
 from backend.service.records import UNTRAINED, ProjectState
@@ -78,9 +87,50 @@ def fast_path_blocker(ctx: JobContext, state: ProjectState | None) -> str | None
     if state.task_type is not TaskType.CLASSIFICATION:
         return ("tagging (NER) projects have no fast path (the proxy head classifies whole texts); "
                 "full iterations order the pool")
-    if state.finetune_won:
-        return "the fine-tuned model serves (it measured better than the proxy head); full iterations order the pool"
+    if state.finetune_won and not state.feature_source_version:
+        return ("the fine-tuned model serves (it measured better than the proxy head); the fast path resumes on "
+                "its features once they are complete")
     return None
+
+
+def aligned_features_wanted(ctx: JobContext, state: ProjectState | None) -> bool:
+    """Whether scoring chunks should keep the fine-tuned encoder's pool features."""
+    return (ctx.settings.fast_enabled and ctx.settings.label_studio_configured and state is not None
+            and state.task_type is TaskType.CLASSIFICATION)
+
+
+def base_feature_target(ctx: JobContext) -> tuple[str, str, str]:
+    """(key, source, version) of the pretrained encoder's features (FEATURE_MODEL)."""
+    source = ctx.settings.feature_encoder
+    return base_key(source), source, ""
+
+
+def follow_serving_model(ctx: JobContext, project_id: int, version: str, served: str,
+                         full_rescore: bool) -> str | None:
+    """After a published iteration: when its fine-tune won and scored the whole pool (its chunks
+    kept the pool's features), complete that set so the fast path goes on from it; with no set at
+    all yet, build the pretrained encoder's. Returns the feature build's job id when one was queued.
+    (A UPS iteration's winner keeps the earlier winner's features, or none: encoding the whole pool
+    again would spend the inference UPS saves.)"""
+    state = ctx.store.get_project(project_id)
+    if not aligned_features_wanted(ctx, state):
+        return None
+    assert state is not None
+    if served == "finetuned" and state.finetune_won and full_rescore:
+        target = (finetuned_key(version), str(checkpoint_dir(ctx.settings.model_dir, project_id, version)), version)
+        return request_features(ctx, project_id, f"aligned features of {version}", target=target)
+    if not state.feature_key:
+        return request_features(ctx, project_id, "after a full iteration")
+    return None
+
+
+def use_base_features(ctx: JobContext, project_id: int) -> None:
+    """The proxy serves again: its head works on the pretrained encoder's features (kept on disk;
+    tasks missing from them are encoded by the next fast update or a build)."""
+    state = ctx.store.get_project(project_id)
+    if state is not None and state.feature_source_version:
+        key, source, _ = base_feature_target(ctx)
+        ctx.store.set_fields(project_id, feature_key=key, feature_source=source, feature_source_version="")
 
 
 def request_fast_update(ctx: JobContext, project_id: int, reason: str) -> dict[str, Any]:
@@ -107,14 +157,16 @@ def request_fast_update(ctx: JobContext, project_id: int, reason: str) -> dict[s
     return {"fast": "enqueue", "fast_job": job_id}
 
 
-def request_features(ctx: JobContext, project_id: int, reason: str) -> str:
-    """Queue a build of the missing pool features (one per project at a time); returns its job id."""
+def request_features(ctx: JobContext, project_id: int, reason: str,
+                     target: tuple[str, str, str] | None = None) -> str:
+    """Queue a build of the missing features of `target` (key, encoder source, fine-tuned version;
+    default: the set the fast path uses), one build per project at a time; returns its job id."""
     job_id = f"features-{int(project_id)}-{uuid.uuid4().hex[:12]}"
     holder = ctx.store.claim(project_id, "features-build", job_id, FEATURE_JOB_TIMEOUT)
     if holder is not None:
         return holder
     state = ctx.store.get_project(project_id)
-    key, source, version = _feature_target(ctx, state)
+    key, source, version = target or _feature_target(ctx, state)
     try:
         enqueue(ctx.queues.scoring, build_features, (int(project_id), key, source, version), job_id=job_id,
                 timeout=FEATURE_JOB_TIMEOUT, meta={META_PROJECT: int(project_id), "build": job_id},
@@ -129,8 +181,7 @@ def _feature_target(ctx: JobContext, state: ProjectState | None) -> tuple[str, s
     """(key, encoder source, fine-tuned version or "") of the feature set to complete."""
     if state is not None and state.feature_key:
         return state.feature_key, state.feature_source, state.feature_source_version
-    source = ctx.settings.feature_encoder
-    return base_key(source), source, ""
+    return base_feature_target(ctx)
 
 
 # ------------------------------------------------------------------------------------ fast update
@@ -229,7 +280,7 @@ def _fast_update(ctx: JobContext, project_id: int, seq: int, base: dict, t0: flo
                     "the order is unchanged", conversion=conversion, **notes)
     t = time.perf_counter()
     x_lab = features.matrix[lab_rows[lab_found]]
-    prev_cv, cv_due = _cv_plan(store, project_id, y)
+    prev_cv, cv_due = _cv_plan(store, project_id, y, state.feature_key)
     try:  # one fit with the last CV's C; the CV grid itself runs after the switch when due
         head = ProxyHead(config.schema, settings.seed).fit(x_lab, y, c=prev_cv["c"] if prev_cv else DEFAULT_C)
     except NotEnoughLabelsError as exc:
@@ -278,7 +329,7 @@ def _fast_update(ctx: JobContext, project_id: int, seq: int, base: dict, t0: flo
         ctx.ls.set_model_version(project_id, version)
         switched = time.perf_counter()
         why = {**(selection or current.serving_reason or {}), "proxy": {**estimate, "labeled": len(y)},
-               "rule": SERVING_RULE}
+               "rule": SERVING_RULE, "features": _features_note(current)}
         store.publish_version(project_id, version, None, None, serve=True, fast_seq=seq)
         store.set_fields(project_id, serving_model="proxy", serving_reason=why)
     push_s = switched - t
@@ -302,13 +353,21 @@ def _fast_update(ctx: JobContext, project_id: int, seq: int, base: dict, t0: flo
             "seconds": {k2: round(v, 4) for k2, v in seconds.items()}}
 
 
-def _cv_plan(store: Any, project_id: int, y: list[list[str]]) -> tuple[dict | None, bool]:
+def _features_note(state: ProjectState) -> str:
+    if state.feature_source_version:
+        return (f"the head works on the features of {state.feature_source_version}, the fine-tune that won the "
+                "serving choice (its CV accuracy on them is optimistic: that encoder was trained on these labels)")
+    return f"the head works on the pretrained encoder's features ({state.feature_source})"
+
+
+def _cv_plan(store: Any, project_id: int, y: list[list[str]], feature_key: str) -> tuple[dict | None, bool]:
     """(the last CV's record, whether the grid is due): due when there is none, the classes seen
-    changed or the labels grew by CV_REFRESH_GROWTH since; between, fits reuse its C."""
+    or the features changed, or the labels grew by CV_REFRESH_GROWTH since; between, fits reuse its C."""
     raw = store.r.hget(store.key(project_id), FAST_CV_FIELD)
     prev = json.loads(raw) if raw else None
     classes = sorted({label for row in y for label in row})
-    if prev is None or prev.get("c") is None or prev.get("classes") != classes:
+    if prev is None or prev.get("c") is None or prev.get("classes") != classes \
+            or prev.get("feature_key", feature_key) != feature_key:
         return prev if prev and prev.get("c") is not None else None, True
     return prev, len(y) >= CV_REFRESH_GROWTH * int(prev.get("labeled", 0))
 
@@ -341,7 +400,8 @@ def cross_validate_job(project_id: int, feature_key: str, task_ids: list[int], y
         estimate = ProxyHead(config.schema, ctx.settings.seed).cross_validate(features, labels).to_dict()
     except (NotEnoughLabelsError, ValueError) as exc:
         return {"skipped": str(exc)[:300]}
-    record = {**estimate, "labeled": len(labels), "classes": sorted({label for row in labels for label in row})}
+    record = {**estimate, "labeled": len(labels), "classes": sorted({label for row in labels for label in row}),
+              "feature_key": feature_key}
     ctx.store.r.hset(ctx.store.key(project_id), FAST_CV_FIELD, json.dumps(record))
     state = ctx.store.get_project(project_id)
     if state is not None and state.serving_model == "proxy":
@@ -451,10 +511,13 @@ def encode_chunk(project_id: int, key: str, source: str, task_ids: list[int], te
 def features_ready(project_id: int, key: str, source: str, version: str, build_id: str) -> dict[str, Any]:
     """The set is complete: the proxy now works on it (older sets are deleted); a fast update follows."""
     ctx = context()
-    ctx.store.set_fields(project_id, feature_key=key, feature_source=source, feature_source_version=version)
-    ctx.features.drop_others(project_id, {key})
     ctx.store.release(project_id, "features-build", build_id)
-    return request_fast_update(ctx, project_id, "pool features ready")
+    state = ctx.store.get_project(project_id)
+    if version and (state is None or not state.finetune_won or state.acq_version != version):
+        return {"skipped": f"{version} no longer serves; its features are not used"}  # pruned by the next switch
+    ctx.store.set_fields(project_id, feature_key=key, feature_source=source, feature_source_version=version)
+    ctx.features.drop_others(project_id, {key, base_feature_target(ctx)[0]})  # the serving choice reads the base set
+    return request_fast_update(ctx, project_id, f"features of {version} ready" if version else "pool features ready")
 
 
 def on_features_failure(job: Job, connection: redis.Redis, exc_type: type, exc_value: BaseException, tb: Any) -> None:
@@ -581,9 +644,11 @@ def _finetuned_estimate(ctx: JobContext, project_id: int, prev: str, labeled: di
 
 
 def _proxy_estimate(ctx: JobContext, project_id: int, state: ProjectState, data: Any) -> dict[str, Any]:
+    """CV accuracy of the head on the pretrained encoder's features, even while the fast path runs on
+    a fine-tune's (those were trained on these labels: their CV accuracy would flatter the proxy)."""
     if not state.feature_key:
         return {"cv_accuracy": None, "note": "no pool features yet"}
-    features = ctx.features.load(project_id, state.feature_key)
+    features = ctx.features.load(project_id, base_feature_target(ctx)[0])
     ids = [int(t) for t in data.report.task_ids]
     rows, found = features.rows(ids)
     labels = [list(data.report.examples[i].labels) for i in np.flatnonzero(found)]

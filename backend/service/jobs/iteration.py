@@ -5,6 +5,7 @@ A training request becomes a *pipeline* of jobs, identified by the training job'
     train_acquisition  (queue "training")   fetch labels, fit, save the checkpoint, draw the UPS
                                             subset, enqueue the chunks and the finisher
     score_chunk x N    (queue "scoring")    score SCORE_CHUNK_SIZE pool tasks each, store results
+                                            (on a full rescore also the fast path's aligned features)
     finish_iteration   (queue "scoring",    keep the stale scores of the rest, push one prediction
                         depends on chunks)  per unlabeled task, set LS's model_version, publish
 
@@ -27,6 +28,7 @@ from rq.job import Job, JobStatus
 
 from backend.engine.device import quiet_transformers
 from backend.service.checkpoints import checkpoint_dir
+from backend.service.features import finetuned_key
 from backend.service.jobs.common import (
     LIVE,
     META_PIPELINE,
@@ -37,7 +39,7 @@ from backend.service.jobs.common import (
     job_status,
     rq_failure_message,
 )
-from backend.service.jobs.fast import fast_path_blocker, measure_selection, request_features
+from backend.service.jobs.fast import aligned_features_wanted, follow_serving_model, measure_selection
 from backend.service.jobs.janitor import reap_dead_jobs
 from backend.service.jobs.stages import (
     draw_subset,
@@ -187,8 +189,11 @@ def score_chunk(project_id: int, version: str, task_ids: list[int]) -> dict[str,
     t0 = time.perf_counter()
     info = store.iteration_info(project_id, version)
     checkpoint = ctx.checkpoints.get(project_id, version)
-    entries, ran = checkpoint.score_texts(store.pool_texts(project_id, task_ids))
+    aligned = info.full_rescore and aligned_features_wanted(ctx, store.get_project(project_id))
+    entries, ran, features = checkpoint.score_and_encode(store.pool_texts(project_id, task_ids), with_features=aligned)
     store.put_scores(project_id, version, dict(zip(task_ids, entries)))
+    if features is not None:  # the fast path's features aligned with this fine-tune (used if it wins)
+        ctx.features.write(project_id, finetuned_key(version), task_ids, features)
     seconds = time.perf_counter() - t0
     _, chunks_done = store.add_iteration_progress(project_id, version, ran, seconds, info.pipeline)
     ctx.metrics.count_job("score_chunk", "finished")
@@ -210,9 +215,7 @@ def finish_iteration(project_id: int, version: str) -> dict[str, Any]:
         request_training(ctx, project_id, "annotations arrived during the previous run")
     log.info("project %s: published %s (scored %d of %d, pushed %d in %.1fs; serving: %s)", project_id, version,
              record.scored_by_model, record.pool_size, record.pushed, record.seconds.get("push", 0.0), record.served)
-    state = ctx.store.get_project(project_id)
-    if fast_path_blocker(ctx, state) is None and state is not None and not state.feature_key:
-        request_features(ctx, project_id, "after a full iteration")
+    follow_serving_model(ctx, project_id, version, record.served, info.full_rescore)
     # Last, once the new order is visible: LS deletes ~2.4 ms per prediction.
     pruned = prune_ls_versions(ctx, project_id, keep={version, info.prev_version})
     ctx.store.update_status(info.pipeline, ls_pruned=pruned)

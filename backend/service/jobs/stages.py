@@ -235,7 +235,7 @@ def publish_iteration(ctx: JobContext, project_id: int, info: IterationInfo) -> 
     """Carry stale scores over; then either the fine-tuned model serves (push one prediction per
     pool task, switch LS) or, when the proxy head measured better, the version only joins the
     acquisition lineage and a fast update orders LS; publish, prune old checkpoints."""
-    from backend.service.jobs.fast import run_fast_update
+    from backend.service.jobs.fast import run_fast_update, use_base_features
 
     settings, store = ctx.settings, ctx.store
     pool = store.iteration_pool(project_id, info.version)
@@ -258,6 +258,7 @@ def publish_iteration(ctx: JobContext, project_id: int, info: IterationInfo) -> 
                           "inference": info.inference_seconds, "scoring_wall": scoring_wall}
         record.finished_at = time.time()
         store.publish_version(project_id, info.version, info.iteration, record, serve=False)
+        use_base_features(ctx, project_id)  # the features its estimate was measured on
         outcome = run_fast_update(ctx, project_id, f"iteration {info.iteration}: the proxy head measured better",
                                   selection=selection)
         selection["fast_update"] = {k: outcome.get(k) for k in ("status", "version", "message")}
@@ -280,6 +281,8 @@ def publish_iteration(ctx: JobContext, project_id: int, info: IterationInfo) -> 
                                   None if already else record, serve=True)
             store.set_fields(project_id, serving_model="finetuned",
                              finetune_won=bool(selection.get("finetune_won")), serving_reason=selection or None)
+            if info.full_rescore:  # no fast update on older features until this fine-tune's are complete
+                use_base_features(ctx, project_id)
             if already:  # published into the lineage above; record the served outcome
                 store.r.lset(store.key(project_id, "iterations"), -1, json.dumps(record.to_dict()))
     else:

@@ -14,8 +14,12 @@ import pytest
 from rq import SimpleWorker
 from rq.registry import FailedJobRegistry
 
+from backend.engine.proxy import FeatureEncoder
 from backend.service.app import create_app
-from backend.service.jobs.fast import measure_selection
+from backend.service.checkpoints import checkpoint_dir
+from backend.service.features import base_key, finetuned_key
+from backend.service.jobs.fast import fast_path_blocker, follow_serving_model, measure_selection, use_base_features
+from backend.service.jobs.iteration import request_training
 from backend.service.runtime import Backend, set_context
 from tests.helpers.backend import CLASSIFICATION_XML, NER_XML, SENTIMENT, make_settings
 from tests.helpers.servers import free_port
@@ -33,7 +37,8 @@ def _choice(label: str) -> list[dict]:
 class StandInLabelStudio:
     """Tasks, annotations and predictions of one project, with the calls the fast path makes."""
 
-    def __init__(self, texts: list[str]) -> None:
+    def __init__(self, texts: list[str], xml: str = CLASSIFICATION_XML) -> None:
+        self.xml = xml
         self.tasks = {i + 1: {"id": i + 1, "data": {"text": t}, "annotations": []} for i, t in enumerate(texts)}
         self.predictions: list[dict] = []
         self.model_version = ""
@@ -43,6 +48,9 @@ class StandInLabelStudio:
                       "updated_at": "2025-01-01T00:00:00Z"}
         self.tasks[task_id]["annotations"].append(annotation)
         return annotation
+
+    def get_project(self, project_id: int) -> dict:
+        return {"id": project_id, "label_config": self.xml}
 
     def labeled_tasks(self, project_id: int, page_size: int = 1000) -> list[dict]:
         return [t for t in self.tasks.values() if t["annotations"]]
@@ -56,6 +64,9 @@ class StandInLabelStudio:
     def create_predictions(self, predictions: list[dict], workers: int = 4) -> int:
         self.predictions.extend(dict(p) for p in predictions)
         return len(predictions)
+
+    def import_predictions(self, project_id: int, predictions: list[dict], batch_size: int = 500) -> int:
+        return self.create_predictions(predictions)
 
     def set_model_version(self, project_id: int, version: str) -> None:
         assert any(p["model_version"] == version for p in self.predictions), "LS refuses a version it has no prediction of"
@@ -95,7 +106,7 @@ def examples(n: int, seed: int = 0) -> list[tuple[str, str]]:
 
 
 def connect(backend: Backend, texts: list[str], xml: str = CLASSIFICATION_XML):
-    ls = StandInLabelStudio(texts)
+    ls = StandInLabelStudio(texts, xml)
     backend._ls = ls
     client = create_app(backend=backend).test_client()
     assert client.post("/setup", json={"project": PID, "schema": xml}).status_code == 200
@@ -281,3 +292,43 @@ def test_the_fine_tuned_model_serves_only_when_its_held_out_accuracy_is_higher(b
     assert wrong["finetuned"]["heldout_accuracy"] == 0.0 and wrong["serve"] == "proxy"
     assert wrong["proxy"]["cv_accuracy"] is not None and "proxy CV accuracy" in wrong["why_serve"]
     assert np.isfinite(wrong["proxy"]["cv_accuracy"])
+
+
+def test_a_winning_fine_tune_hands_the_fast_path_its_own_features(backend):
+    """A full-rescore iteration keeps the fine-tuned encoder's pool features from its scoring pass;
+    once that fine-tune wins the serving choice the fast path re-fits on them, and goes back to the
+    pretrained encoder's (kept on disk) when the proxy wins again."""
+    data = examples(40)
+    ls, client = connect(backend, [t for t, _ in data])
+    for i, (_, label) in enumerate(data[:12]):
+        ls.annotate(i + 1, label)
+    annotate(client, ls, 13, data[12][1])
+    work(backend)  # the pretrained encoder's features and a fast update
+    request_training(backend, PID, "test")
+    work(backend)  # iteration 1 scores the whole pool
+
+    version = backend.store.get_project(PID).acq_version
+    pool_ids = backend.store.pool_ids(PID)
+    aligned = backend.features.load(PID, finetuned_key(version))
+    assert len(pool_ids) == 27 and not aligned.missing(pool_ids), "the scoring chunks kept the pool's features"
+    rows, _ = aligned.rows(pool_ids[:5])
+    reference = FeatureEncoder(checkpoint_dir(backend.settings.model_dir, PID, version), device="cpu").encode(
+        backend.store.pool_texts(PID, pool_ids[:5]))
+    np.testing.assert_allclose(aligned.matrix[rows].astype(np.float32), reference.astype(np.float32), atol=5e-3)
+
+    # the fine-tune won the choice (planted: who wins on toy data is chance, see the test above)
+    backend.store.set_fields(PID, finetune_won=True, serving_model="finetuned")
+    assert "resumes on its features" in fast_path_blocker(backend, backend.store.get_project(PID))
+    follow_serving_model(backend, PID, version, "finetuned", full_rescore=True)
+    work(backend)  # the build encodes only the 13 labeled tasks, then a fast update
+    state = client.get(f"/projects/{PID}").json
+    assert state["features"]["key"] == finetuned_key(version) and state["features"]["aligned_with"] == version
+    assert state["fast_path"]["status"] == "published", state["fast_path"]
+    assert state["fast_path"]["labeled"] == 13 and version in state["serving"]["why"]["features"]
+    assert ls.model_version == state["fast_path"]["version"]
+    assert len(backend.features.load(PID, base_key(backend.settings.feature_encoder)).ids) == 40, \
+        "the serving choice still reads the pretrained encoder's features"
+
+    use_base_features(backend, PID)  # the proxy measured better at a later iteration
+    state = backend.store.get_project(PID)
+    assert state.feature_key.startswith("base-") and not state.feature_source_version
