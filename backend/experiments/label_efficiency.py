@@ -10,6 +10,9 @@ Methods (all on the same pool / test split and random permutation per seed):
 - `finetune-old`: `TransformerModel` with the paper's schedule (5 epochs at 2e-5 for
   classification, 15 at 5e-5 for tagging) on random's labels, at the fine-tune budgets only.
 - `finetune-fewshot`: `TransformerModel` with `TrainingConfig()` defaults on random's labels.
+- `aligned-proxy`: the proxy head on the few-shot fine-tune's own features (aligned features: what
+  the fast path re-fits on once that fine-tune wins), read from the same forward passes that score
+  the test set and the pool; fitted on the same labels.
 - `hybrid` (the default path): proxy-uncertainty's labels; it serves the proxy head, except at a
   fine-tune budget where a measured estimate says a few-shot fine-tune is better. The estimate is
   paired: proxy head and fine-tune are both trained on the same `1 - holdout_share` of the labeled
@@ -47,9 +50,9 @@ from backend.engine.packaged import resolve_model
 from backend.engine.proxy import FeatureEncoder, ProxyHead
 from backend.engine.types import ClassificationExample, Example, Predictions, TaskType
 
-RANDOM, UNCERTAINTY, OLD, FEWSHOT, HYBRID = (
-    "frozen-lr-random", "proxy-uncertainty", "finetune-old", "finetune-fewshot", "hybrid")
-METHODS = (RANDOM, UNCERTAINTY, OLD, FEWSHOT, HYBRID)
+RANDOM, UNCERTAINTY, OLD, FEWSHOT, ALIGNED, HYBRID = (
+    "frozen-lr-random", "proxy-uncertainty", "finetune-old", "finetune-fewshot", "aligned-proxy", "hybrid")
+METHODS = (RANDOM, UNCERTAINTY, OLD, FEWSHOT, ALIGNED, HYBRID)
 FINETUNED = (OLD, FEWSHOT)
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 TARGET_BUDGETS = (20, 50, 100)  # issue 8: hybrid >= frozen baseline at these budgets
@@ -194,13 +197,16 @@ class LabelEfficiency:
                 records.extend(seed_records)
         for b in budgets:  # every seed at a budget before the next budget: partial runs stay useful
             for seed in finetune:
-                for method in (m for m in FINETUNED if m in config.methods):
+                wanted = set(config.methods) | ({FEWSHOT} if ALIGNED in config.methods else set())
+                for method in (m for m in FINETUNED if m in wanted):
                     records.append(self._cached_or(corpus, method, seed, b, lambda m=method, s=seed: self.finetune(
                         corpus, m, s, permutations[s][:b])))
                 if HYBRID in config.methods and not corpus.tagging:
                     records.append(self._cached_or(corpus, HYBRID, seed, b, lambda s=seed: self.hybrid(
                         corpus, s, orders[s][:b])))
         records = [r for r in records if r is not None]
+        records += [LabelRecord(r.corpus, ALIGNED, r.seed, r.labeled, r.detail["aligned_proxy"], r.seconds,
+                                {"from": FEWSHOT}) for r in records if r.method == FEWSHOT and "aligned_proxy" in r.detail]
         if HYBRID in config.methods and not corpus.tagging:  # between fine-tune budgets it serves the proxy
             measured = {(r.seed, r.labeled) for r in records if r.method == HYBRID}
             for r in [r for r in records if r.method == UNCERTAINTY and r.labeled in config.budgets]:
@@ -239,8 +245,8 @@ class LabelEfficiency:
         return ProxyHead(corpus.pool.schema, seed).fit(
             corpus.pool_features[rows], _gold([corpus.pool.examples[i] for i in rows]))
 
-    def _test_metrics(self, corpus: Corpus, head: ProxyHead) -> dict[str, float]:
-        probs = head.predict_proba(corpus.test_features)  # type: ignore[arg-type]
+    def _test_metrics(self, corpus: Corpus, head: ProxyHead, features: np.ndarray | None = None) -> dict[str, float]:
+        probs = head.predict_proba(corpus.test_features if features is None else features)  # type: ignore[arg-type]
         schema = corpus.pool.schema
         return evaluate(Predictions(schema.task_type, probs, None, schema.multi_label), corpus.test.examples, schema)
 
@@ -300,11 +306,18 @@ class LabelEfficiency:
         examples = [corpus.pool.examples[i] for i in rows]
         model, report = self._fit(corpus, method, seed, examples)
         start = time.perf_counter()
-        metrics = evaluate(model.predict(corpus.test.examples), corpus.test.examples, corpus.pool.schema)
+        aligned = method == FEWSHOT and ALIGNED in self.config.methods and not corpus.tagging
+        predictions = model.predict(corpus.test.examples, return_features=aligned)
+        metrics = evaluate(predictions, corpus.test.examples, corpus.pool.schema)
+        detail: dict[str, Any] = {"steps": report.steps, "test_seconds": time.perf_counter() - start}
+        if aligned:  # the head on this fine-tune's features, fitted on the same labels
+            pool_features = model.predict(corpus.pool.examples, return_features=True).features
+            head = ProxyHead(corpus.pool.schema, seed).fit(pool_features[rows], _gold(examples))  # type: ignore[index]
+            detail["aligned_proxy"] = self._test_metrics(corpus, head, predictions.features)
         self.progress(f"{corpus.name} seed {seed} {method} @{len(rows)}: {metrics['main']:.3f} "
-                      f"({report.seconds:.0f}s fit, {report.steps} steps)")
-        return LabelRecord(corpus.name, method, seed, len(rows), metrics, report.seconds,
-                           {"steps": report.steps, "test_seconds": time.perf_counter() - start})
+                      f"({report.seconds:.0f}s fit, {report.steps} steps)"
+                      + (f"; aligned proxy {detail['aligned_proxy']['main']:.3f}" if aligned else ""))
+        return LabelRecord(corpus.name, method, seed, len(rows), metrics, report.seconds, detail)
 
     def hybrid(self, corpus: Corpus, seed: int, rows: np.ndarray) -> LabelRecord:
         """The default path at a fine-tune budget: proxy head or few-shot fine-tune, whichever is more
@@ -518,7 +531,7 @@ def plot(summary: Summary, metrics: dict[str, str], path: Path) -> Path:
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.3 * rows), squeeze=False)
     styles = {RANDOM: ("C0", "-", None), UNCERTAINTY: ("C1", "-", None), OLD: ("C2", ":", "s"),
-              FEWSHOT: ("C3", ":", "^"), HYBRID: ("C4", "--", "o")}
+              FEWSHOT: ("C3", ":", "^"), ALIGNED: ("C5", ":", "D"), HYBRID: ("C4", "--", "o")}
     for ax, (corpus, methods) in zip(axes.flat, summary.items()):
         for method, data in methods.items():
             color, line, marker = styles[method]

@@ -25,6 +25,7 @@ from backend.engine.plasm.pipeline import (
     PLASM,
     PlasmOptions,
     PlasmResult,
+    Predictor,
     build_successor,
     pseudo_label,
 )
@@ -124,11 +125,12 @@ def build_and_export(
     cancel_check: CancelCheck | None = None,
     archive: bool = True,
     extra: dict | None = None,
+    extra_teachers: Sequence[Predictor] = (),
 ) -> tuple[PlasmResult, ExportPaths]:
     """PLASM's stages then 'export' as the last one: what the RQ job calls. A failure or
     cancellation at any stage leaves no export (and any previous one untouched)."""
     stages = Stages(progress, cancel_check)
-    result = build_successor(pseudo_label(gold, unlabeled, schema, options, stages), options, stages)
+    result = build_successor(pseudo_label(gold, unlabeled, schema, options, stages, extra_teachers), options, stages)
     with stages.stage("export"):
         paths = export_successor(result, directory, archive=archive, extra=extra)
     result.stage_seconds["export"] = stages.seconds["export"]

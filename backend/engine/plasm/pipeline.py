@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 
@@ -40,6 +40,13 @@ from backend.engine.plasm.tracin import TracInCheckpoints
 from backend.engine.types import ClassificationExample, Example, LabelSchema, Predictions, TaggingExample, TaskType
 
 log = logging.getLogger(__name__)
+
+
+class Predictor(Protocol):
+    """Anything trained that predicts examples (an extra teacher: e.g. the acquisition model)."""
+
+    def predict(self, examples: Sequence[Example], **kwargs: Any) -> Predictions: ...
+
 
 FilterMode = Literal["both", "tracin", "uncertainty", "none"]
 Chosen = Literal["plasm", "gold_only"]
@@ -144,6 +151,7 @@ class PseudoLabels:
     unlabeled_total: int = 0  # size of the caller's pool before `max_pool` subsampling
     teachers: int = 1  # teachers averaged into the pseudo-labels
     teacher_dev_size: int = 0  # gold examples the dev score was measured on (all dev folds)
+    extra_teachers: int = 0  # trained models given by the caller, averaged in (not scored on dev)
 
     @property
     def dev_score(self) -> float:
@@ -173,6 +181,7 @@ class FilterReport:
     tracin: TracInReport | None  # None when TracIn did not run
     teachers: int = 1  # teachers averaged into the pseudo-labels
     dev_examples: int = 0  # gold examples the dev score was measured on (every teacher's dev fold)
+    extra_teachers: int = 0  # the caller's trained models averaged in as well (the acquisition model)
 
 
 @dataclass(frozen=True)
@@ -308,8 +317,12 @@ def pseudo_label(
     schema: LabelSchema,
     options: PlasmOptions,
     stages: Stages | None = None,
+    extra_teachers: Sequence[Predictor] = (),
 ) -> PseudoLabels:
-    """Stages 1-3: split the gold labels, fine-tune the teacher(s), pseudo-label the pool."""
+    """Stages 1-3: split the gold labels, fine-tune the teacher(s), pseudo-label the pool.
+    `extra_teachers`: models already trained on these labels (the acquisition model, trained on all
+    of them) whose pool probabilities join the average; having seen every dev fold, they are left
+    out of the dev score that sets the filter's share."""
     stages = stages or Stages()
     with stages.stage("split"):
         options.successor_factory(schema).new()  # fail fast on a bad successor
@@ -330,14 +343,16 @@ def pseudo_label(
         teacher_dev = evaluate(concat_predictions(dev_predictions), dev_all, schema)
     with stages.stage("pseudo_label"):
         if pool:
+            members = [*teachers, *extra_teachers]
             predictions = average_predictions([
-                t.predict(pool, progress=_member(stages.report, j, len(teachers))) for j, t in enumerate(teachers)])
+                t.predict(pool, progress=_member(stages.report, j, len(members))) for j, t in enumerate(members)])
             labeled = pseudo_examples(predictions, pool, schema)
             confidence = make_strategy("auto", schema.task_type).score(predictions).confidence
         else:
             labeled, confidence = [], np.zeros(0)
     return PseudoLabels(schema, gold_train, dev, teachers[0], teacher_dev, labeled, np.asarray(confidence),
-                        indices, dict(stages.seconds), len(unlabeled), len(teachers), len(dev_all))
+                        indices, dict(stages.seconds), len(unlabeled), len(teachers), len(dev_all),
+                        len(extra_teachers))
 
 
 def _member(report: Callable[[int, int], None], j: int, k: int) -> Callable[[int, int], None]:
@@ -425,6 +440,7 @@ def build_successor(labels: PseudoLabels, options: PlasmOptions, stages: Stages 
         mode=options.filter, dev_score=labels.dev_score, share=plan.share, dropped=n - len(kept),
         dropped_share=(n - len(kept)) / n if n else 0.0, uncertainty_fraction=options.uncertainty_fraction,
         tracin=tracin, teachers=labels.teachers, dev_examples=labels.teacher_dev_size,
+        extra_teachers=labels.extra_teachers,
     )
     return PlasmResult(labels.schema, options, chosen, successors, labels.teacher, metrics, sizes, report,
                        {**labels.stage_seconds, **stages.seconds}, labels.pool_indices[keep])
@@ -438,10 +454,11 @@ def run_plasm(
     *,
     progress: StageProgress | None = None,
     cancel_check: CancelCheck | None = None,
+    extra_teachers: Sequence[Predictor] = (),
 ) -> PlasmResult:
     """The whole PLASM job in memory. `progress(stage, done, total)` is called often (every
     training step); `cancel_check()` returning True stops it with `Cancelled`. A failing stage
     raises `StageError` naming it. Nothing is written: see `backend.engine.plasm.export`."""
     stages = Stages(progress, cancel_check)
-    labels = pseudo_label(gold, unlabeled, schema, options, stages)
+    labels = pseudo_label(gold, unlabeled, schema, options, stages, extra_teachers)
     return build_successor(labels, options, stages)

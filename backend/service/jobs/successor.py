@@ -33,7 +33,8 @@ from backend.engine.plasm.pipeline import FILTERS, PlasmOptions
 from backend.labeling import LabelConfig, parse_label_config, tasks_to_examples, unlabeled_examples
 from backend.service.jobs.common import LIVE, META_KIND, META_PROJECT, Throttle, enqueue, failure_reason, job_status
 from backend.service.jobs.stages import log_conversion
-from backend.service.records import PipelineStatus
+from backend.service.checkpoints import LoadedCheckpoint
+from backend.service.records import UNTRAINED, PipelineStatus
 from backend.service.runtime import JobContext, context
 from backend.service.settings import Settings
 
@@ -110,7 +111,8 @@ def parse_options(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
     `SuccessorOptionsError` saying what is wrong. Unknown keys are refused (a typo would
     otherwise silently fall back to a default)."""
     allowed = {"project", "teacher", "successor", "filter", "max_pool", "dev_share", "tracin_checkpoints",
-               "uncertainty_fraction", "compare_gold_only", "seed", "teachers", "successor_all_gold", "teacher_training",
+               "uncertainty_fraction", "compare_gold_only", "seed", "teachers", "successor_all_gold",
+               "acquisition_teacher", "teacher_training",
                "successor_training",
                *_TRAINING_KEYS}
     unknown = sorted(set(body) - allowed)
@@ -139,7 +141,7 @@ def parse_options(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
         out["seed"] = _number("seed", body["seed"], int, 0)
     if "teachers" in body:
         out["teachers"] = _number("teachers", body["teachers"], int, 1)
-    for flag in ("compare_gold_only", "successor_all_gold"):
+    for flag in ("compare_gold_only", "successor_all_gold", "acquisition_teacher"):
         if flag in body:
             if not isinstance(body[flag], bool):
                 raise SuccessorOptionsError(f"'{flag}' must be true or false")
@@ -163,7 +165,7 @@ def parse_options(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
 
 def plasm_options(settings: Settings, options: dict[str, Any]) -> PlasmOptions:
     base = settings.training_config()
-    kw = {k: v for k, v in options.items() if k not in ("teacher_training", "successor_training")}
+    kw = {k: v for k, v in options.items() if k not in ("teacher_training", "successor_training", "acquisition_teacher")}
 
     def training(part: str) -> TrainingConfig:
         over = options.get(part) or {}
@@ -294,6 +296,36 @@ def _progress(ctx: JobContext, job_id: str):
     return progress
 
 
+class _LockedCheckpoint:
+    """A served checkpoint as a PLASM teacher: predictions under its inference lock."""
+
+    def __init__(self, checkpoint: LoadedCheckpoint) -> None:
+        self.checkpoint = checkpoint
+
+    def predict(self, examples: Any, **kwargs: Any) -> Any:
+        with self.checkpoint.lock:
+            return self.checkpoint.model.predict(examples, **kwargs)
+
+
+def _acquisition_teacher(ctx: JobContext, project_id: int, config: LabelConfig,
+                         options: dict[str, Any]) -> tuple[list[_LockedCheckpoint], dict[str, Any]]:
+    """The latest fine-tuned acquisition model, trained on (nearly) every gold label, as one more
+    teacher whose probabilities join the teachers' average; why it does or does not."""
+    if not options.get("acquisition_teacher", True):
+        return [], {"used": False, "why": "acquisition_teacher=false"}
+    state = ctx.store.get_project(project_id)
+    version = state.acq_version if state is not None else UNTRAINED
+    if version == UNTRAINED:
+        return [], {"used": False, "why": "no fine-tuned acquisition model yet"}
+    try:
+        checkpoint = ctx.checkpoints.get(project_id, version)
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        return [], {"used": False, "version": version, "why": f"cannot load it: {exc}"[:300]}
+    if checkpoint.config.schema != config.schema:
+        return [], {"used": False, "version": version, "why": "trained for another label config"}
+    return [_LockedCheckpoint(checkpoint)], {"used": True, "version": version}
+
+
 def build_successor_job(project_id: int, options: dict[str, Any]) -> dict[str, Any]:
     """Fetch gold + pool from Label Studio, run PLASM, export; returns the metrics."""
     ctx = context()
@@ -310,12 +342,14 @@ def build_successor_job(project_id: int, options: dict[str, Any]) -> dict[str, A
         gold, pool = _fetch_data(ctx, project_id, job_id, config)
         directory, _ = export_paths(settings.model_dir, job_id) or (
             successors_dir(settings.model_dir, project_id) / job_id, None)
+        extra_teachers, why = _acquisition_teacher(ctx, project_id, config, options)
         result, paths = build_and_export(
             gold.examples, pool.examples, config.schema, plasm_options(settings, options), directory,
             progress=_progress(ctx, job_id), cancel_check=_cancel_check(ctx, job, job_id), archive=True,
-            extra={"project": int(project_id), "job_id": job_id},
+            extra={"project": int(project_id), "job_id": job_id, "acquisition_teacher": why},
+            extra_teachers=extra_teachers,
         )
-        metrics = result.to_dict()
+        metrics = {**result.to_dict(), "acquisition_teacher": why}
         store.update_status(job_id, stage="done", progress=1.0, metrics=metrics)
         log.info("project %s: successor %s built (%s kept)", project_id, job_id, metrics["chosen"])
         return {"metrics": metrics, "archive": str(paths.archive)}

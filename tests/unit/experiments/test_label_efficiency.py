@@ -4,7 +4,7 @@ import json
 
 from backend.cli import main
 from backend.experiments.label_efficiency import (
-    FEWSHOT, HYBRID, METHODS, OLD, RANDOM, UNCERTAINTY, LabelEfficiency, LabelEfficiencyConfig,
+    ALIGNED, FEWSHOT, HYBRID, METHODS, OLD, RANDOM, UNCERTAINTY, LabelEfficiency, LabelEfficiencyConfig,
 )
 from tests.helpers.toy_data import toy_tagging, write_toy_csv
 
@@ -42,8 +42,12 @@ def test_every_method_and_budget_side_by_side(tmp_path, tiny_bert, capsys):
     assert list(summary) == list(METHODS)
     for method in (RANDOM, UNCERTAINTY, HYBRID):
         assert {r["labeled"] for r in summary[method]} >= set(BUDGETS)
-    for method in (OLD, FEWSHOT):
+    for method in (OLD, FEWSHOT, ALIGNED):
         assert [r["labeled"] for r in summary[method]] == list(FINETUNE_BUDGETS)
+    # the aligned head reads the few-shot fine-tune's own features: its own figure, same label sets
+    fewshot = {(r["seed"], r["labeled"]): r for r in payload["records"] if r["method"] == FEWSHOT and r["corpus"] == "toy"}
+    for r in (r for r in payload["records"] if r["method"] == ALIGNED):
+        assert r["metrics"] == fewshot[(r["seed"], r["labeled"])]["detail"]["aligned_proxy"]
     for rows in summary.values():
         for row in rows:
             assert row["seeds"] == 2 and 0.0 <= row["mean"] <= 1.0 and row["std"] >= 0.0

@@ -17,7 +17,13 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from backend.service.jobs.common import describe_job
 from backend.service.runtime import Backend, set_context
 from backend.service.app import create_app
-from tests.helpers.backend import CLASSIFICATION_XML, make_settings, sentiment_examples, sentiment_tasks
+from tests.helpers.backend import (
+    CLASSIFICATION_XML,
+    make_settings,
+    publish_checkpoint,
+    sentiment_examples,
+    sentiment_tasks,
+)
 from tests.helpers.servers import free_port
 
 PID = 11
@@ -93,6 +99,7 @@ def test_successor_job_end_to_end(client, backend, tiny_electra):
     assert 0 <= metrics["dev_metrics"]["teacher"]["main"] <= 1
     assert metrics["chosen"] in ("plasm", "gold_only") and metrics["models"]["successor"] == str(tiny_electra)
     assert metrics["sizes"] and status["sizes"]["gold"] == 30 and status["sizes"]["pool"] == 16
+    assert metrics["acquisition_teacher"] == {"used": False, "why": "no fine-tuned acquisition model yet"}
 
     download = client.get(f"/successor/{job_id}/download")
     assert download.status_code == 200 and download.mimetype == "application/gzip"
@@ -112,6 +119,24 @@ def test_successor_job_end_to_end(client, backend, tiny_electra):
     assert again.status_code == 202 and again.json["job_id"] != job_id
 
 
+def test_the_acquisition_model_joins_the_teachers(client, backend):
+    """The project's fine-tuned acquisition model (trained on the gold labels) averages its pool
+    probabilities in with the teachers'; it is left out of their dev score; one option turns it off."""
+    publish_checkpoint(backend.settings, backend.store, PID, "acq-1-test")
+    job_id = client.post("/successor", json={"project": PID, "filter": "uncertainty", "teachers": 2, **FAST}).json["job_id"]
+    work(backend)
+    metrics = client.get(f"/jobs/{job_id}").json["metrics"]
+    assert metrics["acquisition_teacher"] == {"used": True, "version": "acq-1-test"}
+    assert metrics["filter"]["teachers"] == 2 and metrics["filter"]["extra_teachers"] == 1
+    assert metrics["filter"]["dev_examples"] == 2 * metrics["sizes"]["dev"], "dev scored by the fold teachers only"
+
+    job_id = client.post("/successor", json={"project": PID, "filter": "uncertainty", "acquisition_teacher": False,
+                                             **FAST}).json["job_id"]
+    work(backend)
+    metrics = client.get(f"/jobs/{job_id}").json["metrics"]
+    assert metrics["acquisition_teacher"]["used"] is False and metrics["filter"]["extra_teachers"] == 0
+
+
 @pytest.mark.parametrize("body, fragment", [
     ({"filter": "nope"}, "'filter'"),
     ({"epochs": 0}, "'epochs'"),
@@ -122,6 +147,7 @@ def test_successor_job_end_to_end(client, backend, tiny_electra):
     ({"epoch": 3}, "unknown option"),
     ({"teachers": 0}, "'teachers'"),
     ({"successor_all_gold": "yes"}, "'successor_all_gold'"),
+    ({"acquisition_teacher": 1}, "'acquisition_teacher'"),
     ({"successor_all_gold": True}, "compare_gold_only"),  # nothing held out to compare on
 ])
 def test_bad_options_are_refused(client, body, fragment):
