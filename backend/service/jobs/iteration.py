@@ -39,7 +39,12 @@ from backend.service.jobs.common import (
     job_status,
     rq_failure_message,
 )
-from backend.service.jobs.fast import aligned_features_wanted, follow_serving_model, measure_selection
+from backend.service.jobs.fast import (
+    aligned_features_wanted,
+    drop_unused_features,
+    follow_serving_model,
+    measure_selection,
+)
 from backend.service.jobs.janitor import reap_dead_jobs
 from backend.service.jobs.stages import (
     draw_subset,
@@ -131,6 +136,8 @@ def train_acquisition(project_id: int) -> dict[str, Any]:
     _still_running(ctx, project_id, pipeline_id)
     store.update_status(pipeline_id, stage="select", progress=0.0)
     draw = draw_subset(ctx, project_id, data, pool_ids)
+    if draw.full_rescore and aligned_features_wanted(ctx, data.state):
+        drop_unused_features(ctx, data.state)
     selection = measure_selection(ctx, project_id, data)
     info = start_iteration(ctx, project_id, pipeline_id, data, trained, draw, refreshed,
                            started=started, fetch_seconds=fetch_seconds, pool_ids=pool_ids, selection=selection)

@@ -18,7 +18,13 @@ from backend.engine.proxy import FeatureEncoder
 from backend.service.app import create_app
 from backend.service.checkpoints import checkpoint_dir
 from backend.service.features import base_key, finetuned_key
-from backend.service.jobs.fast import fast_path_blocker, follow_serving_model, measure_selection, use_base_features
+from backend.service.jobs.fast import (
+    drop_unused_features,
+    fast_path_blocker,
+    follow_serving_model,
+    measure_selection,
+    use_base_features,
+)
 from backend.service.jobs.iteration import request_training
 from backend.service.runtime import Backend, set_context
 from tests.helpers.backend import CLASSIFICATION_XML, NER_XML, SENTIMENT, make_settings
@@ -332,3 +338,7 @@ def test_a_winning_fine_tune_hands_the_fast_path_its_own_features(backend):
     use_base_features(backend, PID)  # the proxy measured better at a later iteration
     state = backend.store.get_project(PID)
     assert state.feature_key.startswith("base-") and not state.feature_source_version
+    backend.store.set_fields(PID, acq_version="acq-2-later")  # the next full rescore drops the loser's set
+    drop_unused_features(backend, backend.store.get_project(PID))
+    assert not backend.features.load(PID, finetuned_key(version)).ids.size
+    assert backend.features.load(PID, state.feature_key).ids.size == 40
