@@ -3,9 +3,10 @@
 
 Teacher and successor are the packaged all-MiniLM-L6-v2 with the backend's training defaults, so
 the successor can only gain over the acquisition model (same model, same gold labels) from the
-pool Label Studio holds: `TEACHERS` teachers, each holding out its own 10% dev fold, pseudo-label
-it with their averaged probabilities (one fine-tune on a few hundred labels is a noisy draw; the
-average of three is a better and steadier labeler), the least confident share 1 - dev score of
+pool Label Studio holds: `TEACHERS` teachers, each holding out its own 10% dev fold, and the
+project's last fine-tuned acquisition model (trained on every gold label; the backend adds it by
+default) pseudo-label it with their averaged probabilities (one fine-tune on a few hundred labels
+is a noisy draw; an average is a better and steadier labeler), the least confident share 1 - dev score of
 the pseudo-labels is dropped, and the successor learns from every gold label plus the kept
 pseudo-labels. TracIn is skipped (`filter` uncertainty): its probe is one more training of the
 successor on the whole pool, the minutes the teachers take instead. No gold-only successor is

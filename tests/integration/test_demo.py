@@ -89,6 +89,8 @@ def test_the_successor_archive_loads_and_the_stack_is_stopped(demo_run):
         assert any(name.endswith("config.json") for name in tar.getnames())
     model = AutoModelForSequenceClassification.from_pretrained(succ["directory"])
     assert set(model.config.id2label.values()) == {"fresh", "rotten"}
+    # the last fine-tuned acquisition model pseudo-labeled the pool with the teachers
+    assert succ["acquisition_teacher"]["used"] and succ["acquisition_teacher"]["version"].startswith("acq-")
     with pytest.raises(requests.ConnectionError):  # the demo stopped the backend it started
         requests.get(f"{summary['backend_url']}/health", timeout=5)
 
