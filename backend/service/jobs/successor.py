@@ -32,8 +32,8 @@ from backend.engine.plasm.export import build_and_export
 from backend.engine.plasm.pipeline import FILTERS, PlasmOptions
 from backend.labeling import LabelConfig, parse_label_config, tasks_to_examples, unlabeled_examples
 from backend.service.jobs.common import LIVE, META_KIND, META_PROJECT, Throttle, enqueue, failure_reason, job_status
-from backend.service.jobs.stages import log_conversion
 from backend.service.checkpoints import LoadedCheckpoint
+from backend.service.jobs.stages import log_conversion
 from backend.service.records import UNTRAINED, PipelineStatus
 from backend.service.runtime import JobContext, context
 from backend.service.settings import Settings
@@ -310,9 +310,15 @@ class _LockedCheckpoint:
 def _acquisition_teacher(ctx: JobContext, project_id: int, config: LabelConfig,
                          options: dict[str, Any]) -> tuple[list[_LockedCheckpoint], dict[str, Any]]:
     """The latest fine-tuned acquisition model, trained on (nearly) every gold label, as one more
-    teacher whose probabilities join the teachers' average; why it does or does not."""
-    if not options.get("acquisition_teacher", True):
+    teacher whose probabilities join the teachers' average; why it does or does not. By default only
+    when it is the teacher's own model: a distilled acquisition model would dilute a stronger
+    teacher's labels (the paper's ablation, fig. 17a)."""
+    wanted = options.get("acquisition_teacher")
+    if wanted is False:
         return [], {"used": False, "why": "acquisition_teacher=false"}
+    if wanted is None and options.get("teacher") != ctx.settings.acquisition_model:
+        return [], {"used": False, "why": f"the teacher ({options.get('teacher')}) is not the acquisition model "
+                                          f"({ctx.settings.acquisition_model}); acquisition_teacher=true adds it anyway"}
     state = ctx.store.get_project(project_id)
     version = state.acq_version if state is not None else UNTRAINED
     if version == UNTRAINED:

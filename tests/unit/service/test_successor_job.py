@@ -99,7 +99,8 @@ def test_successor_job_end_to_end(client, backend, tiny_electra):
     assert 0 <= metrics["dev_metrics"]["teacher"]["main"] <= 1
     assert metrics["chosen"] in ("plasm", "gold_only") and metrics["models"]["successor"] == str(tiny_electra)
     assert metrics["sizes"] and status["sizes"]["gold"] == 30 and status["sizes"]["pool"] == 16
-    assert metrics["acquisition_teacher"] == {"used": False, "why": "no fine-tuned acquisition model yet"}
+    assert metrics["acquisition_teacher"] == {"used": False, "why": "no fine-tuned acquisition model yet"}, \
+        "the teacher is the acquisition model's checkpoint here (TEACHER_MODEL = ACQUISITION_MODEL)"
 
     download = client.get(f"/successor/{job_id}/download")
     assert download.status_code == 200 and download.mimetype == "application/gzip"
@@ -135,6 +136,19 @@ def test_the_acquisition_model_joins_the_teachers(client, backend):
     work(backend)
     metrics = client.get(f"/jobs/{job_id}").json["metrics"]
     assert metrics["acquisition_teacher"]["used"] is False and metrics["filter"]["extra_teachers"] == 0
+
+    # another teacher model: by default the acquisition model does not dilute its labels; forced, it joins
+    other = str(backend.settings.successor_model)  # an allowed model that is not ACQUISITION_MODEL
+    outcome = {}
+    for forced in (None, True):
+        body = {"project": PID, "teacher": other, "filter": "uncertainty", **FAST}
+        if forced is not None:
+            body["acquisition_teacher"] = forced
+        job_id = client.post("/successor", json=body).json["job_id"]
+        work(backend)
+        outcome[forced] = client.get(f"/jobs/{job_id}").json["metrics"]["acquisition_teacher"]
+    assert outcome[None]["used"] is False and "is not the acquisition model" in outcome[None]["why"]
+    assert outcome[True] == {"used": True, "version": "acq-1-test"}
 
 
 @pytest.mark.parametrize("body, fragment", [
