@@ -61,6 +61,7 @@ from backend.service.runtime import JobContext, context
 log = logging.getLogger(__name__)
 
 FAST_JOB_TIMEOUT = 600
+SUPERSEDED = "superseded"  # a fast update with a later sequence number published first
 FAST_CV_FIELD = "fast_cv"  # the last CV grid's result: C, estimate, labels and classes it saw
 CV_REFRESH_GROWTH = 1.2  # the grid reruns once the labels grew by 20% (cheap early, rare later)
 DEFAULT_C = 1.0  # the first fit's C, before any CV ran
@@ -237,7 +238,8 @@ def run_fast_update(ctx: JobContext, project_id: int, reason: str, seq: int | No
     except LabelStudioError as exc:
         outcome = {**base, "status": "failed", "message": f"Label Studio: {exc}"[:1000],
                    "seconds": {"total": round(time.perf_counter() - t0, 4)}}
-    ctx.store.set_fast_status(project_id, outcome)
+    if outcome["status"] != SUPERSEDED:  # the newer update's status is the one to show
+        ctx.store.set_fast_status(project_id, outcome)
     log.info("project %s: fast update %s: %s", project_id, outcome["status"], outcome.get("message", ""))
     return outcome
 
@@ -328,7 +330,7 @@ def _fast_update(ctx: JobContext, project_id: int, seq: int, base: dict, t0: flo
         locked = time.perf_counter()
         current = store.get_project(project_id)
         if current is None or current.fast_published_seq >= seq:
-            raise _Skip("superseded", "a newer fast update published first")
+            raise _Skip(SUPERSEDED, "a newer fast update published first")
         blocker = fast_path_blocker(ctx, current)
         if blocker is not None:
             raise _Skip("off", blocker)

@@ -235,7 +235,7 @@ def publish_iteration(ctx: JobContext, project_id: int, info: IterationInfo) -> 
     """Carry stale scores over; then either the fine-tuned model serves (push one prediction per
     pool task, switch LS) or, when the proxy head measured better, the version only joins the
     acquisition lineage and a fast update orders LS; publish, prune old checkpoints."""
-    from backend.service.jobs.fast import run_fast_update, use_base_features
+    from backend.service.jobs.fast import SUPERSEDED, run_fast_update, use_base_features
 
     settings, store = ctx.settings, ctx.store
     pool = store.iteration_pool(project_id, info.version)
@@ -262,7 +262,7 @@ def publish_iteration(ctx: JobContext, project_id: int, info: IterationInfo) -> 
         outcome = run_fast_update(ctx, project_id, f"iteration {info.iteration}: the proxy head measured better",
                                   selection=selection)
         selection["fast_update"] = {k: outcome.get(k) for k in ("status", "version", "message")}
-        if outcome.get("status") == "published":
+        if outcome.get("status") in ("published", SUPERSEDED):  # superseded: a newer proxy version serves
             served = "proxy"
         else:  # the proxy could not publish (e.g. features missing): the fine-tuned model serves
             selection["serve"] = "finetuned"

@@ -342,3 +342,21 @@ def test_a_winning_fine_tune_hands_the_fast_path_its_own_features(backend):
     drop_unused_features(backend, backend.store.get_project(PID))
     assert not backend.features.load(PID, finetuned_key(version)).ids.size
     assert backend.features.load(PID, state.feature_key).ids.size == 40
+
+
+def test_an_update_overtaken_by_a_newer_one_leaves_the_newer_status(backend):
+    """Two updates race (an iteration's and an annotation's): the older one, finding a newer version
+    published, changes nothing, and the project's fast_path keeps saying what serves."""
+    from backend.service.jobs.fast import run_fast_update
+
+    data = examples(20)
+    ls, client = connect(backend, [t for t, _ in data])
+    annotate(client, ls, 1, "Positive")
+    annotate(client, ls, 2, "Negative")
+    work(backend)
+    published = fast_status(client)
+    assert published["status"] == "published" and published["seq"] >= 1
+
+    late = run_fast_update(backend, PID, "an iteration's update", seq=published["seq"] - 1 if published["seq"] > 1 else 0)
+    assert late["status"] == "superseded"
+    assert fast_status(client) == published and ls.model_version == published["version"]
