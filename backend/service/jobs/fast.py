@@ -95,9 +95,9 @@ def fast_path_blocker(ctx: JobContext, state: ProjectState | None) -> str | None
 
 
 def aligned_features_wanted(ctx: JobContext, state: ProjectState | None) -> bool:
-    """Whether scoring chunks should keep the fine-tuned encoder's pool features."""
-    return (ctx.settings.fast_enabled and ctx.settings.label_studio_configured and state is not None
-            and state.task_type is TaskType.CLASSIFICATION)
+    """Whether scoring chunks should keep the fine-tuned encoder's pool features: whenever the fast
+    path could run, whichever model serves now."""
+    return state is not None and fast_path_blocker(ctx, _without_win(state)) is None
 
 
 def base_feature_target(ctx: JobContext) -> tuple[str, str, str]:
