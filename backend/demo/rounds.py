@@ -36,6 +36,9 @@ class RoundRecord:
     annotate_seconds: float
     stage_seconds: dict[str, float]  # the backend's own split: fetch, train, inference, push, ...
     first_served_lowest: bool | None  # /next served the least confident task first (None: no model yet)
+    serving: str | None  # the model serving after the round: "proxy" (fast path's head) or "finetuned"
+    fast_features: str | None  # whose encoder the fast path re-fitted on while this round was annotated:
+    # "pretrained", a fine-tuned version (aligned features, once a fine-tune won), None: no features yet
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,7 +97,8 @@ class Rounds:
         t0 = time.perf_counter()
         first_ok = self.annotate(self.per_round, bar)
         annotate_s = time.perf_counter() - t0
-        before = self.backend.state(self.project_id)["iteration"]
+        annotated = self.backend.state(self.project_id)
+        before = annotated["iteration"]
         bar.set_postfix_str("training...")
         t1 = time.perf_counter()
         self.ls.start_training(self.ml_backend_id)  # LS posts /webhook START_TRAINING
@@ -104,7 +108,7 @@ class Rounds:
         record = state.get("last_iteration") or {}
         return RoundRecord(number, self.labeled, self.per_round, str(self.version), self.quality(), round(update_s, 2),
                            round(annotate_s, 2), {k: round(float(v), 2) for k, v in record.get("seconds", {}).items()},
-                           first_ok)
+                           first_ok, (state.get("serving") or {}).get("model"), _fast_features(annotated))
 
     def run(self, rounds: int) -> list[RoundRecord]:
         records: list[RoundRecord] = []
@@ -118,5 +122,14 @@ class Rounds:
                           f"{rec.quality:.3f}, update {rec.update_seconds:.1f} s "
                           f"(train {rec.stage_seconds.get('train', 0):.1f} s), annotating {rec.annotate_seconds:.1f} s"
                           + ("" if rec.first_served_lowest is None else
-                             f", /next served the least confident task: {rec.first_served_lowest}"))
+                             f", /next served the least confident task: {rec.first_served_lowest}")
+                          + (f", serving {rec.serving}" if rec.serving else "")
+                          + (f" (fast path on {rec.fast_features} features)" if rec.fast_features else ""))
         return records
+
+
+def _fast_features(state: dict[str, Any]) -> str | None:
+    features = state.get("features") or {}
+    if not features.get("key"):
+        return None
+    return features.get("aligned_with") or "pretrained"

@@ -4,10 +4,10 @@ builds and downloads a PLASM successor, prints and writes its summary, and stops
 
 Checked from the outside: the project exists in Label Studio with every unlabeled task holding a
 prediction of the project's model version, the successor archive loads with transformers, and both
-held-out accuracies are reported with the successor at least as accurate as the acquisition model
-(the demo's own check: it exits 3 otherwise). At these sizes (40 labels) both models are close to
-the majority class (measured: 0.533 and 0.533 on the 60 held-out texts); how the default demo's
-two models compare is measured in the README, not asserted here.
+held-out accuracies are reported with the demo's verdict agreeing with them: exit 0 and "at least as
+good", or exit 3 and "WORSE". At these sizes (40 labels, 60 held-out texts) the two models differ by
+a text or two either way (measured: 0.533 vs 0.533, and 0.650 vs 0.633 in a fresh-clone CI run), so
+which one wins is not asserted here; the default demo's comparison is measured in the README.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import pytest
 import requests
 from transformers import AutoModelForSequenceClassification
 
+from backend.demo.run import FAILED_CHECK
 from backend.service.settings import Settings
 from tests.helpers.ls_admin import LabelStudioTestClient
 from tests.helpers.servers import REPO_ROOT, BackendProcesses
@@ -40,8 +41,10 @@ def demo_run(label_studio, tmp_path_factory):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
     logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted((out / "logs").glob("*.log")))
-    assert proc.returncode == 0, f"demo exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}\n{logs}"
+    assert proc.returncode in (0, FAILED_CHECK), \
+        f"demo exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}\n{logs}"
     summary = json.loads((out / "summary.json").read_text())
+    assert (proc.returncode == 0) == summary["quality"]["successor_at_least_as_good"], proc.stdout[-2000:]
     return proc, summary
 
 
@@ -50,14 +53,18 @@ def test_demo_reports_both_models_and_where_everything_is(demo_run, label_studio
     quality = summary["quality"]
     assert quality["metric"] == "accuracy"
     assert 0.0 <= quality["acquisition"] <= 1.0 and 0.0 <= quality["successor"] <= 1.0
-    assert quality["successor"] >= quality["acquisition"] and quality["successor_at_least_as_good"]
+    assert quality["successor_at_least_as_good"] == (quality["successor"] >= quality["acquisition"])
+    verdict = "at least as good" if quality["successor_at_least_as_good"] else "WORSE than the acquisition model"
+    assert f"{quality['successor']:.3f}  ({verdict})" in proc.stdout
     assert summary["held_out"] == HELD_OUT and summary["pool_size"] == POOL
     (record,) = summary["rounds"]
     assert record["labeled"] == PER_ROUND and record["update_seconds"] > 0 and record["quality"] == quality["acquisition"]
+    assert record["serving"] in ("proxy", "finetuned") and record["fast_features"] in (None, "pretrained")
     printed = proc.stdout
     assert label_studio.url in printed and summary["label_studio"]["labeling_url"] in printed
     assert f"{quality['acquisition']:.3f}" in printed and f"{quality['successor']:.3f}" in printed
     assert "AutoModelForSequenceClassification.from_pretrained(" in printed
+    assert f"serving after each round: {record['serving']}" in printed
     assert summary["successor"]["directory"] in printed
 
 
