@@ -57,12 +57,6 @@ def _shorten(text: str, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _serving(record: dict[str, Any]) -> str:
-    served = str(record.get("serving") or "?")
-    features = record.get("fast_features")
-    return served if features in (None, "pretrained") else f"{served} (fast path on {features}'s features)"
-
-
 def print_report(s: dict[str, Any]) -> None:
     """The human summary: where to click, what was measured, where the successor is."""
     ls, q, st = s["label_studio"], s["quality"], s["standings"]
@@ -79,7 +73,9 @@ def print_report(s: dict[str, Any]) -> None:
         f"({'at least as good' if q['successor_at_least_as_good'] else 'WORSE than the acquisition model'})",
         f"seconds per update (Start training -> new order in Label Studio): "
         + ", ".join(f"{r['update_seconds']:.1f}" for r in s["rounds"]),
-        "serving after each round: " + ", ".join(_serving(r) for r in s["rounds"]),
+        "serving after each round: " + ", ".join(str(r.get("serving") or "?") for r in s["rounds"]),
+        "fast path's features while each round was annotated: "
+        + ", ".join(str(r.get("fast_features") or "none yet") for r in s["rounds"]),
         f"the {st['unlabeled']} unlabeled tasks, ordered by uncertainty ({st['with_prediction']} hold a "
         f"prediction of {st['version']}); next up:",
     ]

@@ -37,6 +37,7 @@ class RoundRecord:
     stage_seconds: dict[str, float]  # the backend's own split: fetch, train, inference, push, ...
     first_served_lowest: bool | None  # /next served the least confident task first (None: no model yet)
     serving: str | None  # the model serving after the round: "proxy" (fast path's head) or "finetuned"
+    serving_why: str | None  # the measured estimates that chose it, as the backend states them
     fast_features: str | None  # whose encoder the fast path re-fitted on while this round was annotated:
     # "pretrained", a fine-tuned version (aligned features, once a fine-tune won), None: no features yet
 
@@ -106,9 +107,11 @@ class Rounds:
         update_s = time.perf_counter() - t1
         self.version = state["version"]
         record = state.get("last_iteration") or {}
+        serving = state.get("serving") or {}
         return RoundRecord(number, self.labeled, self.per_round, str(self.version), self.quality(), round(update_s, 2),
                            round(annotate_s, 2), {k: round(float(v), 2) for k, v in record.get("seconds", {}).items()},
-                           first_ok, (state.get("serving") or {}).get("model"), _fast_features(annotated))
+                           first_ok, serving.get("model"), (serving.get("why") or {}).get("why_serve"),
+                           _fast_features(annotated))
 
     def run(self, rounds: int) -> list[RoundRecord]:
         records: list[RoundRecord] = []
@@ -124,7 +127,8 @@ class Rounds:
                           + ("" if rec.first_served_lowest is None else
                              f", /next served the least confident task: {rec.first_served_lowest}")
                           + (f", serving {rec.serving}" if rec.serving else "")
-                          + (f" (fast path on {rec.fast_features} features)" if rec.fast_features else ""))
+                          + (f" (fast path on {rec.fast_features} features)" if rec.fast_features else "")
+                          + (f"\n  why it serves: {rec.serving_why}" if rec.serving_why else ""))
         return records
 
 

@@ -4,9 +4,9 @@ schedules and the default hybrid, side by side on the same corpora, seeds and la
 Methods (all on the same pool / test split and random permutation per seed):
 - `frozen-lr-random`: the proxy head (logistic regression on frozen mean-pooled features) on the
   first b texts of a seeded random permutation: the baseline.
-- `proxy-uncertainty`: the same head; the first `query_batch` labels are random's, then the head is
-  re-fitted after every `query_batch` labels and the least-confident pool texts come next (the
-  fast path's ordering).
+- `proxy-uncertainty`: the same head; the first `cold_start_labels` labels are the pool's most
+  typical texts (k-means, `engine.acquisition.cold_start`), then the head is re-fitted after every
+  `query_batch` labels and the least-confident pool texts come next (the fast path's ordering).
 - `finetune-old`: `TransformerModel` with the paper's schedule (5 epochs at 2e-5 for
   classification, 15 at 5e-5 for tagging) on random's labels, at the fine-tune budgets only.
 - `finetune-fewshot`: `TransformerModel` with `TrainingConfig()` defaults on random's labels.
@@ -42,12 +42,13 @@ from typing import Any
 import numpy as np
 
 from backend.engine.data import Dataset, load_dataset, train_test_split
+from backend.engine.acquisition.cold_start import COLD_START_LABELS, typical_order
 from backend.engine.acquisition.strategies import LeastConfidence
 from backend.engine.io import atomic_file, atomic_write_json
 from backend.engine.metrics import evaluate, main_metric_name
 from backend.engine.models.transformer import TrainingConfig, TransformerModel
 from backend.engine.packaged import resolve_model
-from backend.engine.proxy import FeatureEncoder, ProxyHead
+from backend.engine.proxy import C_MAX, C_MIN, C_SCALE, FeatureEncoder, ProxyHead
 from backend.engine.types import ClassificationExample, Example, Predictions, TaskType
 
 RANDOM, UNCERTAINTY, OLD, FEWSHOT, ALIGNED, HYBRID = (
@@ -78,6 +79,8 @@ class LabelEfficiencyConfig:
     budgets: tuple[int, ...] = field(default=(10, 20, 30, 50, 75, 100, 150, 200, 300, 400, 500),
                                      metadata={"help": "label counts in the table (proxy methods)"})
     query_batch: int = field(default=10, metadata={"help": "labels per proxy re-fit (uncertainty ordering)"})
+    cold_start_labels: int = field(default=COLD_START_LABELS, metadata={
+        "help": "proxy-uncertainty's first labels: the most typical texts (k-means), as the fast path does"})
     methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "methods compared"})
     finetune_budgets: tuple[int, ...] = field(
         default=(20, 50, 100, 200, 500), metadata={"help": "label counts where fine-tunes (and hybrid's "
@@ -266,12 +269,16 @@ class LabelEfficiency:
             head = self._head(corpus, permutation[:b], seed)
             records.append(LabelRecord(corpus.name, RANDOM, seed, b, self._test_metrics(corpus, head),
                                        time.perf_counter() - start, {"cv_accuracy": head.estimate.accuracy}))
-        order = list(permutation[: min(self.config.query_batch, grid[0])])
+        typical = typical_order(corpus.pool_features, self.config.cold_start_labels, seed)  # type: ignore[arg-type]
+        order: list[int] = []
         chosen = np.zeros(len(corpus.pool), dtype=bool)
-        chosen[order] = True
         strategy = LeastConfidence()
         for b in grid:
             start = time.perf_counter()
+            if len(order) < min(b, len(typical)):  # cold start: the most typical texts first
+                new = [int(i) for i in typical[len(order): b]]
+                order.extend(new)
+                chosen[new] = True
             if b > len(order):  # query the least-confident texts of the head fitted on the labels so far
                 probs = head.predict_proba(corpus.pool_features)  # type: ignore[arg-type]
                 schema = corpus.pool.schema
@@ -351,7 +358,12 @@ class LabelEfficiency:
                         "model": resolve_model(self.config.model), "method": method, "seed": seed,
                         "labeled": labeled, "query_batch": self.config.query_batch,
                         "holdout_share": self.config.holdout_share if method == HYBRID else None,
+                        "order": self._order_key() if method == HYBRID else None,  # hybrid's labels
                         "training": training})
+
+    def _order_key(self) -> dict[str, Any]:
+        """What proxy-uncertainty's labels depend on besides the features and seed."""
+        return {"c_schedule": (C_SCALE, C_MIN, C_MAX), "cold_start": self.config.cold_start_labels}
 
     def _read_cache(self) -> dict[str, LabelRecord]:
         path = self.cache / "records.jsonl" if self.cache else None
@@ -369,7 +381,8 @@ class LabelEfficiency:
     def _cached_curves(self, corpus: Corpus, seed: int, permutation: np.ndarray) -> tuple[list[LabelRecord], np.ndarray]:
         """`proxy_curves`, read back from the cache when the same features, seed and grid ran before."""
         key = _digest({"corpus": corpus.name, "features": corpus.features_key, "seed": seed,
-                       "grid": self.grid(len(corpus.pool)), "query_batch": self.config.query_batch})
+                       "grid": self.grid(len(corpus.pool)), "query_batch": self.config.query_batch,
+                       "order": self._order_key()})
         path = self.cache / "curves" / f"{_safe(corpus.name)}-{key}.json" if self.cache else None
         if path is not None and path.is_file():
             saved = json.loads(path.read_text())

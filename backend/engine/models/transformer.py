@@ -342,7 +342,8 @@ class TransformerModel:
         if head is None or head.in_features == 0:
             return
         probe = ProxyHead(self.schema, seed=self.config.seed)
-        probe.fit(self.head_features(encoded), [ex.labels for ex in examples])  # type: ignore[union-attr]
+        features, labels = self.head_features(encoded), [ex.labels for ex in examples]  # type: ignore[union-attr]
+        probe.fit(features, labels, c=probe.choose_c(features, labels), estimate=False)
         with torch.no_grad():
             head.weight.copy_(torch.from_numpy(probe.coef))
             if head.bias is not None:

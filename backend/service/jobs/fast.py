@@ -5,7 +5,7 @@
                                         fast version, push the FIRST_PUSH most uncertain tasks'
                                         predictions one by one, switch LS's model_version, publish
     extend_fast_version (queue "scoring") the rest of the top-K, after the switch (off the path)
-    cross_validate_job  (queue "scoring")   the proxy head's CV grid when due; fast updates fit with its C
+    cross_validate_job  (queue "scoring")   the proxy head's CV estimate when due (off the latency path)
     build_features  (queue "scoring")   list the pool, fan out `encode_chunk` jobs for the tasks
     encode_chunk x N                    without features (FEATURE_MODEL's mean-pooled float16 vectors)
     features_ready                      mark the set complete, ask for a fast update
@@ -62,9 +62,8 @@ log = logging.getLogger(__name__)
 
 FAST_JOB_TIMEOUT = 600
 SUPERSEDED = "superseded"  # a fast update with a later sequence number published first
-FAST_CV_FIELD = "fast_cv"  # the last CV grid's result: C, estimate, labels and classes it saw
-CV_REFRESH_GROWTH = 1.2  # the grid reruns once the labels grew by 20% (cheap early, rare later)
-DEFAULT_C = 1.0  # the first fit's C, before any CV ran
+FAST_CV_FIELD = "fast_cv"  # the last CV's result: C, estimate, labels and classes it saw
+CV_REFRESH_GROWTH = 1.2  # the CV reruns once the labels grew by 20% (cheap early, rare later)
 FIRST_PUSH = 4  # of the FAST_TOP_K predictions, created before LS's switch (each POST costs LS ~21 ms idle,
 # ~250 ms on a loaded 2-core machine); the rest follow in a "scoring" job after it. /next orders by
 # score, so it serves the first ones (the most uncertain) either way.
@@ -291,8 +290,8 @@ def _fast_update(ctx: JobContext, project_id: int, seq: int, base: dict, t0: flo
     t = time.perf_counter()
     x_lab = features.matrix[lab_rows[lab_found]]
     prev_cv, cv_due = _cv_plan(store, project_id, y, state.feature_key)
-    try:  # one fit with the last CV's C; the CV grid itself runs after the switch when due
-        head = ProxyHead(config.schema, settings.seed).fit(x_lab, y, c=prev_cv["c"] if prev_cv else DEFAULT_C)
+    try:  # one fit (C set by the label count); the CV estimate runs after the switch when due
+        head = ProxyHead(config.schema, settings.seed).fit(x_lab, y, estimate=False)
     except NotEnoughLabelsError as exc:
         raise _Skip("skipped", str(exc), conversion=conversion) from None
     if prev_cv:
@@ -371,8 +370,9 @@ def _features_note(state: ProjectState) -> str:
 
 
 def _cv_plan(store: Any, project_id: int, y: list[list[str]], feature_key: str) -> tuple[dict | None, bool]:
-    """(the last CV's record, whether the grid is due): due when there is none, the classes seen
-    or the features changed, or the labels grew by CV_REFRESH_GROWTH since; between, fits reuse its C."""
+    """(the last CV's record, whether a new CV is due): due when there is none, the classes seen
+    or the features changed, or the labels grew by CV_REFRESH_GROWTH since; between, the fast
+    versions report the last one's estimate."""
     raw = store.r.hget(store.key(project_id), FAST_CV_FIELD)
     prev = json.loads(raw) if raw else None
     classes = sorted({label for row in y for label in row})
@@ -383,18 +383,18 @@ def _cv_plan(store: Any, project_id: int, y: list[list[str]], feature_key: str) 
 
 
 def request_cv(ctx: JobContext, project_id: int, feature_key: str, task_ids: list[int], y: list[list[str]]) -> None:
-    """Queue the CV grid (queue "scoring"; at most one queued per project): ~20 fits, 0.2 s idle
-    and 3-4 s on a loaded 2-core machine, which would otherwise hold up the next fast update."""
+    """Queue the CV estimate (queue "scoring"; at most one queued per project): up to 5 fits, which
+    on a loaded 2-core machine would otherwise hold up the next fast update."""
     job_id = f"cv-{int(project_id)}-{uuid.uuid4().hex[:12]}"
     if ctx.store.claim(project_id, "cv-queued", job_id, FAST_JOB_TIMEOUT) is None:
         enqueue(ctx.queues.scoring, cross_validate_job, (int(project_id), feature_key, task_ids, y), job_id=job_id,
                 timeout=FAST_JOB_TIMEOUT, meta={META_PROJECT: int(project_id)}, on_failure=on_cv_failure,
-                description=f"proxy head CV grid on {len(y)} labels, project {project_id}")
+                description=f"proxy head CV on {len(y)} labels, project {project_id}")
 
 
 def cross_validate_job(project_id: int, feature_key: str, task_ids: list[int], y: list[list[str]]) -> dict[str, Any]:
-    """The proxy head's CV grid on these labels: recorded as the C later fast updates fit with,
-    and as the proxy's estimate in the serving reason while the proxy serves."""
+    """The proxy head's CV accuracy on these labels: recorded as the estimate later fast updates
+    report, and as the proxy's estimate in the serving reason while the proxy serves."""
     ctx = context()
     job = get_current_job()
     if job is not None:

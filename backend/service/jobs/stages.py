@@ -258,7 +258,11 @@ def publish_iteration(ctx: JobContext, project_id: int, info: IterationInfo) -> 
                           "inference": info.inference_seconds, "scoring_wall": scoring_wall}
         record.finished_at = time.time()
         store.publish_version(project_id, info.version, info.iteration, record, serve=False)
-        use_base_features(ctx, project_id)  # the features its estimate was measured on
+        # an earlier fine-tune's win is over (else it would block the proxy's update below, leaving
+        # that fine-tune serving with the fast path off); the head works on the features its
+        # estimate was measured on
+        store.set_fields(project_id, finetune_won=False)
+        use_base_features(ctx, project_id)
         outcome = run_fast_update(ctx, project_id, f"iteration {info.iteration}: the proxy head measured better",
                                   selection=selection)
         selection["fast_update"] = {k: outcome.get(k) for k in ("status", "version", "message")}

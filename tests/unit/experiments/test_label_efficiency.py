@@ -56,9 +56,6 @@ def test_every_method_and_budget_side_by_side(tmp_path, tiny_bert, capsys):
     for method in (RANDOM, UNCERTAINTY):
         at = {r["labeled"]: r["mean"] for r in summary[method]}
         assert at[40] > at[10], (method, at)
-    # at the first budget the uncertainty ordering has only random's labels: the same head
-    first = [next(r for r in summary[m] if r["labeled"] == 10)["values"] for m in (RANDOM, UNCERTAINTY)]
-    assert first[0] == first[1]
     # hybrid measured its choice at the fine-tune budgets, and serves the proxy between them
     hybrid = [r for r in payload["records"] if r["corpus"] == "toy" and r["method"] == HYBRID]
     measured = [r for r in hybrid if r["labeled"] in FINETUNE_BUDGETS]

@@ -344,6 +344,44 @@ def test_a_winning_fine_tune_hands_the_fast_path_its_own_features(backend):
     assert backend.features.load(PID, state.feature_key).ids.size == 40
 
 
+def test_the_proxy_serves_again_when_it_measures_better_than_a_fine_tune_that_had_won(backend):
+    """A fine-tune won an iteration (the fast path moved to its features); at the next one the
+    proxy head measures better: its fast version orders LS and the fast path is back on the
+    pretrained encoder's features. (Seen in the demo before the fix: the earlier win blocked the
+    proxy's update, so that fine-tune went on serving with the fast path off.)"""
+    from backend.service.store import ScoreEntry
+
+    data = examples(40)
+    ls, client = connect(backend, [t for t, _ in data])
+    for i, (_, label) in enumerate(data[:12]):
+        ls.annotate(i + 1, label)
+    annotate(client, ls, 13, data[12][1])
+    work(backend)  # the pretrained encoder's features and a fast update
+    request_training(backend, PID, "test")
+    work(backend)  # iteration 1 scores the whole pool
+    first = backend.store.get_project(PID).acq_version
+    backend.store.set_fields(PID, finetune_won=True, serving_model="finetuned")  # planted: it won
+    follow_serving_model(backend, PID, first, "finetuned", full_rescore=True)
+    work(backend)
+    assert backend.store.get_project(PID).feature_source_version == first
+
+    later = range(14, 29)  # 15 new labels, every one of which the fine-tune got wrong
+    other = {"Positive": "Negative", "Negative": "Positive"}
+    for t in later:
+        ls.annotate(t, data[t - 1][1])
+    backend.store.put_scores(PID, first, {t: ScoreEntry(_choice(other[data[t - 1][1]]), 0.9, 0.1) for t in later})
+    request_training(backend, PID, "test")
+    work(backend)  # iteration 2: the proxy head measures better
+
+    state = client.get(f"/projects/{PID}").json
+    assert state["iteration"] == 2 and state["last_iteration"]["selection"]["serve"] == "proxy", state["serving"]
+    assert state["serving"]["model"] == "proxy" and not state["serving"]["finetune_won"]
+    assert state["features"]["aligned_with"] is None and state["features"]["key"].startswith("base-")
+    assert state["fast_path"]["status"] == "published", state["fast_path"]
+    assert ls.model_version == state["version"] == state["fast_path"]["version"]
+    assert state["fast_path"]["labeled"] == 28
+
+
 def test_an_update_overtaken_by_a_newer_one_leaves_the_newer_status(backend):
     """Two updates race (an iteration's and an annotation's): the older one, finding a newer version
     published, changes nothing, and the project's fast_path keeps saying what serves."""
