@@ -354,12 +354,13 @@ class LabelEfficiency:
     def _key(self, corpus: Corpus, method: str, seed: int, labeled: int) -> str:
         trained = FEWSHOT if method == HYBRID else method  # the schedule this record depends on
         training = asdict(self.training(trained, seed, corpus.pool.schema.task_type))
-        return _digest({"corpus": corpus.name, "pool": len(corpus.pool), "test": len(corpus.test),
-                        "model": resolve_model(self.config.model), "method": method, "seed": seed,
-                        "labeled": labeled, "query_batch": self.config.query_batch,
-                        "holdout_share": self.config.holdout_share if method == HYBRID else None,
-                        "order": self._order_key() if method == HYBRID else None,  # hybrid's labels
-                        "training": training})
+        key = {"corpus": corpus.name, "pool": len(corpus.pool), "test": len(corpus.test),
+               "model": resolve_model(self.config.model), "method": method, "seed": seed,
+               "labeled": labeled, "query_batch": self.config.query_batch,
+               "holdout_share": self.config.holdout_share if method == HYBRID else None, "training": training}
+        if method == HYBRID:  # its labels come from proxy-uncertainty's order
+            key["order"] = self._order_key()
+        return _digest(key)
 
     def _order_key(self) -> dict[str, Any]:
         """What proxy-uncertainty's labels depend on besides the features and seed."""

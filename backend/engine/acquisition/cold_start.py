@@ -19,8 +19,8 @@ MAX_CLUSTERED_ROWS = 20000  # k-means runs on a seeded sample of bigger pools (s
 def typical_order(features: np.ndarray, k: int = COLD_START_LABELS, seed: int = 0) -> np.ndarray:
     """Row indices of the `k` most typical texts (fewer when the pool is smaller), one per k-means
     cluster, biggest cluster first. All-zero rows (texts without tokens) are never picked."""
-    x = np.asarray(features, dtype=np.float32)
-    candidates = np.flatnonzero(x.any(axis=1)) if len(x) else np.zeros(0, np.int64)
+    features = np.asarray(features)
+    candidates = np.flatnonzero(features.any(axis=1)) if len(features) else np.zeros(0, np.int64)
     k = min(int(k), len(candidates))
     if k <= 0:
         return np.zeros(0, np.int64)
@@ -29,8 +29,9 @@ def typical_order(features: np.ndarray, k: int = COLD_START_LABELS, seed: int = 
         candidates = np.sort(rng.choice(candidates, MAX_CLUSTERED_ROWS, replace=False))
     from sklearn.cluster import KMeans
 
-    km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(x[candidates])
-    distances = km.transform(x[candidates])  # (rows, k)
+    x = features[candidates].astype(np.float32)  # float32 copies of the clustered rows only
+    km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(x)
+    distances = km.transform(x)  # (rows, k)
     sizes = np.bincount(km.labels_, minlength=k)
     picked: list[int] = []
     for cluster in np.argsort(-sizes, kind="stable"):

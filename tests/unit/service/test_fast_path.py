@@ -14,6 +14,7 @@ import pytest
 from rq import SimpleWorker
 from rq.registry import FailedJobRegistry
 
+from backend.engine.acquisition.cold_start import typical_order
 from backend.engine.proxy import FeatureEncoder
 from backend.service.app import create_app
 from backend.service.checkpoints import checkpoint_dir
@@ -96,12 +97,17 @@ class StandInLabelStudio:
         return min(held, key=held.get)
 
 
-@pytest.fixture
-def backend(redis_url, tmp_path, tiny_bert):
+def make_backend(redis_url, tmp_path, tiny_bert, **overrides) -> Backend:
     settings = make_settings(redis_url, tmp_path, tiny_bert, label_studio_url=f"http://127.0.0.1:{free_port()}",
                              label_studio_api_key="test-token", torch_threads=1, score_chunk_size=16,
-                             train_every_n=0, fast_top_k=TOP_K, fast_encode_limit=8)
-    b = Backend.from_settings(settings)
+                             train_every_n=0, fast_top_k=TOP_K, fast_encode_limit=8, **overrides)
+    return Backend.from_settings(settings)
+
+
+@pytest.fixture
+def backend(redis_url, tmp_path, tiny_bert):
+    """Cold start off: these tests follow the least-confidence order (the cold start has its own)."""
+    b = make_backend(redis_url, tmp_path, tiny_bert, fast_cold_start=0)
     set_context(b)
     yield b
     set_context(None)
@@ -178,6 +184,39 @@ def test_annotations_give_a_fast_version_in_label_studio(backend):
     work(backend)
     held = ls.model_versions(PID)
     assert set(held) == {second["version"], fast_status(client)["version"]}, held  # current + previous
+
+
+def test_the_first_labels_go_to_the_most_typical_texts(redis_url, tmp_path, tiny_bert):
+    """Below FAST_COLD_START labels a fast version pushes only the most typical unlabeled texts
+    (k-means over the pool's features, computed once per feature set), so /next serves them; from
+    FAST_COLD_START labels on it pushes the least confident."""
+    backend = make_backend(redis_url, tmp_path, tiny_bert, fast_cold_start=12)
+    set_context(backend)
+    try:
+        data = examples(60)
+        ls, client = connect(backend, [t for t, _ in data])
+        for i, (_, label) in enumerate(data[:5]):
+            annotate(client, ls, i + 1, label)
+        work(backend)
+        status = fast_status(client)
+        assert status["status"] == "published" and status["order"] == "typical", status
+        assert "cold start (5 of 12 labels)" in status["message"]
+        state = backend.store.get_project(PID)
+        features = backend.features.load(PID, state.feature_key)
+        typical = [int(features.ids[r]) for r in typical_order(features.matrix, 12, backend.settings.seed)]
+        pushed = [p["task"] for p in ls.predictions if p["model_version"] == status["version"]]
+        expected = [t for t in typical if t > 5][:TOP_K]  # tasks 1-5 are labeled
+        assert sorted(pushed) == sorted(expected) and ls.next_task() in expected
+
+        for i in range(5, 12):  # the labels reach FAST_COLD_START: least confidence from now on
+            ls.annotate(i + 1, data[i][1])
+        annotate(client, ls, 13, data[12][1])
+        work(backend)
+        status = fast_status(client)
+        assert status["status"] == "published" and status["order"] == "uncertainty" and status["labeled"] == 13
+        assert "cold start" not in status["message"]
+    finally:
+        set_context(None)
 
 
 def test_duplicate_deliveries_do_not_queue_a_second_update(backend):
