@@ -311,8 +311,9 @@ def _fast_update(ctx: JobContext, project_id: int, seq: int, base: dict, t0: flo
     k = min(settings.fast_top_k, int((~empty).sum()))
     top = np.argsort(-uncertainty, kind="stable")[:k]
     typical = _cold_start(ctx, project_id, state.feature_key, features, scored_ids, len(y))
-    if len(typical):  # the first labels: only the most typical unlabeled texts hold this version
-        top = typical[:k]
+    if len(typical):  # the first labels: only the most typical unlabeled texts hold this version,
+        top = typical[:k]  # lowest score first (LS's order: those created before the switch lead)
+        top = top[np.argsort(confidence[top], kind="stable")]
     score_s = time.perf_counter() - t
 
     t = time.perf_counter()
