@@ -339,18 +339,25 @@ def test_the_fine_tuned_model_serves_only_when_its_held_out_accuracy_is_higher(b
     assert np.isfinite(wrong["proxy"]["cv_accuracy"])
 
 
-def test_a_winning_fine_tune_hands_the_fast_path_its_own_features(backend):
-    """A full-rescore iteration keeps the fine-tuned encoder's pool features from its scoring pass;
-    once that fine-tune wins the serving choice the fast path re-fits on them, and goes back to the
-    pretrained encoder's (kept on disk) when the proxy wins again."""
+def thirteen_labels_and_a_full_iteration(backend: Backend):
+    """40 tasks, 13 labeled (the last through the webhook: features and a fast update), then
+    iteration 1, which scores the whole pool: (data, LS stand-in, client)."""
     data = examples(40)
     ls, client = connect(backend, [t for t, _ in data])
     for i, (_, label) in enumerate(data[:12]):
         ls.annotate(i + 1, label)
     annotate(client, ls, 13, data[12][1])
-    work(backend)  # the pretrained encoder's features and a fast update
+    work(backend)
     request_training(backend, PID, "test")
-    work(backend)  # iteration 1 scores the whole pool
+    work(backend)
+    return data, ls, client
+
+
+def test_a_winning_fine_tune_hands_the_fast_path_its_own_features(backend):
+    """A full-rescore iteration keeps the fine-tuned encoder's pool features from its scoring pass;
+    once that fine-tune wins the serving choice the fast path re-fits on them, and goes back to the
+    pretrained encoder's (kept on disk) when the proxy wins again."""
+    data, ls, client = thirteen_labels_and_a_full_iteration(backend)
 
     version = backend.store.get_project(PID).acq_version
     pool_ids = backend.store.pool_ids(PID)
@@ -390,14 +397,7 @@ def test_the_proxy_serves_again_when_it_measures_better_than_a_fine_tune_that_ha
     proxy's update, so that fine-tune went on serving with the fast path off.)"""
     from backend.service.store import ScoreEntry
 
-    data = examples(40)
-    ls, client = connect(backend, [t for t, _ in data])
-    for i, (_, label) in enumerate(data[:12]):
-        ls.annotate(i + 1, label)
-    annotate(client, ls, 13, data[12][1])
-    work(backend)  # the pretrained encoder's features and a fast update
-    request_training(backend, PID, "test")
-    work(backend)  # iteration 1 scores the whole pool
+    data, ls, client = thirteen_labels_and_a_full_iteration(backend)
     first = backend.store.get_project(PID).acq_version
     backend.store.set_fields(PID, finetune_won=True, serving_model="finetuned")  # planted: it won
     follow_serving_model(backend, PID, first, "finetuned", full_rescore=True)
