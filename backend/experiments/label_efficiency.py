@@ -41,9 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from backend.engine.data import Dataset, load_dataset, train_test_split
 from backend.engine.acquisition.cold_start import COLD_START_LABELS, typical_order
 from backend.engine.acquisition.strategies import LeastConfidence
+from backend.engine.data import Dataset, load_dataset, train_test_split
 from backend.engine.io import atomic_file, atomic_write_json
 from backend.engine.metrics import evaluate, main_metric_name
 from backend.engine.models.transformer import TrainingConfig, TransformerModel
@@ -80,7 +80,8 @@ class LabelEfficiencyConfig:
                                      metadata={"help": "label counts in the table (proxy methods)"})
     query_batch: int = field(default=10, metadata={"help": "labels per proxy re-fit (uncertainty ordering)"})
     cold_start_labels: int = field(default=COLD_START_LABELS, metadata={
-        "help": "proxy-uncertainty's first labels: the most typical texts (k-means), as the fast path does"})
+        "help": "proxy-uncertainty's first labels: the most typical texts (k-means), as the fast path does "
+                "(0: the first query batch is random's)"})
     methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "methods compared"})
     finetune_budgets: tuple[int, ...] = field(
         default=(20, 50, 100, 200, 500), metadata={"help": "label counts where fine-tunes (and hybrid's "
@@ -269,7 +270,8 @@ class LabelEfficiency:
             head = self._head(corpus, permutation[:b], seed)
             records.append(LabelRecord(corpus.name, RANDOM, seed, b, self._test_metrics(corpus, head),
                                        time.perf_counter() - start, {"cv_accuracy": head.estimate.accuracy}))
-        typical = typical_order(corpus.pool_features, self.config.cold_start_labels, seed)  # type: ignore[arg-type]
+        typical = typical_order(corpus.pool_features, self.config.cold_start_labels, seed) \
+            if self.config.cold_start_labels else permutation[: min(self.config.query_batch, grid[0])]  # type: ignore[arg-type]
         order: list[int] = []
         chosen = np.zeros(len(corpus.pool), dtype=bool)
         strategy = LeastConfidence()
