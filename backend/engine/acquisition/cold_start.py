@@ -30,6 +30,7 @@ def typical_order(features: np.ndarray, k: int = COLD_START_LABELS, seed: int = 
     from sklearn.cluster import KMeans
 
     x = features[candidates].astype(np.float32)  # float32 copies of the clustered rows only
+    k = min(k, len(np.unique(x, axis=0)))  # repeated texts: no more clusters than distinct rows
     km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(x)
     distances = km.transform(x)  # (rows, k)
     sizes = np.bincount(km.labels_, minlength=k)

@@ -37,3 +37,10 @@ def test_empty_texts_are_never_picked_and_small_pools_give_what_they_have():
 def test_the_same_seed_gives_the_same_order():
     x, _, _ = clusters([20, 20, 20, 20], seed=2)
     np.testing.assert_array_equal(typical_order(x, k=4, seed=3), typical_order(x, k=4, seed=3))
+
+
+def test_repeated_texts_give_no_more_picks_than_distinct_ones():
+    x, _, _ = clusters([1, 1, 1])
+    repeated = np.repeat(x, 4, axis=0)  # three distinct texts, four copies each
+    order = typical_order(repeated, k=30, seed=0)
+    assert len(order) == 3 and len({tuple(repeated[r]) for r in order}) == 3

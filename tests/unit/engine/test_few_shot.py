@@ -66,7 +66,9 @@ def test_lp_ft_starts_the_head_from_the_probe(fixture, request):
     fresh = TransformerModel(path, CLS, config)
     fresh._model = fresh._fresh_model()
     features = fresh.head_features(fresh.encode(examples))
-    probe = ProxyHead(CLS, seed=3).fit(features, [ex.labels for ex in examples])
+    labels = [ex.labels for ex in examples]
+    probe = ProxyHead(CLS, seed=3)
+    probe.fit(features, labels, c=probe.choose_c(features, labels), estimate=False)  # the CV grid's C
     np.testing.assert_allclose(captured["weight"], probe.coef, atol=1e-5)
     np.testing.assert_allclose(captured["bias"], probe.intercept, atol=1e-5)
     assert not np.allclose(model.head_layer().weight.detach().numpy(), probe.coef)  # then fine-tuned
