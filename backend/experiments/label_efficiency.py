@@ -270,15 +270,15 @@ class LabelEfficiency:
             head = self._head(corpus, permutation[:b], seed)
             records.append(LabelRecord(corpus.name, RANDOM, seed, b, self._test_metrics(corpus, head),
                                        time.perf_counter() - start, {"cv_accuracy": head.estimate.accuracy}))
-        typical = typical_order(corpus.pool_features, self.config.cold_start_labels, seed) \
+        first = typical_order(corpus.pool_features, self.config.cold_start_labels, seed) \
             if self.config.cold_start_labels else permutation[: min(self.config.query_batch, grid[0])]  # type: ignore[arg-type]
         order: list[int] = []
         chosen = np.zeros(len(corpus.pool), dtype=bool)
         strategy = LeastConfidence()
         for b in grid:
             start = time.perf_counter()
-            if len(order) < min(b, len(typical)):  # cold start: the most typical texts first
-                new = [int(i) for i in typical[len(order): b]]
+            if len(order) < min(b, len(first)):  # cold start: the most typical texts (or random's) first
+                new = [int(i) for i in first[len(order): b]]
                 order.extend(new)
                 chosen[new] = True
             if b > len(order):  # query the least-confident texts of the head fitted on the labels so far

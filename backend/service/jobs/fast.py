@@ -309,11 +309,12 @@ def _fast_update(ctx: JobContext, project_id: int, seq: int, base: dict, t0: flo
     confidence, uncertainty = score_probs(probs, config.schema.multi_label, strategy)
     confidence[empty], uncertainty[empty] = 1.0, 0.0  # empty texts (zero vectors): nothing to learn, last
     k = min(settings.fast_top_k, int((~empty).sum()))
-    top = np.argsort(-uncertainty, kind="stable")[:k]
     typical = _cold_start(ctx, project_id, state.feature_key, features, scored_ids, len(y))
     if len(typical):  # the first labels: only the most typical unlabeled texts hold this version,
         top = typical[:k]  # lowest score first (LS's order: those created before the switch lead)
         top = top[np.argsort(confidence[top], kind="stable")]
+    else:
+        top = np.argsort(-uncertainty, kind="stable")[:k]
     score_s = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -355,7 +356,7 @@ def _fast_update(ctx: JobContext, project_id: int, seq: int, base: dict, t0: flo
                "push_and_switch": push_s,
                "lock_wait": locked - t, "create_predictions": created - locked, "switch": switched - created,
                "total": switched - t0}
-    if cv_due:  # off the fast worker: the next updates fit with the C it chooses
+    if cv_due:  # off the fast worker: the next updates report the accuracy it estimates
         request_cv(ctx, project_id, state.feature_key, [int(report.task_ids[i]) for i in np.flatnonzero(lab_found)], y)
     return {**base, "status": "published", "version": version, "labeled": len(y), "pool_size": len(pool_ids),
             "order": "typical" if len(typical) else "uncertainty",
