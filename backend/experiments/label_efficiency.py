@@ -17,7 +17,8 @@ Methods (all on the same pool / test split and random permutation per seed):
   fine-tune budget where a measured estimate says a few-shot fine-tune is better. The estimate is
   paired: proxy head and fine-tune are both trained on the same `1 - holdout_share` of the labeled
   rows (stratified, seeded) and scored on the rest; that fine-tune serves only when its hold-out
-  accuracy is strictly higher, else the proxy head trained on all labels does. A deployment would
+  accuracy is higher by more than the service's switch margin (`engine.selection`), else the proxy
+  head trained on all labels does. A deployment would
   re-train the winner on all labels; on a 2-core CPU that second fine-tune per budget does not fit,
   so hybrid's fine-tune figures are slightly pessimistic. A k-fold estimate of a fine-tune would
   cost k fine-tunes; the proxy head's own CV accuracy is recorded beside the hold-out figures.
@@ -49,6 +50,7 @@ from backend.engine.metrics import evaluate, main_metric_name
 from backend.engine.models.transformer import TrainingConfig, TransformerModel
 from backend.engine.packaged import resolve_model
 from backend.engine.proxy import C_MAX, C_MIN, C_SCALE, FeatureEncoder, ProxyHead
+from backend.engine.selection import SWITCH_STANDARD_ERRORS, finetune_beats_proxy
 from backend.engine.types import ClassificationExample, Example, Predictions, TaskType
 
 RANDOM, UNCERTAINTY, OLD, FEWSHOT, ALIGNED, HYBRID = (
@@ -342,12 +344,15 @@ class LabelEfficiency:
         head = self._head(corpus, rows, seed)
         detail: dict[str, Any] = {"proxy_holdout": proxy_estimate, "finetune_holdout": finetune_estimate,
                                   "holdout": len(held_rows), "proxy_cv_accuracy": head.estimate.accuracy}
-        if finetune_estimate > proxy_estimate:  # the measured fine-tune serves (see the module doc)
-            metrics = evaluate(trial.predict(corpus.test.examples), corpus.test.examples, schema)
-            detail.update(served="finetune", steps=report.steps, trained_on=len(fit_rows))
+        # both test figures are kept, so the record shows what the choice won or lost
+        finetune_metrics = evaluate(trial.predict(corpus.test.examples), corpus.test.examples, schema)
+        proxy_metrics = self._test_metrics(corpus, head)
+        detail.update(finetune_test=finetune_metrics["main"], proxy_test=proxy_metrics["main"], steps=report.steps,
+                      trained_on=len(fit_rows))
+        if finetune_beats_proxy(finetune_estimate, proxy_estimate, len(held_rows)):  # the service's rule
+            metrics, detail["served"] = finetune_metrics, "finetune"
         else:
-            metrics = self._test_metrics(corpus, head)
-            detail["served"] = "proxy"
+            metrics, detail["served"] = proxy_metrics, "proxy"
         self.progress(f"{corpus.name} seed {seed} hybrid @{len(rows)}: {metrics['main']:.3f} serves "
                       f"{detail['served']} (hold-out proxy {proxy_estimate:.3f} vs fine-tune {finetune_estimate:.3f})")
         return LabelRecord(corpus.name, HYBRID, seed, len(rows), metrics, time.perf_counter() - start, detail)
@@ -362,6 +367,7 @@ class LabelEfficiency:
                "holdout_share": self.config.holdout_share if method == HYBRID else None, "training": training}
         if method == HYBRID:  # its labels come from proxy-uncertainty's order
             key["order"] = self._order_key()
+            key["switch_standard_errors"] = SWITCH_STANDARD_ERRORS
         return _digest(key)
 
     def _order_key(self) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from rq.job import Job
 from backend.engine.acquisition.cold_start import typical_order
 from backend.engine.errors import NotEnoughLabelsError
 from backend.engine.proxy import HeadEstimate, ProxyHead
+from backend.engine.selection import finetune_beats_proxy, switch_margin
 from backend.engine.types import TaskType
 from backend.labeling import (
     LabelConfig,
@@ -71,8 +72,8 @@ FIRST_PUSH = 4  # of the FAST_TOP_K predictions, created before LS's switch (eac
 # score, so it serves the first ones (the most uncertain) either way.
 FEATURE_JOB_TIMEOUT = 3600
 SERVING_RULE = ("the fine-tuned model serves once its accuracy on labels that arrived after it was trained "
-                "(at least FINETUNE_MIN_HELDOUT of them) beats the proxy head's cross-validated accuracy; "
-                "until then the proxy head serves")
+                "(at least FINETUNE_MIN_HELDOUT of them) beats the proxy head's cross-validated accuracy by more "
+                "than one standard error of that held-out accuracy; until then the proxy head serves")
 
 
 # ------------------------------------------------------------------------------------ requests
@@ -132,6 +133,11 @@ def drop_unused_features(ctx: JobContext, state: ProjectState) -> None:
     fine-tune's (its build may still be completing)."""
     keep = {state.feature_key, base_feature_target(ctx)[0], finetuned_key(state.acq_version)}
     ctx.features.drop_others(state.project_id, keep)
+    key = ctx.store.key(state.project_id)  # and the cold start's typical sets computed on the dropped ones
+    stale = [name for name in ctx.store.r.hkeys(key)
+             if name.startswith(f"{TYPICAL_FIELD}:") and name.split(":")[1] not in keep]
+    if stale:
+        ctx.store.r.hdel(key, *stale)
 
 
 def use_base_features(ctx: JobContext, project_id: int) -> None:
@@ -652,12 +658,18 @@ def measure_selection(ctx: JobContext, project_id: int, data: Any) -> dict[str, 
     ft, px = selection["finetuned"], selection["proxy"]
     ft_acc = ft.get("heldout_accuracy") if ft.get("heldout", 0) >= ctx.settings.finetune_min_heldout else None
     px_acc = px.get("cv_accuracy")
-    if ft_acc is not None and (px_acc is None or ft_acc > px_acc):
+    margin = None if ft_acc is None or px_acc is None else round(switch_margin(ft_acc, px_acc, ft["heldout"]), 4)
+    if margin is not None:
+        selection["margin"] = margin
+    if ft_acc is not None and (px_acc is None or finetune_beats_proxy(ft_acc, px_acc, ft["heldout"])):
         selection.update(serve="finetuned", finetune_won=True,
-                         why_serve=f"fine-tuned held-out accuracy {ft_acc} > proxy CV accuracy {px_acc}")
+                         why_serve=f"fine-tuned held-out accuracy {ft_acc} > proxy CV accuracy {px_acc} + margin "
+                                   f"{margin}" if px_acc is not None else
+                                   f"fine-tuned held-out accuracy {ft_acc}; the proxy has no CV estimate")
     elif px_acc is not None:
         selection.update(serve="proxy", finetune_won=False,
-                         why_serve=f"proxy CV accuracy {px_acc} >= fine-tuned held-out accuracy {ft_acc}"
+                         why_serve=f"fine-tuned held-out accuracy {ft_acc} <= proxy CV accuracy {px_acc} + margin "
+                                   f"{margin} ({ft['heldout']} held-out labels)"
                          if ft_acc is not None else f"proxy CV accuracy {px_acc}; the fine-tune has no held-out "
                          f"estimate yet ({ft.get('heldout', 0)} of {ctx.settings.finetune_min_heldout} labels)")
     else:

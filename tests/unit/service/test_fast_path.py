@@ -302,9 +302,9 @@ def test_tagging_projects_have_no_fast_path(backend):
     assert "tagging (NER) projects have no fast path" in fast_status(client)["message"]
 
 
-def test_the_fine_tuned_model_serves_only_when_its_held_out_accuracy_is_higher(backend):
+def test_the_fine_tuned_model_serves_only_when_its_held_out_accuracy_is_higher_by_the_margin(backend):
     """The selection rule on planted numbers: the previous fine-tune's stored predictions on the
-    labels that arrived after it was trained, against the proxy's CV accuracy."""
+    labels that arrived after it was trained, against the proxy's CV accuracy plus the switch margin."""
     from types import SimpleNamespace
 
     from backend.labeling import tasks_to_examples
@@ -322,10 +322,13 @@ def test_the_fine_tuned_model_serves_only_when_its_held_out_accuracy_is_higher(b
     backend.store.remember_labeled(PID, "acq-1", list(range(1, 11)))
     gold = {int(t): ex.labels[0] for t, ex in zip(report.task_ids, report.examples)}
 
-    def plant(correct: bool) -> dict:
+    def plant(correct: bool | int) -> dict:
+        """The fine-tune right on every later label (True), none (False) or the first `correct`."""
         other = {"Positive": "Negative", "Negative": "Positive"}
-        backend.store.put_scores(PID, "acq-1", {t: ScoreEntry(_choice(g if correct else other[g]), 0.9, 0.1)
-                                                for t, g in gold.items() if t > 10})
+        later = [t for t in gold if t > 10]
+        right_on = set(later[: len(later) if correct is True else int(correct)])
+        backend.store.put_scores(PID, "acq-1", {t: ScoreEntry(_choice(gold[t] if t in right_on else other[gold[t]]),
+                                                              0.9, 0.1) for t in later})
         state = backend.store.get_project(PID)
         state.acq_version = "acq-1"
         return measure_selection(backend, PID, SimpleNamespace(state=state, report=report, config=config))
@@ -337,6 +340,14 @@ def test_the_fine_tuned_model_serves_only_when_its_held_out_accuracy_is_higher(b
     assert wrong["finetuned"]["heldout_accuracy"] == 0.0 and wrong["serve"] == "proxy"
     assert wrong["proxy"]["cv_accuracy"] is not None and "proxy CV accuracy" in wrong["why_serve"]
     assert np.isfinite(wrong["proxy"]["cv_accuracy"])
+    # just above the proxy's CV accuracy is not enough: it must win by the margin
+    cv = wrong["proxy"]["cv_accuracy"]
+    above = next(k for k in range(22) if k / 21 > cv)
+    close = plant(above)
+    assert close["finetuned"]["heldout_accuracy"] > cv and close["margin"] > 0
+    assert close["serve"] == ("finetuned" if close["finetuned"]["heldout_accuracy"] > cv + close["margin"] else "proxy")
+    assert close["serve"] == "proxy" or above == 21, "one text above the proxy switched the serving model"
+    assert "margin" in close["why_serve"]
 
 
 def thirteen_labels_and_a_full_iteration(backend: Backend):
@@ -384,10 +395,15 @@ def test_a_winning_fine_tune_hands_the_fast_path_its_own_features(backend):
     use_base_features(backend, PID)  # the proxy measured better at a later iteration
     state = backend.store.get_project(PID)
     assert state.feature_key.startswith("base-") and not state.feature_source_version
+    for key in (state.feature_key, finetuned_key(version)):  # planted: this backend has no cold start
+        backend.store.r.hset(backend.store.key(PID), f"typical:{key}:30", "[1, 2, 3]")
     backend.store.set_fields(PID, acq_version="acq-2-later")  # the next full rescore drops the loser's set
     drop_unused_features(backend, backend.store.get_project(PID))
     assert not backend.features.load(PID, finetuned_key(version)).ids.size
     assert backend.features.load(PID, state.feature_key).ids.size == 40
+    typical = {name.split(":")[1] for name in backend.store.r.hkeys(backend.store.key(PID))
+               if name.startswith("typical:")}
+    assert typical == {state.feature_key}, "the dropped set's typical texts went with it"
 
 
 def test_the_proxy_serves_again_when_it_measures_better_than_a_fine_tune_that_had_won(backend):
