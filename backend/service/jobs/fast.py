@@ -395,7 +395,8 @@ def _cold_start(ctx: JobContext, project_id: int, feature_key: str, features: Fe
         ctx.store.r.hset(ctx.store.key(project_id), field_name, json.dumps(ids))
     else:
         ids = json.loads(raw)
-    position = {int(t): i for i, t in enumerate(scored_ids)}
+    found = np.flatnonzero(np.isin(scored_ids, ids))  # vectorised: no per-task dict over a 100k pool
+    position = {int(scored_ids[i]): int(i) for i in found}
     return np.asarray([position[t] for t in ids if t in position], np.int64)
 
 
