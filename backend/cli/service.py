@@ -80,10 +80,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_bench_backend(args: argparse.Namespace) -> int:
     if args.fast_latency:
-        from backend.service.bench_fast import run_fast_latency
+        from backend.harness.fast_latency import run_fast_latency
 
         return run_fast_latency(args)
-    from backend.service.bench import run_bench
+    from backend.harness.backend_bench import run_bench
 
     return run_bench(args)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from backend.demo.successor import TEACHERS
 from backend.engine.io import atomic_write_json
-from backend.service.ls_admin import LabelStudioAdmin
+from backend.harness.ls_admin import LabelStudioAdmin
 
 TOP = 5
 

@@ -19,8 +19,8 @@ from tqdm import tqdm
 from backend.demo.data import DemoData
 from backend.demo.quality import predicted_quality
 from backend.engine.types import Example
-from backend.service.bench import BackendHttp
-from backend.service.ls_admin import LabelStudioAdmin
+from backend.harness.backend_bench import BackendHttp
+from backend.harness.ls_admin import LabelStudioAdmin
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from backend.demo.rounds import RoundRecord, Rounds
 from backend.demo.stack import Stack, StackOptions, open_stack
 from backend.engine.metrics import main_metric_name
 from backend.engine.types import TaskType
-from backend.service.bench import BackendHttp
-from backend.service.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioAdmin
+from backend.harness.backend_bench import BackendHttp
+from backend.harness.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioAdmin
 
 FAILED_CHECK = 3  # exit status when the successor is worse than the acquisition model
 

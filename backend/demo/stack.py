@@ -1,7 +1,7 @@
 """The demo's services: started here on free 127.0.0.1 ports, or the user's running ones.
 
 Whatever is given by URL is only connected to; whatever is started here (Redis, Label Studio,
-gunicorn + one RQ worker, see `backend.service.processes`) is stopped, process group by process
+gunicorn + one RQ worker, see `backend.harness.processes`) is stopped, process group by process
 group, when the stack closes, in reverse order of starting.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.service.processes import (
+from backend.harness.processes import (
     BackendProcesses,
     LabelStudioServer,
     RedisServer,

@@ -26,7 +26,7 @@ from typing import Any
 from tqdm import tqdm
 
 from backend.engine.plasm.pipeline import STAGES
-from backend.service.bench import BackendHttp
+from backend.harness.backend_bench import BackendHttp
 
 
 TEACHERS = 3

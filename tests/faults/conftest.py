@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.helpers.backend import CLASSIFICATION_XML
-from backend.service.processes import HOST
+from backend.harness.processes import HOST
 from tests.helpers.servers import BackendProcesses, RedisServer, redis_server_binary
 
 MAX_REQUEST_BYTES = 1 << 20

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from backend.service.processes import HOST
+from backend.harness.processes import HOST
 from tests.faults.test_dead_workers import train  # one successful Start training
 from tests.faults.worker_stack import annotate, fault_stack, make_project  # noqa: F401 - fixtures
 from tests.helpers.ls_admin import LabelStudioTestClient

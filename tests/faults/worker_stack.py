@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from backend.service.processes import REPO_ROOT, BackendProcesses, RedisServer, stop_process_group, tail
+from backend.harness.processes import REPO_ROOT, BackendProcesses, RedisServer, stop_process_group, tail
 from tests.helpers.backend import CLASSIFICATION_XML, SENTIMENT
 from tests.helpers.ls_admin import LabelStudioTestClient
 from tests.helpers.toy_data import toy_classification

@@ -1,11 +1,11 @@
 """Label Studio calls only the tests make: inspecting what Label Studio would serve or holds.
 
-Project set-up (create, import, annotate, connect, train) is `backend.service.ls_admin`,
+Project set-up (create, import, annotate, connect, train) is `backend.harness.ls_admin`,
 shared with ``feasible-al bench-backend``.
 """
 from __future__ import annotations
 
-from backend.service.ls_admin import (
+from backend.harness.ls_admin import (
     UNCERTAINTY_SAMPLING,
     LabelStudioAdmin,
     MLBackendInfo,

@@ -1,13 +1,13 @@
 """Real servers for tests: throw-away Redis instances and a real Label Studio.
 
-The launchers live in the package (`backend.service.processes`, shared with
+The launchers live in the package (`backend.harness.processes`, shared with
 ``feasible-al bench-backend``); this module keeps the names the tests import. Nothing here
 touches a Redis or Label Studio the tests did not start: every server gets a free port on
 127.0.0.1 and a temporary directory, and its whole process group is stopped on exit.
 """
 from __future__ import annotations
 
-from backend.service.processes import (
+from backend.harness.processes import (
     REPO_ROOT,
     BackendProcesses,
     LabelStudioServer,

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from backend.service.bench_fast import measure, print_table
+from backend.harness.fast_latency import measure, print_table
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """`feasible-al bench-backend`: the backend measured end to end, as Label Studio uses it.
 
 Starts a private redis-server, a real Label Studio (``scripts/install_label_studio.sh``; see
-`backend.service.processes`), gunicorn and one RQ worker on free ports, sets up a project from a
+`backend.harness.processes`), gunicorn and one RQ worker on free ports, sets up a project from a
 real corpus (default: the packaged ``rotten_tomatoes``) served by a real model (default: the
 packaged ``all-MiniLM-L6-v2``; ``--model`` also takes a local checkpoint directory), and measures:
 
@@ -29,8 +29,8 @@ import requests
 
 from backend.engine.data import load_dataset
 from backend.engine.types import ClassificationExample, TaskType
-from backend.service.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioAdmin
-from backend.service.processes import BackendProcesses, LabelStudioServer, RedisServer
+from backend.harness.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioAdmin
+from backend.harness.processes import BackendProcesses, LabelStudioServer, RedisServer
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_DATASET = "rotten_tomatoes"

@@ -1,6 +1,6 @@
 """`feasible-al bench-backend --fast-latency`: the fast path's latency as an annotator sees it.
 
-Same stack as `backend.service.bench` (private redis-server, real Label Studio, gunicorn) with two
+Same stack as `backend.harness.backend_bench` (private redis-server, real Label Studio, gunicorn) with two
 RQ workers: one on every queue (it runs the full fine-tunes) and one on ``--fast-worker-queues``
 (default ``fast scoring``). For each pool size a project is imported from a real corpus, the
 packaged encoder's pool features are built, a full fine-tune is started (and restarted while the
@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 
 from backend.engine.types import ClassificationExample, LabelSchema, TaskType
-from backend.service.bench import (
+from backend.harness.backend_bench import (
     BackendHttp, _backend_env, _model, _percentile, choice_result, label_config, load_examples,
 )
-from backend.service.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioAdmin
-from backend.service.processes import BackendProcesses, LabelStudioServer, RedisServer
+from backend.harness.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioAdmin
+from backend.harness.processes import BackendProcesses, LabelStudioServer, RedisServer
 
 DEFAULT_OUTPUT = "docs/benchmarks/fast-latency"
 SEED_PER_CLASS = 5  # labels per class before the measured annotations (CV needs >= 2 per class)
