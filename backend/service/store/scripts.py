@@ -1,10 +1,12 @@
-"""The Lua scripts `backend.service.store.ProjectStore` runs, so each change of the training flags
-and of the annotation counter is atomic: two web threads (or a webhook racing a worker) can never
-queue two trainings for one project, nor count one annotation event twice."""
+"""The Lua scripts the store runs, so each change that reads before it writes is one atomic step:
+two web threads (or a webhook racing a worker) can never queue two trainings for one project,
+count one annotation event twice, or release a lock another holder has taken since.
+
+Every script names its keys in KEYS (so it stays cluster-safe) and takes its values in ARGV."""
 
 EVENT_TTL = 24 * 3600  # seconds an annotation event's identity is remembered (duplicates come within seconds)
 
-# Training dedupe, as atomic scripts over the project hash (KEYS[1]).
+# ------------------------------------------------------------------ training dedupe (project hash, KEYS[1])
 REQUEST = """
 local queued = redis.call('HGET', KEYS[1], 'queued_job')
 if queued then return {'queued', queued} end
@@ -35,7 +37,8 @@ redis.call('HDEL', KEYS[1], 'dirty')
 if dirty then return 1 end
 return 0
 """
-COMPARE_DELETE = """
+# Delete hash field ARGV[1] of KEYS[1] only while it holds ARGV[2] (stale training-flag repair).
+COMPARE_DELETE_FIELD = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
   return 1
@@ -62,4 +65,17 @@ if every > 0 and n >= every then
   return {1, n, fresh}
 end
 return {0, n, fresh}
+"""
+
+# ------------------------------------------------------------------ locks and claims (a string key, KEYS[1])
+# The one release every lock and claim uses: delete KEYS[1] only while it holds the caller's token.
+COMPARE_AND_DELETE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# Hand KEYS[1] from holder ARGV[1] (known dead) to ARGV[2] for ARGV[3] seconds, only if ARGV[1] still holds it.
+COMPARE_AND_SET = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
 """
