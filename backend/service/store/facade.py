@@ -23,7 +23,7 @@ class ProjectStore(TrainingFlags, VersionLedger, FastPathFields, PipelineStatusS
         super().__init__(client, prefix)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "ProjectStore":
+    def from_settings(cls, settings: Settings) -> ProjectStore:
         return cls(connect_redis(settings), settings.key_prefix)
 
     @property

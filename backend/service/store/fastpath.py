@@ -40,7 +40,7 @@ class FastPathFields(Locks):
 
     def last_fast_event(self, project_id: int) -> float:
         """When the last annotation reached the fast path (epoch seconds; 0.0 when none did)."""
-        return float(self.r.hget(self.key(project_id), FAST_LAST_EVENT_FIELD) or 0.0)
+        return float(self._text.hget(self.key(project_id), FAST_LAST_EVENT_FIELD) or 0.0)
 
     # ------------------------------------------------------------------ cold start typical sets
     @staticmethod
@@ -52,7 +52,7 @@ class FastPathFields(Locks):
     def typical_ids(self, project_id: int, feature_key: str, count: int) -> list[int] | None:
         """The cold start's `count` most typical task ids on that feature set, most typical first;
         None when not computed yet (it depends only on the features, so it is computed once)."""
-        raw = self.r.hget(self.key(project_id), self._typical_field(feature_key, count))
+        raw = self._text.hget(self.key(project_id), self._typical_field(feature_key, count))
         return None if raw is None else [int(t) for t in json.loads(raw)]
 
     def set_typical_ids(self, project_id: int, feature_key: str, count: int, task_ids: Sequence[int]) -> None:
@@ -63,14 +63,14 @@ class FastPathFields(Locks):
         """Delete the typical sets of feature sets not in `keep_feature_keys` (their features were
         dropped, so the sets can never be used again); returns how many were deleted."""
         key = self.key(project_id)
-        stale = [name for name in self.r.hkeys(key)
+        stale = [name for name in self._text.hkeys(key)
                  if name.startswith(f"{TYPICAL_FIELD}:") and name.split(":")[1] not in keep_feature_keys]
         return int(self.r.hdel(key, *stale)) if stale else 0
 
     # ------------------------------------------------------------------ last CV, last outcome
     def fast_cv(self, project_id: int) -> dict[str, Any] | None:
         """The last proxy-head CV record (estimate, labels and classes it saw, feature key), or None."""
-        raw = self.r.hget(self.key(project_id), FAST_CV_FIELD)
+        raw = self._text.hget(self.key(project_id), FAST_CV_FIELD)
         return json.loads(raw) if raw else None
 
     def set_fast_cv(self, project_id: int, record: Mapping[str, Any]) -> None:

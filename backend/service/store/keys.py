@@ -78,6 +78,8 @@ from __future__ import annotations
 import redis
 from redis.commands.core import Script
 
+from backend.service.store.connection import TextReplies, text_view
+
 TYPICAL_FIELD = "typical"  # + ":<feature_key>:<count>"
 FAST_CV_FIELD = "fast_cv"
 FAST_LAST_EVENT_FIELD = "fast_last_event"
@@ -89,11 +91,12 @@ class StoreBase:
     the registered Lua scripts. The parts are mixins over this base, so each concern reads alone
     while callers keep one object."""
 
-    r: redis.Redis
+    r: redis.Redis  # writes, pipelines, scripts (and `Metrics`, which shares the client)
     prefix: str
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.r = client
+        self._text: TextReplies = text_view(client)  # reads: the same client, typed as decoding
         self.prefix = prefix
         self._scripts: dict[str, Script] = {}
 

@@ -31,7 +31,7 @@ class Locks(StoreBase):
         key = self.key(project_id, name)
         if self.r.set(key, job_id, nx=True, ex=ttl):
             return None
-        return self.r.get(key) or None
+        return self._text.get(key) or None
 
     def release(self, project_id: int, name: str, job_id: str) -> bool:
         """Drop the claim `name` if `job_id` still holds it; True when it did."""
@@ -41,11 +41,12 @@ class Locks(StoreBase):
         """The lock every change of LS's model_version holds (push, switch, publish), so a fast
         update and a finishing iteration never interleave their switches. redis-py's `Lock`
         releases with its own token check (also a Lua script)."""
-        return self.r.lock(self.key(project_id, "ls-switch"), timeout=timeout, blocking_timeout=timeout)
+        lock: Lock = self.r.lock(self.key(project_id, "ls-switch"), timeout=timeout, blocking_timeout=timeout)
+        return lock
 
     # ------------------------------------------------------------------ successor lock / cancel
     def successor_lock_holder(self, project_id: int) -> str | None:
-        return self.r.get(self._successor_lock_key(project_id))
+        return self._text.get(self._successor_lock_key(project_id))
 
     def take_successor_lock(self, project_id: int, job_id: str, ttl: int, *, replacing: str | None = None) -> bool:
         """Take the project's successor lock for `job_id`: when free, or (``replacing``) from a

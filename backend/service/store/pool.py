@@ -7,8 +7,10 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from backend.service.records import UNTRAINED, ScoreEntry
+from backend.service.store.connection import hash_fields
 from backend.service.store.keys import StoreBase
 
 POOL_WRITE_BATCH = 5000  # tasks per HSET while a pool is replaced (bounded command size)
@@ -21,21 +23,21 @@ class PoolAndScores(StoreBase):
     def get_scores(self, project_id: int, version: str, task_ids: Sequence[int]) -> dict[int, ScoreEntry]:
         """Entries `version` holds for these tasks (missing ones left out); one round trip."""
         raw = self.get_raw_scores(project_id, version, task_ids)
-        return {int(t): ScoreEntry.from_json(v) for t, v in zip(task_ids, raw) if v is not None}
+        return {int(t): ScoreEntry.from_json(v) for t, v in zip(task_ids, raw, strict=True) if v is not None}
 
     def get_raw_scores(self, project_id: int, version: str, task_ids: Sequence[int]) -> list[str | None]:
         """The stored JSON per task (None where `version` never scored it), for callers that pass it on."""
         if not task_ids:
             return []
-        return list(self.r.hmget(self._pred_key(project_id, version), [int(t) for t in task_ids]))
+        return list(self._text.hmget(self._pred_key(project_id, version), [int(t) for t in task_ids]))
 
     def put_scores(self, project_id: int, version: str, entries: Mapping[int, ScoreEntry | str]) -> None:
         if not entries:
             return
         mapping = {int(t): (e if isinstance(e, str) else e.to_json()) for t, e in entries.items()}
-        self.r.hset(self._pred_key(project_id, version), mapping=mapping)
+        self.r.hset(self._pred_key(project_id, version), mapping=hash_fields(mapping))
 
-    def uncertainties(self, project_id: int, version: str, task_ids: Sequence[int]) -> np.ndarray:
+    def uncertainties(self, project_id: int, version: str, task_ids: Sequence[int]) -> npt.NDArray[np.float64]:
         """Stale uncertainty per task for UPS; NaN where `version` never scored the task."""
         out = np.full(len(task_ids), np.nan, dtype=np.float64)
         if version == UNTRAINED or not task_ids:
@@ -58,7 +60,7 @@ class PoolAndScores(StoreBase):
         return self.key(project_id, "pool")
 
     def pool_ids(self, project_id: int) -> list[int]:
-        return sorted(int(t) for t in self.r.hkeys(self._pool_key(project_id)))
+        return sorted(int(t) for t in self._text.hkeys(self._pool_key(project_id)))
 
     def pool_size(self, project_id: int) -> int:
         return int(self.r.hlen(self._pool_key(project_id)))
@@ -69,7 +71,7 @@ class PoolAndScores(StoreBase):
     def pool_texts(self, project_id: int, task_ids: Sequence[int]) -> list[str | None]:
         if not task_ids:
             return []
-        return list(self.r.hmget(self._pool_key(project_id), [int(t) for t in task_ids]))
+        return list(self._text.hmget(self._pool_key(project_id), [int(t) for t in task_ids]))
 
     def pool_replace(self, project_id: int, texts: Mapping[int, str], value_key: str, iteration: int) -> None:
         """Swap in a freshly listed pool (atomically: readers never see half of it)."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from backend.labeling import LabelConfig, parse_label_config
 from backend.service.records import UNTRAINED, ProjectState, encode_values
+from backend.service.store.connection import hash_fields
 from backend.service.store.keys import StoreBase
 
 
@@ -21,7 +22,7 @@ class ProjectStateStore(StoreBase):
         cached pool holds the texts of one task field, so only a change of that field marks the
         pool stale (a reformatted or relabeled config does not cost a re-listing)."""
         key = self.key(project_id)
-        old_config, old_key = self.r.hmget(key, "label_config", "value_key")
+        old_config, old_key = self._text.hmget(key, "label_config", "value_key")
         pipe = self.r.pipeline()
         pipe.sadd(self._projects_key(), int(project_id))
         pipe.hset(key, mapping={
@@ -44,26 +45,26 @@ class ProjectStateStore(StoreBase):
 
     def get_project(self, project_id: int) -> ProjectState | None:
         """The project's typed state; None for a project never registered."""
-        h = self.r.hgetall(self.key(project_id))
+        h = self._text.hgetall(self.key(project_id))
         return ProjectState.from_hash(int(project_id), h) if h else None
 
     def project_ids(self) -> list[int]:
-        return sorted(int(p) for p in self.r.smembers(self._projects_key()))
+        return sorted(int(p) for p in self._text.smembers(self._projects_key()))
 
     def current_version(self, project_id: int) -> str:
         """The serving version (one field read, for the hot /predict path)."""
-        return self.r.hget(self.key(project_id), "version") or UNTRAINED
+        return self._text.hget(self.key(project_id), "version") or UNTRAINED
 
     def set_fields(self, project_id: int, **values: Any) -> None:
         """Write project-hash fields (encoded as `encode_values` does); the names must be in the
         key layout's field list (`backend.service.store.keys`)."""
         if values:
-            self.r.hset(self.key(project_id), mapping=encode_values(values))
+            self.r.hset(self.key(project_id), mapping=hash_fields(encode_values(values)))
 
     def record_error(self, project_id: int, job_id: str | None, message: str) -> None:
         """Keep the last failure for ``GET /projects/<id>`` (message cut at 2000 characters)."""
-        self.r.hset(self.key(project_id), mapping=encode_values({
-            "last_error": message[:2000], "last_error_job": job_id or "", "last_error_at": time.time()}))
+        self.r.hset(self.key(project_id), mapping=hash_fields(encode_values({
+            "last_error": message[:2000], "last_error_job": job_id or "", "last_error_at": time.time()})))
 
     def clear_error(self, project_id: int) -> None:
         self.r.hdel(self.key(project_id), "last_error", "last_error_job", "last_error_at")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from backend.service.records import RESULT_TTL, PipelineStatus, encode_values
+from backend.service.store.connection import hash_fields
 from backend.service.store.keys import StoreBase
 
 
@@ -16,7 +17,7 @@ class PipelineStatusStore(StoreBase):
         key = self._status_key(job_id)
         pipe = self.r.pipeline()
         pipe.delete(key)
-        pipe.hset(key, mapping=status.to_hash())
+        pipe.hset(key, mapping=hash_fields(status.to_hash()))
         pipe.expire(key, RESULT_TTL)
         pipe.execute()
 
@@ -25,10 +26,10 @@ class PipelineStatusStore(StoreBase):
         if changes:
             key = self._status_key(job_id)
             pipe = self.r.pipeline()
-            pipe.hset(key, mapping=encode_values(changes))
+            pipe.hset(key, mapping=hash_fields(encode_values(changes)))
             pipe.expire(key, RESULT_TTL)
             pipe.execute()
 
     def get_status(self, job_id: str) -> PipelineStatus | None:
-        h = self.r.hgetall(self._status_key(job_id))
+        h = self._text.hgetall(self._status_key(job_id))
         return PipelineStatus.from_hash(h) if h else None

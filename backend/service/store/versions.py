@@ -11,6 +11,7 @@ from typing import Any
 from redis.client import Pipeline
 
 from backend.service.records import RESULT_TTL, UNTRAINED, IterationInfo, IterationRecord, json_default
+from backend.service.store.connection import hash_fields
 from backend.service.store.state import ProjectStateStore
 
 MAX_ITERATION_RECORDS = 500
@@ -38,7 +39,7 @@ class VersionLedger(ProjectStateStore):
         key = self._iter_key(project_id, info.version)
         pipe = self.r.pipeline()
         pipe.delete(key)
-        pipe.hset(key, mapping={**info.to_hash(), "pool": json.dumps([int(t) for t in pool])})
+        pipe.hset(key, mapping=hash_fields({**info.to_hash(), "pool": json.dumps([int(t) for t in pool])}))
         pipe.expire(key, RESULT_TTL)
         pipe.execute()
 
@@ -60,14 +61,14 @@ class VersionLedger(ProjectStateStore):
         return int(scored_total), int(chunks_done)
 
     def iteration_info(self, project_id: int, version: str) -> IterationInfo:
-        h = self.r.hgetall(self._iter_key(project_id, version))
+        h = self._text.hgetall(self._iter_key(project_id, version))
         if not h:
             raise KeyError(f"no iteration in progress for project {project_id} version {version}")
         return IterationInfo.from_hash(h)
 
     def iteration_pool(self, project_id: int, version: str) -> list[int]:
         """The pool snapshot the iteration scores (task ids, sorted)."""
-        return [int(t) for t in json.loads(self.r.hget(self._iter_key(project_id, version), "pool") or "[]")]
+        return [int(t) for t in json.loads(self._text.hget(self._iter_key(project_id, version), "pool") or "[]")]
 
     def discard_iteration(self, project_id: int, version: str) -> None:
         """Drop the scores and counters of an iteration that failed (never published)."""
@@ -86,7 +87,7 @@ class VersionLedger(ProjectStateStore):
         versions that are neither the new, the previously serving nor the acquisition lineage's
         one (a /predict that read the old version a moment ago still finds its entries)."""
         pkey = self.key(project_id)
-        previous, acq = self.r.hmget(pkey, "version", "acq_version")
+        previous, acq = self._text.hmget(pkey, "version", "acq_version")
         new_acq = version if record is not None else (acq or UNTRAINED)
         stale = self._stale_score_keys(project_id, {version, previous or UNTRAINED, new_acq})
         pipe = self.r.pipeline(transaction=True)
@@ -102,34 +103,34 @@ class VersionLedger(ProjectStateStore):
         if fast_seq is not None:
             fields.update(fast_published_seq=int(fast_seq))
         if fields:
-            pipe.hset(pkey, mapping=fields)
+            pipe.hset(pkey, mapping=hash_fields(fields))
         versions_key = self.key(project_id, "versions")
-        if self.r.lindex(versions_key, -1) != version:  # a lineage version now served is not added twice
+        if self._text.lindex(versions_key, -1) != version:  # a lineage version now served is not added twice
             _push_capped(pipe, versions_key, version, MAX_VERSIONS)
         pipe.delete(self._iter_key(project_id, version), *stale)
         pipe.execute()
 
     def _stale_score_keys(self, project_id: int, keep: set[str]) -> list[str]:
         """Score hashes of versions outside `keep` (they can serve no /predict any more)."""
-        return [k for k in self.r.scan_iter(match=self._pred_key(project_id, "*"), count=1000)
+        return [k for k in self._text.scan_iter(match=self._pred_key(project_id, "*"), count=1000)
                 if k.rsplit(":pred:", 1)[-1] not in keep]
 
     def versions(self, project_id: int) -> list[str]:
         """Published versions (fine-tuned and fast), oldest first."""
-        return list(self.r.lrange(self.key(project_id, "versions"), 0, -1))
+        return list(self._text.lrange(self.key(project_id, "versions"), 0, -1))
 
     def served_versions(self, project_id: int) -> list[str]:
         """Versions that served the project, oldest first (LS holds predictions of these)."""
-        return list(self.r.lrange(self.key(project_id, "served"), 0, -1))
+        return list(self._text.lrange(self.key(project_id, "served"), 0, -1))
 
     # ------------------------------------------------------------------ iteration records
     def iterations(self, project_id: int, limit: int = 50) -> list[dict[str, Any]]:
         """The last `limit` finished iterations as stored JSON (`IterationRecord.to_dict`), oldest first."""
-        return [json.loads(x) for x in self.r.lrange(self.key(project_id, "iterations"), -limit, -1)]
+        return [json.loads(x) for x in self._text.lrange(self.key(project_id, "iterations"), -limit, -1)]
 
     def last_iteration(self, project_id: int) -> dict[str, Any] | None:
         """The last finished iteration (`IterationRecord` as JSON) as ``GET /projects/<id>`` shows it."""
-        raw = self.r.lindex(self.key(project_id, "iterations"), -1)
+        raw = self._text.lindex(self.key(project_id, "iterations"), -1)
         return json.loads(raw) if raw else None
 
     def replace_last_iteration_record(self, project_id: int, record: IterationRecord) -> None:
@@ -153,7 +154,7 @@ class VersionLedger(ProjectStateStore):
         key = self.key(project_id, "trained-on", version)
         if not self.r.exists(key):
             return None
-        return {int(t) for t in self.r.smembers(key)}
+        return {int(t) for t in self._text.smembers(key)}
 
     def checkpoints_to_keep(self, project_id: int, keep_versions: int) -> set[str]:
         """Checkpoint folders pruning must leave: the last `keep_versions` fine-tuned ones, the

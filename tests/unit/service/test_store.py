@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from backend.engine.types import TaskType
-from backend.service.records import IterationInfo, PipelineStatus
+from backend.service.records import IterationInfo, IterationRecord, PipelineStatus
 from backend.service.store import UNTRAINED, ProjectStore, ScoreEntry, StoreUnavailableError
 from tests.helpers.backend import CLASSIFICATION_XML
 from tests.helpers.servers import RedisServer
@@ -190,6 +190,73 @@ def test_successor_lock_and_cancel_flag(store):
     assert store.successor_cancel_requested("s-2")
     store.clear_successor_cancel("s-2")
     assert not store.successor_cancel_requested("s-2")
+
+
+class _TakeoverRedis(redis.Redis):
+    """A real client that lets another job take `key` over right after the first command touching
+    it returns: the moment a GET-then-DEL release deletes the new holder's lock."""
+
+    key: str | None = None
+
+    def execute_command(self, *args, **options):
+        reply = super().execute_command(*args, **options)
+        if self.key is not None and self.key in args:
+            key, self.key = self.key, None
+            redis.Redis(connection_pool=self.connection_pool).set(key, "s-2", ex=60)
+        return reply
+
+
+def test_release_successor_lock_never_deletes_a_lock_taken_over_by_another_job(store, redis_url):
+    client = _TakeoverRedis.from_url(redis_url, decode_responses=True)
+    racing = ProjectStore(client, store.prefix)
+    assert racing.take_successor_lock(7, "s-1", 60)
+    client.key = racing._successor_lock_key(7)  # s-1's lock expires and s-2 takes it during the release
+    racing.release_successor_lock(7, "s-1")
+    assert store.successor_lock_holder(7) == "s-2"
+    assert racing.release_successor_lock(7, "s-1") is False and store.successor_lock_holder(7) == "s-2"
+    assert racing.release_successor_lock(7, "s-2") is True and store.successor_lock_holder(7) is None
+    client.close()
+
+
+def test_claims_release_only_their_holder(store):
+    assert store.claim(7, "cv-queued", "cv-1", 60) is None
+    assert store.claim(7, "cv-queued", "cv-2", 60) == "cv-1"
+    assert store.release(7, "cv-queued", "cv-2") is False and store.claim(7, "cv-queued", "cv-3", 60) == "cv-1"
+    assert store.release(7, "cv-queued", "cv-1") is True and store.claim(7, "cv-queued", "cv-3", 60) is None
+
+
+def test_fast_path_fields(store):
+    assert store.last_fast_event(7) == 0.0 and store.fast_cv(7) is None
+    store.note_fast_event(7, at=123.5)
+    assert store.last_fast_event(7) == 123.5
+    assert store.request_fast(7, "f-1") is None and store.request_fast(7, "f-2") == "f-1"
+    assert store.fast_begin(7, "f-1") == 1 and store.request_fast(7, "f-2") is None  # the claim is released
+    assert store.next_fast_seq(7) == 2 and store.get_project(7).fast_seq == 2
+    assert store.typical_ids(7, "base-a", 30) is None
+    store.set_typical_ids(7, "base-a", 30, [3, 1, 2])
+    store.set_typical_ids(7, "ft-v1", 30, [5])
+    store.set_typical_ids(7, "ft-v2", 10, [6])
+    assert store.typical_ids(7, "base-a", 30) == [3, 1, 2] and store.typical_ids(7, "base-a", 10) is None
+    assert store.drop_typical_except(7, {"base-a", "ft-v2"}) == 1
+    assert store.typical_ids(7, "ft-v1", 30) is None and store.typical_ids(7, "ft-v2", 10) == [6]
+    with pytest.raises(ValueError):
+        store.typical_ids(7, "a:b", 30)
+    store.set_fast_cv(7, {"c": 0.5, "labeled": 12, "classes": ["neg", "pos"], "feature_key": "base-a"})
+    assert store.fast_cv(7) == {"c": 0.5, "labeled": 12, "classes": ["neg", "pos"], "feature_key": "base-a"}
+    store.set_fast_status(7, {"status": "published"})
+    assert store.get_project(7).fast_status["status"] == "published"
+
+
+def test_replace_last_iteration_record(store):
+    store.publish_version(7, "v1", 1, {"iteration": 1, "version": "v1"})
+    store.publish_version(7, "v2", 2, {"iteration": 2, "version": "v2", "pushed": 0})
+    record = IterationRecord(iteration=2, version="v2", previous_version="v1", pipeline="p", labeled=4, pool_size=9,
+                             subset_size=9, scored_by_model=9, kept_stale=0, unscored=0, rescored_share=1.0,
+                             full_rescore=True, pool_refreshed=False, chunks=1, pushed=9, seconds={"push": 0.1},
+                             started_at=1.0, finished_at=2.0)
+    store.replace_last_iteration_record(7, record)
+    assert [r["version"] for r in store.iterations(7)] == ["v1", "v2"]
+    assert store.last_iteration(7)["pushed"] == 9
 
 
 def test_state_survives_a_new_store_instance(store, redis_url):
