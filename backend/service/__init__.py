@@ -3,7 +3,7 @@
 The web process (`app`, `routes`, `api_errors`, `payloads`) only answers from Redis and enqueues
 work, so it stays inside Label Studio's 1 s webhook timeout; the workers (`jobs`) train, score and
 build successors. Both build one `runtime.Backend` from `settings` and keep state in Redis
-(`store`, `pool_store`, typed `records`) and checkpoints on disk (`checkpoints`, under
+(the `store` package, typed `records`) and checkpoints on disk (`checkpoints`, under
 MODEL_DIR). `ls_client` is the only code that calls Label Studio; `ls_admin` and `processes` set
 up projects and whole stacks for the demo, `bench-backend` and the tests.
 """
