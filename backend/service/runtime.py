@@ -4,7 +4,7 @@ built once from the settings and handed to every request (`Backend`) and every j
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis
 from rq import Queue
@@ -19,6 +19,7 @@ from backend.service.telemetry import Metrics
 
 if TYPE_CHECKING:  # the web process's model class; imported lazily (it imports the jobs)
     from backend.model import FeasibleALModel
+    from backend.service.ls_protocol import LabelStudioApi
 
 QUEUE_KINDS = ("fast", "scoring", "training", "successor")  # worker order: fast updates first, then
 # finish an iteration before the next
@@ -63,10 +64,11 @@ class JobContext:
     checkpoints: CheckpointCache
     features: FeatureStore
     encoders: EncoderCache
-    _ls: Any = field(default=None, repr=False)
+    # The Label Studio the jobs call (`ls`): given (e.g. a test's stand-in), or the real client from the settings
+    label_studio: LabelStudioApi | None = field(default=None, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "JobContext":
+    def from_settings(cls, settings: Settings, label_studio: LabelStudioApi | None = None) -> JobContext:
         if settings.torch_threads:
             import torch
 
@@ -83,6 +85,7 @@ class JobContext:
             checkpoints=checkpoints,
             features=FeatureStore(settings.model_dir),
             encoders=checkpoints.encoders,
+            label_studio=label_studio,
         )
 
     @staticmethod
@@ -98,17 +101,18 @@ class JobContext:
             )
 
     @property
-    def ls(self):
-        """The Label Studio client (created on first use: only training needs it)."""
-        if self._ls is None:
+    def ls(self) -> LabelStudioApi:
+        """The Label Studio the jobs call: the one given as ``label_studio``, else the real client
+        from the settings (created on first use: only the jobs need it)."""
+        if self.label_studio is None:
             self.require_label_studio()
             from backend.service.ls_client import LabelStudioClient
 
-            self._ls = LabelStudioClient(
+            self.label_studio = LabelStudioClient(
                 self.settings.label_studio_url, self.settings.label_studio_api_key,
                 timeout=self.settings.label_studio_timeout,
             )
-        return self._ls
+        return self.label_studio
 
 
 class Backend(JobContext):

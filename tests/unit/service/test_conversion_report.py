@@ -1,7 +1,7 @@
 """Conversion problems (unknown labels, malformed results, ...) reach the worker log and the
 stored records: ``last_iteration`` of ``GET /projects/<id>`` for a training, ``GET /jobs/<id>``
-for a successor build. Real Redis, real in-process RQ worker, tiny model; Label Studio is an
-in-memory stand-in returning task JSON in its format."""
+for a successor build. Real Redis, real in-process RQ worker, tiny model; Label Studio is the
+tests' in-memory stand-in (`tests.helpers.fake_label_studio`), given to the backend by constructor."""
 from __future__ import annotations
 
 import logging
@@ -14,6 +14,7 @@ from backend.service.jobs.common import describe_job
 from backend.service.jobs.iteration import request_training
 from backend.service.runtime import Backend, set_context
 from tests.helpers.backend import CLASSIFICATION_XML, make_settings, sentiment_examples, sentiment_tasks
+from tests.helpers.fake_label_studio import InMemoryLabelStudio
 from tests.helpers.servers import free_port
 
 PID = 21
@@ -30,41 +31,13 @@ def _choice(label: str) -> list[dict]:
              "value": {"choices": [label]}}]
 
 
-class FakeLabelStudio:
-    """The Label Studio calls a training and a successor build make, for one project."""
-
-    def __init__(self) -> None:
-        self.gold = [_annotated(i + 1, _choice(ex.labels[0])) for i, ex in enumerate(sentiment_examples(20))]
-        self.gold.append(_annotated(101, _choice("Bogus")))  # a label the config does not have
-        self.gold.append(_annotated(102, "{not json"))  # an unreadable result
-        self.pool = sentiment_tasks(8, start_id=1000, seed=5)
-        self.pushed: list[dict] = []
-        self.model_version: str | None = None
-
-    def get_project(self, project_id: int) -> dict:
-        return {"id": project_id, "label_config": CLASSIFICATION_XML}
-
-    def labeled_tasks(self, project_id: int, page_size: int = 1000) -> list[dict]:
-        return self.gold
-
-    def unlabeled_tasks(self, project_id: int, page_size: int = 1000, include=None) -> list[dict]:
-        return self.pool
-
-    def count_tasks(self, project_id: int) -> int:
-        return len(self.gold) + len(self.pool)
-
-    def import_predictions(self, project_id: int, predictions: list[dict], batch_size: int = 500) -> int:
-        self.pushed.extend(predictions)
-        return len(predictions)
-
-    def set_model_version(self, project_id: int, version: str) -> None:
-        self.model_version = version
-
-    def model_versions(self, project_id: int) -> dict[str, int]:
-        return {self.model_version: len(self.pushed)} if self.model_version else {}
-
-    def delete_model_version(self, project_id: int, version: str, timeout: float | None = None) -> int:
-        return 0
+def project_in_label_studio() -> InMemoryLabelStudio:
+    """20 usable annotated tasks, two unusable ones, 8 unlabeled."""
+    gold = [_annotated(i + 1, _choice(ex.labels[0])) for i, ex in enumerate(sentiment_examples(20))]
+    gold.append(_annotated(101, _choice("Bogus")))  # a label the config does not have
+    gold.append(_annotated(102, "{not json"))  # an unreadable result
+    return InMemoryLabelStudio([*gold, *sentiment_tasks(8, start_id=1000, seed=5)], CLASSIFICATION_XML,
+                               project_id=PID)
 
 
 @pytest.fixture
@@ -72,8 +45,7 @@ def backend(redis_url, tmp_path, tiny_bert, tiny_electra):
     settings = make_settings(redis_url, tmp_path, tiny_bert, label_studio_url=f"http://127.0.0.1:{free_port()}",
                              label_studio_api_key="test-token", teacher_model=str(tiny_bert),
                              successor_model=str(tiny_electra), torch_threads=1, score_chunk_size=4)
-    b = Backend.from_settings(settings)
-    b._ls = FakeLabelStudio()
+    b = Backend.from_settings(settings, label_studio=project_in_label_studio())
     set_context(b)
     yield b
     set_context(None)
@@ -101,7 +73,10 @@ def test_training_records_and_logs_what_conversion_skipped(backend, caplog):
     assert record["labeled"] == 20
     _check(record["conversion"])
     assert record["conversion"]["examples"] == 20
-    assert len(backend._ls.pushed) == 8 and backend._ls.model_version == state.version
+    ls = backend.label_studio
+    held = ls.model_versions(PID)  # (a fast update may follow the training and push its own version)
+    assert held[record["version"]] == record["pushed"] == 8, held  # the training's push: one per pool task
+    assert ls.model_version == state.version and state.version in held
 
     project = create_app(backend=backend).test_client().get(f"/projects/{PID}").json
     _check(project["last_iteration"]["conversion"])

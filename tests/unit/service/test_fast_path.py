@@ -2,12 +2,11 @@
 webhooks -> pool features in chunk jobs -> a proxy-head fast version in Label Studio; each kind of
 bad input ends in a defined status with a message in ``GET /projects/<id>``, never a failed job.
 
-Label Studio is an in-memory stand-in holding tasks, annotations and predictions the way the
-client returns them (the real one is in tests/integration/test_fast_path.py).
+Label Studio is the tests' in-memory stand-in (`tests.helpers.fake_label_studio`) holding tasks,
+annotations and predictions the way the client returns them, given to the backend by constructor
+(the real one is in tests/integration/test_fast_path.py).
 """
 from __future__ import annotations
-
-import itertools
 
 import numpy as np
 import pytest
@@ -29,79 +28,23 @@ from backend.service.jobs.fast import (
 from backend.service.jobs.iteration import request_training
 from backend.service.runtime import Backend, set_context
 from tests.helpers.backend import CLASSIFICATION_XML, NER_XML, SENTIMENT, make_settings
+from tests.helpers.fake_label_studio import InMemoryLabelStudio
 from tests.helpers.servers import free_port
 from tests.helpers.toy_data import toy_classification
 
 PID = 31
 TOP_K = 5
-_ids = itertools.count(1)
 
 
 def _choice(label: str) -> list[dict]:
     return [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
 
 
-class StandInLabelStudio:
-    """Tasks, annotations and predictions of one project, with the calls the fast path makes."""
-
-    def __init__(self, texts: list[str], xml: str = CLASSIFICATION_XML) -> None:
-        self.xml = xml
-        self.tasks = {i + 1: {"id": i + 1, "data": {"text": t}, "annotations": []} for i, t in enumerate(texts)}
-        self.predictions: list[dict] = []
-        self.model_version = ""
-
-    def annotate(self, task_id: int, label: str) -> dict:
-        annotation = {"id": next(_ids), "task": task_id, "was_cancelled": False, "result": _choice(label),
-                      "updated_at": "2025-01-01T00:00:00Z"}
-        self.tasks[task_id]["annotations"].append(annotation)
-        return annotation
-
-    def get_project(self, project_id: int) -> dict:
-        return {"id": project_id, "label_config": self.xml}
-
-    def labeled_tasks(self, project_id: int, page_size: int = 1000) -> list[dict]:
-        return [t for t in self.tasks.values() if t["annotations"]]
-
-    def unlabeled_tasks(self, project_id: int, page_size: int = 1000, include=None) -> list[dict]:
-        return [{"id": t["id"], "data": t["data"]} for t in self.tasks.values() if not t["annotations"]]
-
-    def count_tasks(self, project_id: int) -> int:
-        return len(self.tasks)
-
-    def create_predictions(self, predictions: list[dict], workers: int = 4) -> int:
-        self.predictions.extend(dict(p) for p in predictions)
-        return len(predictions)
-
-    def import_predictions(self, project_id: int, predictions: list[dict], batch_size: int = 500) -> int:
-        return self.create_predictions(predictions)
-
-    def set_model_version(self, project_id: int, version: str) -> None:
-        assert any(p["model_version"] == version for p in self.predictions), "LS refuses a version it has no prediction of"
-        self.model_version = version
-
-    def model_versions(self, project_id: int) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for p in self.predictions:
-            out[p["model_version"]] = out.get(p["model_version"], 0) + 1
-        return out
-
-    def delete_model_version(self, project_id: int, version: str, timeout: float | None = None) -> int:
-        before = len(self.predictions)
-        self.predictions = [p for p in self.predictions if p["model_version"] != version]
-        return before - len(self.predictions)
-
-    def next_task(self) -> int:
-        """What Uncertainty sampling serves: the lowest score among the project version's predictions."""
-        held = {p["task"]: p["score"] for p in self.predictions if p["model_version"] == self.model_version
-                and not self.tasks[p["task"]]["annotations"]}
-        return min(held, key=held.get)
-
-
 def make_backend(redis_url, tmp_path, tiny_bert, **overrides) -> Backend:
     settings = make_settings(redis_url, tmp_path, tiny_bert, label_studio_url=f"http://127.0.0.1:{free_port()}",
                              label_studio_api_key="test-token", torch_threads=1, score_chunk_size=16,
                              train_every_n=0, fast_top_k=TOP_K, fast_encode_limit=8, **overrides)
-    return Backend.from_settings(settings)
+    return Backend.from_settings(settings, label_studio=InMemoryLabelStudio(project_id=PID))
 
 
 @pytest.fixture
@@ -118,14 +61,16 @@ def examples(n: int, seed: int = 0) -> list[tuple[str, str]]:
 
 
 def connect(backend: Backend, texts: list[str], xml: str = CLASSIFICATION_XML):
-    ls = StandInLabelStudio(texts, xml)
-    backend._ls = ls
+    ls = backend.label_studio  # the project's Label Studio, given to the backend by make_backend
+    assert isinstance(ls, InMemoryLabelStudio)
+    ls.label_config = xml
+    ls.add_texts(texts)
     client = create_app(backend=backend).test_client()
     assert client.post("/setup", json={"project": PID, "schema": xml}).status_code == 200
     return ls, client
 
 
-def annotate(client, ls: StandInLabelStudio, task_id: int, label: str):
+def annotate(client, ls: InMemoryLabelStudio, task_id: int, label: str):
     annotation = ls.annotate(task_id, label)
     r = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": PID},
                                       "task": {"id": task_id}, "annotation": annotation})
@@ -137,6 +82,8 @@ def work(backend: Backend) -> None:
     SimpleWorker(backend.queues.all(), connection=backend.queues.connection).work(burst=True)
     failed = {j for q in backend.queues.all() for j in FailedJobRegistry(queue=q).get_job_ids()}
     assert not failed, f"failed jobs: {failed}"
+    refused = backend.label_studio.refused_versions
+    assert not refused, f"Label Studio refused model versions it holds no prediction of: {refused}"
 
 
 def fast_status(client) -> dict:

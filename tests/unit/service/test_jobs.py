@@ -105,7 +105,7 @@ def unresponsive_server():
 def test_events_during_a_run_cause_exactly_one_more_run(ctx):
     ctx.store.register_project(PID, "<View/>", "c", "text", "classification")
     with unresponsive_server() as url:
-        ctx._ls = LabelStudioClient(url, "test-token", timeout=1.0, max_retries=0)
+        ctx.label_studio = LabelStudioClient(url, "test-token", timeout=1.0, max_retries=0)
         first = request_training(ctx, PID, "test")
         outcomes: list[str] = []
 

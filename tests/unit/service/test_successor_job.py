@@ -1,8 +1,9 @@
 """The PLASM successor job over HTTP: a real Redis, a real in-process RQ worker, tiny models.
 
-Label Studio is replaced by an in-memory stand-in for the two calls the job makes
-(`labeled_tasks`, `unlabeled_tasks`), returning task JSON in Label Studio's format; the real
-client against a real Label Studio is covered by the integration tests.
+Label Studio is the tests' in-memory stand-in (`tests.helpers.fake_label_studio`), given to the
+backend by constructor and answering the job's calls (`labeled_tasks`, `unlabeled_tasks`) with task
+JSON in Label Studio's format; the real client against a real Label Studio is covered by the
+integration tests.
 """
 from __future__ import annotations
 
@@ -24,33 +25,24 @@ from tests.helpers.backend import (
     sentiment_examples,
     sentiment_tasks,
 )
+from tests.helpers.fake_label_studio import InMemoryLabelStudio
 from tests.helpers.servers import free_port
 
 PID = 11
 FAST = {"epochs": 2, "learning_rate": 1e-3, "batch_size": 16, "tracin_checkpoints": 2}
 
 
-class FakeLabelStudio:
-    """What `LabelStudioClient` returns for a project: annotated tasks and the unlabeled pool."""
-
-    def __init__(self, n_gold: int = 30, n_pool: int = 16, fail: bool = False) -> None:
-        self.fail = fail
-        self.gold = [
-            {"id": i + 1, "data": {"text": ex.text}, "predictions": [],
-             "annotations": [{"id": i + 1, "was_cancelled": False, "result": [
-                 {"id": "c", "from_name": "sentiment", "to_name": "text", "type": "choices",
-                  "value": {"choices": [ex.labels[0]]}}]}]}
-            for i, ex in enumerate(sentiment_examples(n_gold))
-        ]
-        self.pool = sentiment_tasks(n_pool, start_id=1000, seed=5)
-
-    def labeled_tasks(self, project_id: int, page_size: int = 1000) -> list[dict]:
-        if self.fail:
-            raise ConnectionError("Label Studio is unreachable (test)")
-        return self.gold
-
-    def unlabeled_tasks(self, project_id: int, page_size: int = 1000, include=None) -> list[dict]:
-        return self.pool
+def project_in_label_studio(n_gold: int = 30, n_pool: int = 16) -> InMemoryLabelStudio:
+    """The project in Label Studio: annotated tasks (ids 1..n_gold) and the unlabeled pool (from 1000)."""
+    gold = [
+        {"id": i + 1, "data": {"text": ex.text}, "predictions": [],
+         "annotations": [{"id": i + 1, "was_cancelled": False, "result": [
+             {"id": "c", "from_name": "sentiment", "to_name": "text", "type": "choices",
+              "value": {"choices": [ex.labels[0]]}}]}]}
+        for i, ex in enumerate(sentiment_examples(n_gold))
+    ]
+    return InMemoryLabelStudio([*gold, *sentiment_tasks(n_pool, start_id=1000, seed=5)], CLASSIFICATION_XML,
+                               project_id=PID)
 
 
 @pytest.fixture
@@ -60,8 +52,7 @@ def backend(redis_url, tmp_path, tiny_bert, tiny_electra):
         label_studio_api_key="test-token", teacher_model=str(tiny_bert), successor_model=str(tiny_electra),
         torch_threads=1,
     )
-    b = Backend.from_settings(settings)
-    b._ls = FakeLabelStudio()
+    b = Backend.from_settings(settings, label_studio=project_in_label_studio())
     set_context(b)
     yield b
     set_context(None)
@@ -124,7 +115,8 @@ def test_the_acquisition_model_joins_the_teachers(client, backend):
     """The project's fine-tuned acquisition model (trained on the gold labels) averages its pool
     probabilities in with the teachers'; it is left out of their dev score; one option turns it off."""
     publish_checkpoint(backend.settings, backend.store, PID, "acq-1-test")
-    job_id = client.post("/successor", json={"project": PID, "filter": "uncertainty", "teachers": 2, **FAST}).json["job_id"]
+    body = {"project": PID, "filter": "uncertainty", "teachers": 2, **FAST}
+    job_id = client.post("/successor", json=body).json["job_id"]
     work(backend)
     metrics = client.get(f"/jobs/{job_id}").json["metrics"]
     assert metrics["acquisition_teacher"] == {"used": True, "version": "acq-1-test"}
@@ -178,7 +170,7 @@ def test_unknown_project_and_unknown_downloads_are_404(client):
 
 
 def test_a_failed_build_records_the_error_leaves_no_export_and_releases_the_lock(client, backend):
-    backend._ls.fail = True
+    backend.label_studio.fail = True  # Label Studio down
     job_id = client.post("/successor", json={"project": PID, **FAST}).json["job_id"]
     work(backend)
     described = describe_job(backend, job_id)
@@ -186,7 +178,7 @@ def test_a_failed_build_records_the_error_leaves_no_export_and_releases_the_lock
     assert "unreachable" in described["error"] and "stage 'fetch'" in described["error"]
     assert not (backend.settings.model_dir / str(PID) / "successors" / job_id).exists()
     assert client.get(f"/successor/{job_id}/download").status_code == 404
-    backend._ls.fail = False
+    backend.label_studio.fail = False
     assert client.post("/successor", json={"project": PID, **FAST}).status_code == 202
 
 
