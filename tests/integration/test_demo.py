@@ -4,10 +4,11 @@ builds and downloads a PLASM successor, prints and writes its summary, and stops
 
 Checked from the outside: the project exists in Label Studio with every unlabeled task holding a
 prediction of the project's model version, the successor archive loads with transformers, and both
-held-out accuracies are reported with the demo's verdict agreeing with them: exit 0 and "at least as
-good", or exit 3 and "WORSE". At these sizes (40 labels, 60 held-out texts) the two models differ by
-a text or two either way (measured: 0.533 vs 0.533, and 0.650 vs 0.633 in a fresh-clone CI run), so
-which one wins is not asserted here; the default demo's comparison is measured in the README.
+held-out accuracies are reported with the demo's verdict and exit status following from them: exit 3
+(FAILED_CHECK) and "WORSE" exactly when the successor's accuracy is below the acquisition model's,
+else exit 0 and "at least as good". At these sizes (40 labels, 60 held-out texts) the two models differ
+by a text or two either way (measured: 0.533 vs 0.533, and 0.650 vs 0.633 in a fresh-clone CI run), so
+which one wins is not fixed in advance; the default demo's comparison is measured in the README.
 """
 from __future__ import annotations
 
@@ -41,10 +42,13 @@ def demo_run(label_studio, tmp_path_factory):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
     logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted((out / "logs").glob("*.log")))
-    assert proc.returncode in (0, FAILED_CHECK), \
-        f"demo exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}\n{logs}"
+    failure = f"demo exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}\n{logs}"
+    assert (out / "summary.json").is_file(), failure
     summary = json.loads((out / "summary.json").read_text())
-    assert (proc.returncode == 0) == summary["quality"]["successor_at_least_as_good"], proc.stdout[-2000:]
+    quality = summary["quality"]
+    # the demo's check: FAILED_CHECK exactly when the successor is less accurate on the held-out gold
+    assert proc.returncode == (FAILED_CHECK if quality["successor"] < quality["acquisition"] else 0), failure
+    assert (proc.returncode == 0) == quality["successor_at_least_as_good"], proc.stdout[-2000:]
     return proc, summary
 
 
@@ -58,7 +62,8 @@ def test_demo_reports_both_models_and_where_everything_is(demo_run, label_studio
     assert f"{quality['successor']:.3f}  ({verdict})" in proc.stdout
     assert summary["held_out"] == HELD_OUT and summary["pool_size"] == POOL
     (record,) = summary["rounds"]
-    assert record["labeled"] == PER_ROUND and record["update_seconds"] > 0 and record["quality"] == quality["acquisition"]
+    assert record["labeled"] == PER_ROUND and record["update_seconds"] > 0
+    assert record["quality"] == quality["acquisition"]
     assert record["serving"] in ("proxy", "finetuned") and record["fast_features"] in (None, "pretrained")
     printed = proc.stdout
     assert label_studio.url in printed and summary["label_studio"]["labeling_url"] in printed
@@ -120,10 +125,11 @@ def test_connects_to_running_services_and_leaves_them_running(label_studio, redi
                label_studio.url, "--api-key", label_studio.token, "--backend-url", backend.url]
         proc = subprocess.run(cmd, cwd=REPO_ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
                               text=True, timeout=900)
-        assert proc.returncode in (0, 3), f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{backend.log_tail()}"
+        failure = f"demo exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{backend.log_tail()}"
+        assert (out / "summary.json").is_file(), failure
         summary = json.loads((out / "summary.json").read_text())
         quality = summary["quality"]
-        assert proc.returncode == (0 if quality["successor"] >= quality["acquisition"] else 3)
+        assert proc.returncode == (FAILED_CHECK if quality["successor"] < quality["acquisition"] else 0), failure
         assert summary["started"] == [] and summary["backend_url"] == backend.url
         assert summary["label_studio"]["login"] is None  # not started here: no login to print
         assert requests.get(f"{backend.url}/health", timeout=10).status_code == 200  # still running

@@ -88,7 +88,13 @@ def test_successor_job_end_to_end(client, backend, tiny_electra):
     metrics = status["metrics"]
     assert set(metrics["dev_metrics"]) >= {"teacher", "successor_plasm", "successor_gold_only"}
     assert 0 <= metrics["dev_metrics"]["teacher"]["main"] <= 1
-    assert metrics["chosen"] in ("plasm", "gold_only") and metrics["models"]["successor"] == str(tiny_electra)
+    # the rule (engine/plasm/pipeline.py): the gold-only successor ships only when its dev score is higher
+    plasm, gold_only = (metrics["dev_metrics"][f"successor_{name}"]["main"] for name in ("plasm", "gold_only"))
+    assert metrics["chosen"] == ("gold_only" if gold_only > plasm else "plasm"), metrics["dev_metrics"]
+    assert metrics["chosen_reason"] == (f"gold-only successor dev {gold_only:.4f} > PLASM successor dev {plasm:.4f}"
+                                        if gold_only > plasm else
+                                        f"PLASM successor dev {plasm:.4f} >= gold-only successor dev {gold_only:.4f}")
+    assert metrics["models"]["successor"] == str(tiny_electra)
     assert metrics["sizes"] and status["sizes"]["gold"] == 30 and status["sizes"]["pool"] == 16
     assert metrics["acquisition_teacher"] == {"used": False, "why": "no fine-tuned acquisition model yet"}, \
         "the teacher is the acquisition model's checkpoint here (TEACHER_MODEL = ACQUISITION_MODEL)"
