@@ -4,8 +4,11 @@ the workers alike."""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from typing import TypeVar
 
 import torch
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 
 def quiet_transformers() -> None:
@@ -23,7 +26,15 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def autocast(device: torch.device) -> AbstractContextManager:
+def to_device(module: ModuleT, device: torch.device) -> ModuleT:
+    """`module.to(device)`: moves it in place and returns it. Called through torch's typed
+    `Module.to`, since transformers wraps `PreTrainedModel.to` in `functools.wraps`, which type
+    checkers read as a plain function taking the model as its first argument."""
+    module.to(device)
+    return module
+
+
+def autocast(device: torch.device) -> AbstractContextManager[object]:
     """bf16 autocast on CUDA (float32 master weights stay); a no-op on CPU."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)

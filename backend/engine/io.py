@@ -31,7 +31,7 @@ def replace_directory(source: Path, target: Path) -> None:
 
 
 @contextmanager
-def atomic_directory(target: str | Path) -> Iterator[Path]:
+def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty temporary directory beside `target`; on a clean exit it replaces `target`,
     on an exception it is removed and `target` is left as it was."""
     target = Path(target)
@@ -47,7 +47,7 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_file(target: str | Path) -> Iterator[Path]:
+def atomic_file(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `target` to write; on a clean exit it replaces `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -60,10 +60,10 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def atomic_write_text(target: str | Path, text: str) -> None:
+def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:
     with atomic_file(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def atomic_write_json(target: str | Path, obj: Any, *, indent: int | None = 2) -> None:
+def atomic_write_json(target: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
     atomic_write_text(target, json.dumps(obj, indent=indent))

@@ -17,15 +17,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from backend.engine.callbacks import Progress
-from backend.engine.device import autocast, resolve_device
+from backend.engine.device import autocast, resolve_device, to_device
 from backend.engine.errors import NotEnoughLabelsError
 from backend.engine.models.training import pad_and_mask
 from backend.engine.packaged import resolve_model
-from backend.engine.types import LabelSchema, TaskType
+from backend.engine.types import BoolArray, FloatArray, LabelSchema, TaskType
+
+F32 = NDArray[np.float32]
+I64 = NDArray[np.int64]
 
 FEATURE_DTYPE = np.float16
 # sklearn's C (inverse L2 strength) as a function of the labeled count n: C = clip(C_SCALE / n,
@@ -54,7 +58,7 @@ class FeatureEncoder:
 
     def __init__(
         self,
-        name_or_path: str | os.PathLike,
+        name_or_path: str | os.PathLike[str],
         *,
         max_length: int = 128,
         batch_size: int | None = None,
@@ -80,15 +84,17 @@ class FeatureEncoder:
         if self._model is None:
             with warnings.catch_warnings():  # a classifier checkpoint's head weights are unused here
                 warnings.simplefilter("ignore")
-                self._model = AutoModel.from_pretrained(self.name_or_path, dtype=torch.float32)
-            self._model = self._model.to(self.device).eval()
+                model: PreTrainedModel = AutoModel.from_pretrained(self.name_or_path, dtype=torch.float32)
+            self._model = to_device(model, self.device)
+            self._model.eval()
         return self._model
 
-    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> NDArray[np.float16]:
         """(len(texts), hidden) float16 features in input order; batches sorted by length."""
         if not texts:
             return np.zeros((0, self.dim), dtype=FEATURE_DTYPE)
-        ids = self.tokenizer([t or "" for t in texts], truncation=True, max_length=self.max_length)["input_ids"]
+        ids: list[list[int]] = self.tokenizer([t or "" for t in texts], truncation=True,
+                                              max_length=self.max_length)["input_ids"]
         order = np.argsort([len(row) for row in ids], kind="stable")
         out = np.zeros((len(texts), self.dim), dtype=FEATURE_DTYPE)
         model, pad = self.model, self.tokenizer.pad_token_id or 0
@@ -135,25 +141,25 @@ class ProxyHead:
             raise ValueError("the proxy head classifies texts; tagging uses the fine-tuned model")
         self.schema = schema
         self.seed = seed
-        self.coef: np.ndarray | None = None  # (outputs, dim)
-        self.intercept: np.ndarray | None = None  # (outputs,)
+        self.coef: F32 | None = None  # (outputs, dim)
+        self.intercept: F32 | None = None  # (outputs,)
         self.estimate: HeadEstimate | None = None
 
-    def targets(self, labels: Sequence[Sequence[str]]) -> np.ndarray:
+    def targets(self, labels: Sequence[Sequence[str]]) -> I64:
         """Class indices (single-label) or a 0/1 matrix (multi-label) for lists of gold labels."""
         index = {name: i for i, name in enumerate(self.schema.labels)}
-        unknown = sorted({l for row in labels for l in row if l not in index})
+        unknown = sorted({lab for row in labels for lab in row if lab not in index})
         if unknown or any(not row for row in labels):
             raise ValueError(f"labels outside the schema or none: {unknown[:5]}")
         if self.schema.multi_label:
             y = np.zeros((len(labels), len(index)), dtype=np.int64)
             for r, row in enumerate(labels):
-                y[r, [index[l] for l in row]] = 1
+                y[r, [index[lab] for lab in row]] = 1
             return y
         return np.array([index[row[0]] for row in labels], dtype=np.int64)
 
-    def fit(self, features: np.ndarray, labels: Sequence[Sequence[str]], c: float | None = None,
-            estimate: bool = True) -> "ProxyHead":
+    def fit(self, features: FloatArray, labels: Sequence[Sequence[str]], c: float | None = None,
+            estimate: bool = True) -> ProxyHead:
         """Fit on the labeled rows at `c` (default: `default_c` of their count); with `estimate`,
         also the k-fold CV accuracy at that C, else `estimate` stays None until `cross_validate`
         (the fast path runs the k fits off its latency path). Raises `NotEnoughLabelsError` without labels."""
@@ -163,13 +169,13 @@ class ProxyHead:
         self.coef, self.intercept = self._fit_arrays(x, y, c)
         return self
 
-    def cross_validate(self, features: np.ndarray, labels: Sequence[Sequence[str]]) -> HeadEstimate:
+    def cross_validate(self, features: FloatArray, labels: Sequence[Sequence[str]]) -> HeadEstimate:
         """The CV estimate alone at `default_c` (sets and returns `estimate`; weights unchanged)."""
         x, y = self._arrays(features, labels)
         self.estimate = self._cross_validate(x, y, default_c(len(y)))
         return self.estimate
 
-    def _arrays(self, features: np.ndarray, labels: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+    def _arrays(self, features: FloatArray, labels: Sequence[Sequence[str]]) -> tuple[F32, I64]:
         x, y = np.asarray(features, dtype=np.float32), self.targets(labels)
         if len(x) != len(y):
             raise ValueError(f"{len(x)} feature rows for {len(y)} labels")
@@ -177,11 +183,17 @@ class ProxyHead:
             raise NotEnoughLabelsError("no labeled examples to fit the proxy head on")
         return x, y
 
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+    def weights(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """(coef (outputs, dim), intercept (outputs,)) of the fitted head; RuntimeError before `fit`."""
+        if self.coef is None or self.intercept is None:
+            raise RuntimeError("the proxy head is not fitted")
+        return self.coef, self.intercept
+
+    def predict_proba(self, features: FloatArray) -> F32:
         """(n, classes) float32 probabilities: softmax, or per-class sigmoids for multi-label."""
         return self.predict_pool(features)[0]
 
-    def predict_pool(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict_pool(self, features: FloatArray) -> tuple[F32, BoolArray]:
         """(probabilities, empty): `empty` flags all-zero rows (how texts without tokens are stored).
         Rows go to float32 a cache-sized chunk at a time, into one reused buffer: on a loaded
         2-core CPU 100k x 384 float16 rows score in ~0.15 s this way, ~0.7 s through one full
@@ -201,21 +213,22 @@ class ProxyHead:
         logits += self.intercept
         return self._probabilities(logits), empty
 
-    def _probabilities(self, logits: np.ndarray) -> np.ndarray:
+    def _probabilities(self, logits: F32) -> F32:
         if self.schema.multi_label:
             return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
         logits -= logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
-        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        total: F32 = e.sum(axis=1, keepdims=True)
+        return (e / total).astype(np.float32)
 
     # ---------------------------------------------------------------- fitting
-    def _fit_arrays(self, x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
+    def _fit_arrays(self, x: F32, y: I64, c: float) -> tuple[F32, F32]:
         # one BLAS thread: a few hundred rows gain nothing from more, and on a busy CPU threads
         # contending made a 500-label fit 2.5 s instead of 0.17 s (measured under load 14)
         with threadpool_limits(limits=1):
             return self._fit_arrays_serial(x, y, c)
 
-    def _fit_arrays_serial(self, x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
+    def _fit_arrays_serial(self, x: F32, y: I64, c: float) -> tuple[F32, F32]:
         n_out = self.schema.num_outputs
         coef, intercept = np.zeros((n_out, x.shape[1]), np.float32), np.zeros(n_out, np.float32)
         columns = [y[:, j] for j in range(n_out)] if self.schema.multi_label else [y]
@@ -237,7 +250,7 @@ class ProxyHead:
                 self._unseen(intercept, classes)
         return coef, intercept
 
-    def _constant(self, coef: np.ndarray, intercept: np.ndarray, j: int, seen: int) -> None:
+    def _constant(self, coef: F32, intercept: F32, j: int, seen: int) -> None:
         if self.schema.multi_label:
             intercept[j] = 4.0 if seen else -4.0
         else:
@@ -245,12 +258,12 @@ class ProxyHead:
             intercept[seen] = 4.0
 
     @staticmethod
-    def _unseen(intercept: np.ndarray, classes: np.ndarray) -> None:
+    def _unseen(intercept: F32, classes: I64) -> None:
         """Classes no label has shown get a strongly negative bias: never predicted, little mass."""
         missing = np.setdiff1d(np.arange(len(intercept)), classes)
         intercept[missing] = -10.0
 
-    def choose_c(self, features: np.ndarray, labels: Sequence[Sequence[str]]) -> float:
+    def choose_c(self, features: FloatArray, labels: Sequence[Sequence[str]]) -> float:
         """The `L2_GRID` C with the best k-fold accuracy (the first on ties; 1.0 with nothing to
         validate on). The fine-tune's LP-FT probe keeps choosing this way: its features are the
         classifier's own (not unit-norm), and its few-shot defaults were measured with it."""
@@ -265,11 +278,11 @@ class ProxyHead:
         assert best is not None
         return best[1]
 
-    def _cross_validate(self, x: np.ndarray, y: np.ndarray, c: float) -> HeadEstimate:
+    def _cross_validate(self, x: F32, y: I64, c: float) -> HeadEstimate:
         accuracy, folds = self._cv_accuracy(x, y, c)
         return HeadEstimate(None if accuracy is None else round(accuracy, 4), folds, c)
 
-    def _cv_accuracy(self, x: np.ndarray, y: np.ndarray, c: float) -> tuple[float | None, int]:
+    def _cv_accuracy(self, x: F32, y: I64, c: float) -> tuple[float | None, int]:
         """(stratified k-fold accuracy at `c`, k): k = fewest examples of a class, at most 5; with
         fewer than 2 examples of each seen class there is nothing to validate on (None, 0)."""
         stratify = y if not self.schema.multi_label else y.argmax(axis=1)
@@ -287,7 +300,7 @@ class ProxyHead:
         return correct / len(y), folds
 
     # ------------------------------------------------------------ persistence
-    def save(self, directory: str | os.PathLike) -> None:
+    def save(self, directory: str | os.PathLike[str]) -> None:
         """`proxy_head.npz` + `proxy_head.json` (no pickle)."""
         if self.coef is None or self.intercept is None:
             raise RuntimeError("the proxy head is not fitted")
@@ -298,7 +311,7 @@ class ProxyHead:
         (path / "proxy_head.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "ProxyHead":
+    def load(cls, directory: str | os.PathLike[str]) -> ProxyHead:
         path = Path(directory)
         meta = json.loads((path / "proxy_head.json").read_text())
         head = cls(LabelSchema.from_dict(meta["schema"]), int(meta.get("seed", 0)))
@@ -316,7 +329,7 @@ def _logistic(c: float, seed: int) -> Any:
     return LogisticRegression(C=c, max_iter=1000, random_state=seed)
 
 
-def _correct(logits: np.ndarray, y: np.ndarray, multi_label: bool) -> float:
+def _correct(logits: F32, y: I64, multi_label: bool) -> float:
     """Correct predictions: exact-match rows for multi-label, argmax hits otherwise."""
     if multi_label:
         return float(((logits > 0).astype(np.int64) == y).all(axis=1).sum())

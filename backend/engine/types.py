@@ -4,13 +4,22 @@ Kept free of Flask, Redis and Label Studio so the engine can run anywhere (simul
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any, TypeGuard
 
 import numpy as np
+from numpy.typing import NDArray
+
+# Array shapes the engine passes around, by element kind (any precision: float16 features,
+# float32 probabilities, float64 scores; intp or int64 positions).
+FloatArray = NDArray[np.floating[Any]]
+IndexArray = NDArray[np.integer[Any]]  # positions into a list of examples, or into the pool
+BoolArray = NDArray[np.bool_]
 
 
-class TaskType(str, Enum):
+class TaskType(str, Enum):  # noqa: UP042 - StrEnum would change str() and f-strings of members
     CLASSIFICATION = "classification"
     TAGGING = "tagging"
 
@@ -42,11 +51,11 @@ class LabelSchema:
     def num_outputs(self) -> int:
         return len(self.output_names)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"task_type": self.task_type.value, "labels": list(self.labels), "multi_label": self.multi_label}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LabelSchema":
+    def from_dict(cls, data: dict[str, Any]) -> LabelSchema:
         return cls(TaskType(data["task_type"]), tuple(data["labels"]), bool(data.get("multi_label", False)))
 
 
@@ -68,6 +77,30 @@ class TaggingExample:
 Example = ClassificationExample | TaggingExample
 
 
+def _all_classification(examples: Sequence[Example]) -> TypeGuard[Sequence[ClassificationExample]]:
+    return all(isinstance(ex, ClassificationExample) for ex in examples)
+
+
+def _all_tagging(examples: Sequence[Example]) -> TypeGuard[Sequence[TaggingExample]]:
+    return all(isinstance(ex, TaggingExample) for ex in examples)
+
+
+def classification_examples(examples: Sequence[Example]) -> Sequence[ClassificationExample]:
+    """`examples` (the same sequence, not a copy) as classification examples: what code on a
+    classification schema's path reads. A tagging example among them is a schema / data mismatch:
+    TypeError."""
+    if _all_classification(examples):
+        return examples
+    raise TypeError("expected classification examples (text and classes), got a tagging example")
+
+
+def tagging_examples(examples: Sequence[Example]) -> Sequence[TaggingExample]:
+    """`examples` (the same sequence) as tagging examples; TypeError on a classification example."""
+    if _all_tagging(examples):
+        return examples
+    raise TypeError("expected tagging examples (words and tags), got a classification example")
+
+
 @dataclass
 class Predictions:
     """Model outputs for a batch of examples, in input order.
@@ -80,10 +113,10 @@ class Predictions:
     """
 
     task_type: TaskType
-    probs: np.ndarray | list[np.ndarray]
-    embeddings: np.ndarray | None = None
+    probs: FloatArray | list[FloatArray]
+    embeddings: FloatArray | None = None
     multi_label: bool = False  # sigmoid outputs, one binary decision per class
-    features: np.ndarray | None = None
+    features: FloatArray | None = None
 
     def __len__(self) -> int:
         return len(self.probs)

@@ -25,12 +25,18 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+_init: ModuleType  # the weight-init functions (normal_, zeros_, ...): which module depends on the version
 try:  # transformers 5: init functions that skip weights already loaded from a checkpoint
     from transformers import initialization as _init
 except ImportError:  # pragma: no cover - transformers 4.x
@@ -52,21 +58,25 @@ class _WordModelConfig(PretrainedConfig):
         word_dropout: float = 0.05,
         pad_token_id: int = 0,
         unk_token_id: int = 1,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         self.vocab_size = vocab_size
         self.embedding_dim = embedding_dim
         self.dropout = dropout
         self.word_dropout = word_dropout
         self.unk_token_id = unk_token_id
-        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        # transformers 5 configs are dataclasses whose __init__ takes any extra keyword at run time
+        # (special token ids among them), which their static signature does not show
+        kwargs["pad_token_id"] = pad_token_id
+        super().__init__(**kwargs)
 
 
 class TextCNNConfig(_WordModelConfig):
     model_type = "plasm-textcnn"
 
     def __init__(
-        self, embedding_dim: int = 128, num_filters: int = 100, kernel_sizes: Sequence[int] = (3, 4, 5), **kwargs
+        self, embedding_dim: int = 128, num_filters: int = 100, kernel_sizes: Sequence[int] = (3, 4, 5),
+        **kwargs: Any,
     ) -> None:
         self.num_filters = num_filters
         self.kernel_sizes = list(kernel_sizes)
@@ -76,7 +86,9 @@ class TextCNNConfig(_WordModelConfig):
 class BiLSTMCRFConfig(_WordModelConfig):
     model_type = "plasm-bilstm-crf"
 
-    def __init__(self, embedding_dim: int = 100, hidden_size: int = 128, num_lstm_layers: int = 1, **kwargs) -> None:
+    def __init__(
+        self, embedding_dim: int = 100, hidden_size: int = 128, num_lstm_layers: int = 1, **kwargs: Any
+    ) -> None:
         self.hidden_size = hidden_size
         self.num_lstm_layers = num_lstm_layers
         super().__init__(embedding_dim=embedding_dim, **kwargs)
@@ -89,7 +101,7 @@ class _ClassicalPreTrainedModel(PreTrainedModel):
 
     def __init__(self, config: _WordModelConfig) -> None:
         super().__init__(config)
-        self.num_labels = config.num_labels
+        self.num_labels = _num_labels(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
 
     @torch.no_grad()
@@ -123,6 +135,12 @@ class _ClassicalPreTrainedModel(PreTrainedModel):
         return input_ids.masked_fill(drop, self.config.unk_token_id)
 
 
+def _num_labels(config: PretrainedConfig) -> int:
+    if config.num_labels is None:
+        raise ValueError("a classical model's config needs num_labels (or id2label)")
+    return config.num_labels
+
+
 def _mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pad_id: int) -> torch.Tensor:
     if attention_mask is None:
         return (input_ids != pad_id).long()
@@ -141,7 +159,7 @@ class TextCNNForSequenceClassification(_ClassicalPreTrainedModel):
             nn.Conv1d(config.embedding_dim, config.num_filters, k, padding=k // 2) for k in config.kernel_sizes
         )
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.num_filters * len(config.kernel_sizes), config.num_labels)
+        self.classifier = nn.Linear(config.num_filters * len(config.kernel_sizes), self.num_labels)
         self.post_init()
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -163,7 +181,7 @@ class TextCNNForSequenceClassification(_ClassicalPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Any,
     ) -> SequenceClassifierOutput:
         if input_ids.shape[1] == 0:
             input_ids = torch.full((input_ids.shape[0], 1), self.config.pad_token_id, device=input_ids.device)
@@ -257,14 +275,15 @@ class CRF(nn.Module):
         alphas, log_z = self._alphas(emissions, mask)
         length = emissions.shape[1]
         beta = self.end_transitions.expand(emissions.shape[0], -1)
-        betas = [beta]
+        steps = [beta]
         for t in range(length - 2, -1, -1):
             nxt = torch.logsumexp(trans[None] + (emissions[:, t + 1] + beta)[:, None, :], dim=2)
             beta = torch.where(mask[:, t + 1, None], nxt, self.end_transitions.expand_as(nxt))
-            betas.append(beta)
-        betas = torch.stack(betas[::-1], dim=1)
+            steps.append(beta)
+        betas = torch.stack(steps[::-1], dim=1)
         out = alphas + betas - log_z[:, None, None]
-        return torch.where(mask[:, :, None], out, torch.full_like(out, -torch.log(torch.tensor(float(self.num_tags)))))
+        uniform = float(-torch.log(torch.tensor(float(self.num_tags))))  # log(1/T) where the mask is off
+        return torch.where(mask[:, :, None], out, torch.full_like(out, uniform))
 
     @torch.no_grad()
     def viterbi(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
@@ -278,7 +297,7 @@ class CRF(nn.Module):
             score = torch.where(mask[:, t, None], nxt, score)
             history.append(idx)
         score = score + self.end_transitions
-        paths = []
+        paths: list[list[int]] = []
         lengths = mask.sum(1).tolist()
         for row, n in enumerate(lengths):
             if n == 0:
@@ -306,8 +325,9 @@ class BiLSTMCRFForTokenClassification(_ClassicalPreTrainedModel):
             config.embedding_dim, config.hidden_size, num_layers=config.num_lstm_layers, batch_first=True,
             bidirectional=True, dropout=config.dropout if config.num_lstm_layers > 1 else 0.0,
         )
-        self.classifier = nn.Linear(2 * config.hidden_size, config.num_labels)
-        self.crf = CRF(config.num_labels, iob2_transition_mask({int(k): v for k, v in config.id2label.items()}))
+        self.classifier = nn.Linear(2 * config.hidden_size, self.num_labels)
+        id2label = {int(k): v for k, v in (config.id2label or {}).items()}
+        self.crf = CRF(self.num_labels, iob2_transition_mask(id2label))
         self.post_init()
 
     def emissions(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -325,13 +345,14 @@ class BiLSTMCRFForTokenClassification(_ClassicalPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Any,
     ) -> TokenClassifierOutput:
         batch, length = input_ids.shape
         if length == 0:
             empty = torch.zeros(batch, 0, self.num_labels, device=input_ids.device)
             loss = empty.sum() if labels is not None else None
-            return TokenClassifierOutput(loss=loss, logits=empty, hidden_states=(empty,) if output_hidden_states else None)
+            hidden_states = (empty,) if output_hidden_states else None
+            return TokenClassifierOutput(loss=loss, logits=empty, hidden_states=hidden_states)
         mask = _mask(input_ids, attention_mask, self.config.pad_token_id)
         emissions, hidden = self.emissions(input_ids, mask)
         loss = None
@@ -342,7 +363,8 @@ class BiLSTMCRFForTokenClassification(_ClassicalPreTrainedModel):
             logits = emissions  # training only needs the loss: skip forward-backward
         else:
             logits = self.crf.log_marginals(emissions, mask)
-        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=(hidden,) if output_hidden_states else None)
+        hidden_states = (hidden,) if output_hidden_states else None
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     @torch.no_grad()
     def decode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[list[int]]:
@@ -361,7 +383,7 @@ def build_word_tokenizer(
     max_vocab: int = 50000,
     min_freq: int = 1,
     max_length: int = 256,
-):
+) -> PreTrainedTokenizerFast:
     """A word-level fast tokenizer over a training corpus, with no special tokens.
 
     `split_words=True`: texts are split on whitespace and punctuation (classification);

@@ -18,6 +18,7 @@ from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
+from backend.engine.device import to_device
 from backend.engine.models.classical import (
     BiLSTMCRFConfig,
     BiLSTMCRFForTokenClassification,
@@ -27,20 +28,28 @@ from backend.engine.models.classical import (
     register_auto_classes,
 )
 from backend.engine.models.transformer import TrainingConfig, TransformerModel
-from backend.engine.types import Example, LabelSchema, TaskType
+from backend.engine.types import Example, LabelSchema, TaskType, classification_examples, tagging_examples
 
 CNN, BILSTM_CRF, CLASSICAL = "cnn", "bilstm-crf", "classical"
 CLASSICAL_KINDS = (CNN, BILSTM_CRF)
 _MODEL_TYPES = {TextCNNConfig.model_type: CNN, BiLSTMCRFConfig.model_type: BILSTM_CRF}
 
+
+
+@dataclass(frozen=True)
+class ClassicalDefaults:
+    epochs: int
+    learning_rate: float
+
+
 # Classical models start from random weights: higher learning rate, more epochs than fine-tuning.
 CLASSICAL_DEFAULTS = {
-    TaskType.CLASSIFICATION: {"epochs": 10, "learning_rate": 1e-3},
-    TaskType.TAGGING: {"epochs": 20, "learning_rate": 5e-3},
+    TaskType.CLASSIFICATION: ClassicalDefaults(epochs=10, learning_rate=1e-3),
+    TaskType.TAGGING: ClassicalDefaults(epochs=20, learning_rate=5e-3),
 }
 
 
-def classical_kind(name_or_path: str | os.PathLike, task_type: TaskType | None = None) -> str | None:
+def classical_kind(name_or_path: str | os.PathLike[str], task_type: TaskType | None = None) -> str | None:
     """'cnn' / 'bilstm-crf' when `name_or_path` names a classical model or a saved one, else None.
     'classical' picks the task's model (CNN for classification, BiLSTM-CRF for tagging)."""
     name = str(name_or_path)
@@ -59,7 +68,8 @@ def classical_kind(name_or_path: str | os.PathLike, task_type: TaskType | None =
         raise ValueError(f"{config}: unreadable model config ({exc})") from exc
     if not isinstance(saved, dict):
         raise ValueError(f"{config}: a model config must be a JSON object")
-    return _MODEL_TYPES.get(saved.get("model_type"))
+    model_type = saved.get("model_type")
+    return _MODEL_TYPES.get(model_type) if isinstance(model_type, str) else None
 
 
 def classical_training(config: TrainingConfig | None, task_type: TaskType) -> TrainingConfig:
@@ -68,8 +78,8 @@ def classical_training(config: TrainingConfig | None, task_type: TaskType) -> Tr
     defaults = CLASSICAL_DEFAULTS[task_type]
     return replace(
         config,
-        epochs=config.epochs or defaults["epochs"],
-        learning_rate=config.learning_rate or defaults["learning_rate"],
+        epochs=config.epochs or defaults.epochs,
+        learning_rate=config.learning_rate or defaults.learning_rate,
     )
 
 
@@ -79,8 +89,9 @@ class ClassicalModel(TransformerModel):
     built from the training examples at each `fit`."""
 
     def __init__(
-        self, name_or_path: str | os.PathLike, schema: LabelSchema, config: TrainingConfig | None = None,
-        *, architecture: dict | None = None, **loaded: Any,
+        self, name_or_path: str | os.PathLike[str], schema: LabelSchema, config: TrainingConfig | None = None,
+        *, architecture: dict[str, Any] | None = None, model: PreTrainedModel | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
     ) -> None:
         kind = classical_kind(name_or_path, schema.task_type)
         if kind is None:
@@ -89,7 +100,8 @@ class ClassicalModel(TransformerModel):
         if kind != wanted:
             raise ValueError(f"{kind} does not suit {schema.task_type.value}; use {wanted}")
         register_auto_classes()  # the Auto classes must resolve the classical model types to load them
-        super().__init__(name_or_path, schema, classical_training(config, schema.task_type), **loaded)
+        super().__init__(name_or_path, schema, classical_training(config, schema.task_type), model=model,
+                         tokenizer=tokenizer)
         self.kind = kind
         self.architecture = dict(architecture or {})
         self._saved = Path(str(name_or_path)).is_dir()
@@ -97,13 +109,15 @@ class ClassicalModel(TransformerModel):
     def _load_tokenizer(self) -> PreTrainedTokenizerBase:
         if not self._saved:
             raise RuntimeError("a classical model builds its vocabulary in fit(): train it first")
-        return AutoTokenizer.from_pretrained(self.name_or_path)
+        tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(self.name_or_path)
+        return tokenizer
 
     def _prepare_fit(self, examples: Sequence[Example]) -> None:
+        corpus: list[str] | list[list[str]]
         if self.kind == CNN:
-            corpus = [ex.text for ex in examples]  # type: ignore[union-attr]
+            corpus = [ex.text for ex in classification_examples(examples)]
         else:
-            corpus = [ex.words for ex in examples]  # type: ignore[union-attr]
+            corpus = [ex.words for ex in tagging_examples(examples)]
         self._tokenizer = build_word_tokenizer(corpus, split_words=self.kind == CNN, lowercase=self.kind == CNN,
                                                max_length=self.config.max_length)
 
@@ -121,17 +135,17 @@ class ClassicalModel(TransformerModel):
                     "hidden_size", "num_lstm_layers")
             arch = {k: saved[k] for k in keys if k in saved}
         set_seed(self.config.seed)
+        model: PreTrainedModel
         if self.kind == CNN:
             problem = "multi_label_classification" if self.schema.multi_label else "single_label_classification"
-            config = TextCNNConfig(**arch, **common, problem_type=problem)
-            model = TextCNNForSequenceClassification(config)
+            model = TextCNNForSequenceClassification(TextCNNConfig(**arch, **common, problem_type=problem))
         else:
             model = BiLSTMCRFForTokenClassification(BiLSTMCRFConfig(**arch, **common))
-        return model.to(self.device)
+        return to_device(model, self.device)
 
 
 def make_model(
-    name_or_path: str | os.PathLike, schema: LabelSchema, config: TrainingConfig | None = None
+    name_or_path: str | os.PathLike[str], schema: LabelSchema, config: TrainingConfig | None = None
 ) -> TransformerModel:
     """A trainable successor: classical for 'cnn' / 'bilstm-crf' / 'classical' (or a saved one),
     otherwise an `AutoModelFor...` checkpoint (hub name, packaged alias or local directory)."""
@@ -140,7 +154,7 @@ def make_model(
     return TransformerModel(name_or_path, schema, config)
 
 
-def load_model(directory: str | os.PathLike, config: TrainingConfig | None = None) -> TransformerModel:
+def load_model(directory: str | os.PathLike[str], config: TrainingConfig | None = None) -> TransformerModel:
     """Load a checkpoint saved by `save()` of either kind."""
     if classical_kind(directory) is not None:
         return ClassicalModel.load(directory, config)

@@ -108,13 +108,14 @@ def fit_loop(
     optimizer, scheduler = optimizer_and_schedule(module, config, total_steps)
     generator = torch.Generator().manual_seed(config.seed)
     module.train()
-    done, last, sums = 0, float("nan"), {}
+    done, last = 0, float("nan")
+    sums: dict[str, float] = {}
     for _ in range(config.epochs):
         sums = {}
         for rows in training_batches(lengths, config.batch_size, generator, config.group_by_length):
             check_cancelled(cancel_check, f"training step {done + 1} of {total_steps}")
             losses = step(rows, generator)
-            losses[LOSS].backward()
+            torch.autograd.backward(losses[LOSS])
             torch.nn.utils.clip_grad_norm_(module.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
