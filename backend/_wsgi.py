@@ -9,6 +9,7 @@ import logging
 import os
 
 from backend.engine.device import quiet_transformers
+from backend.model import FeasibleALModel
 from backend.service.app import create_app
 
 logging.basicConfig(
@@ -16,4 +17,4 @@ logging.basicConfig(
     format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
 )
 quiet_transformers()
-app = create_app()
+app = create_app(FeasibleALModel)

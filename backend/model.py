@@ -17,31 +17,30 @@ from typing import TYPE_CHECKING, Any
 from backend.labeling import LabelConfig, prediction_entry
 from backend.service.checkpoints import CheckpointMissingError
 from backend.service.ids import as_id
-from backend.service.jobs.fast import request_fast_update
+from backend.service.jobs.fast_update import request_fast_update
 from backend.service.jobs.iteration import request_training
+from backend.service.protocol import (  # re-exported: users look for the protocol's names here
+    ANNOTATION_EVENTS,
+    HANDLED_EVENTS,
+    TASK_EVENTS,
+    InvalidRequestError,
+    ModelUnavailableError,
+    UnknownProjectError,
+    as_list,
+    parse_project_id,
+    task_id,
+)
 from backend.service.store import UNTRAINED, ProjectState, ScoreEntry
 
 if TYPE_CHECKING:
     from backend.service.runtime import Backend
 
+__all__ = ["ANNOTATION_EVENTS", "HANDLED_EVENTS", "TASK_EVENTS", "FeasibleALModel", "InvalidRequestError",
+           "ModelUnavailableError", "UnknownProjectError", "parse_project_id"]
+
 log = logging.getLogger(__name__)
 
-ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED")
-TASK_EVENTS = ("TASKS_CREATED", "TASKS_DELETED")
-HANDLED_EVENTS = (*ANNOTATION_EVENTS, *TASK_EVENTS, "PROJECT_UPDATED", "START_TRAINING")
 UNTRAINED_SCORE = 0.0
-
-
-class UnknownProjectError(LookupError):
-    """The backend holds nothing about this project and the request does not carry its label config."""
-
-
-class ModelUnavailableError(RuntimeError):
-    """The serving checkpoint cannot be loaded here (MODEL_DIR not shared with the workers?)."""
-
-
-class InvalidRequestError(ValueError):
-    """A request body is well-formed JSON but not what the protocol expects."""
 
 
 @dataclass
@@ -117,13 +116,13 @@ class FeasibleALModel:
         version = self.state().version
         if version == UNTRAINED:
             return [prediction_entry([], UNTRAINED_SCORE, UNTRAINED) for _ in tasks]
-        ids = [_task_id(t) for t in tasks]
+        ids = [task_id(t) for t in tasks]
         cached = self.store.get_scores(self.project_id, version, [i for i in ids if i is not None])
         todo = [pos for pos, i in enumerate(ids) if i is None or i not in cached]
         fresh = self._score_now(version, tasks, ids, todo) if todo else {}
         out = []
-        for pos, task_id in enumerate(ids):
-            entry = fresh.get(pos) or cached[task_id]  # type: ignore[index]
+        for pos, tid in enumerate(ids):
+            entry = fresh.get(pos) or cached[tid]  # type: ignore[index]
             out.append(prediction_entry(entry.result, entry.score, version))
         return out
 
@@ -165,37 +164,37 @@ class FeasibleALModel:
         annotation = ev.data.get("annotation") if isinstance(ev.data.get("annotation"), dict) else {}
         if annotation.get("was_cancelled"):
             return
-        task_id = _task_id(ev.data.get("task")) or _as_int(annotation.get("task"))
-        if task_id is not None:
-            self.store.pool_remove(self.project_id, [task_id])
+        tid = task_id(ev.data.get("task")) or as_id(annotation.get("task"))
+        if tid is not None:
+            self.store.pool_remove(self.project_id, [tid])
         self._count(ev, [annotation])
 
     def _on_annotations_created(self, ev: _Event) -> None:
-        annotations = [a for a in _as_list(ev.data.get("annotation")) if isinstance(a, dict)]
+        annotations = [a for a in as_list(ev.data.get("annotation")) if isinstance(a, dict)]
         live = [a for a in annotations if not a.get("was_cancelled")]
-        task_ids = [t for t in (_as_int(a.get("task")) for a in live) if t is not None]
-        task_ids += [t for t in (_task_id(t) for t in _as_list(ev.data.get("task"))) if t is not None]
+        task_ids = [t for t in (as_id(a.get("task")) for a in live) if t is not None]
+        task_ids += [t for t in (task_id(t) for t in as_list(ev.data.get("task"))) if t is not None]
         self.store.pool_remove(self.project_id, set(task_ids))
         self._count(ev, live)
 
     def _on_annotations_deleted(self, ev: _Event) -> None:
         self.store.mark_pool_stale(self.project_id)  # the tasks are not named: re-list the pool next time
-        deleted = [a if isinstance(a, dict) else {"id": a} for a in _as_list(ev.data.get("annotations"))]
+        deleted = [a if isinstance(a, dict) else {"id": a} for a in as_list(ev.data.get("annotations"))]
         self._count(ev, deleted or [{}])
 
     def _on_tasks_created(self, ev: _Event) -> None:
         key = ev.state.value_key
         texts = {}
-        for task in _as_list(ev.data.get("tasks")):
-            task_id = _task_id(task)
-            if task_id is not None and not (task.get("annotations") or task.get("total_annotations")):
+        for task in as_list(ev.data.get("tasks")):
+            tid = task_id(task)
+            if tid is not None and not (task.get("annotations") or task.get("total_annotations")):
                 value = (task.get("data") or {}).get(key) if isinstance(task.get("data"), dict) else None
-                texts[task_id] = value if isinstance(value, str) else ""
+                texts[tid] = value if isinstance(value, str) else ""
         self.store.pool_add(self.project_id, texts)
         ev.answer["pool_added"] = len(texts)
 
     def _on_tasks_deleted(self, ev: _Event) -> None:
-        ids = [t for t in (_task_id(t) for t in _as_list(ev.data.get("tasks"))) if t is not None]
+        ids = [t for t in (task_id(t) for t in as_list(ev.data.get("tasks"))) if t is not None]
         ev.answer["pool_removed"] = self.store.pool_remove(self.project_id, ids)
 
     def _on_project_updated(self, ev: _Event) -> None:
@@ -207,7 +206,7 @@ class FeasibleALModel:
         annotation id and update time; annotations without an id always count."""
         action = str(ev.answer["action"])
         events = [f"{action}:{i}:{a.get('updated_at') or ''}" for a in annotations
-                  if (i := _as_int(a.get("id"))) is not None]
+                  if (i := as_id(a.get("id"))) is not None]
         every = self.settings.train_every_n
         due, count, fresh = self.store.count_annotation_events(
             self.project_id, len(annotations) - len(events), every, events)
@@ -217,31 +216,3 @@ class FeasibleALModel:
         if due:
             ev.due, ev.reason = True, f"{every} annotation events"
 
-
-def _as_int(value: Any) -> int | None:
-    return as_id(value)  # ASCII digits bounded to 64 bits: "²" or 5,000 digits are no id
-
-
-def _task_id(task: Any) -> int | None:
-    if isinstance(task, dict):
-        return _as_int(task.get("id"))
-    return _as_int(task)
-
-
-def _as_list(value: Any) -> list:
-    if isinstance(value, list):
-        return value
-    return [value] if value is not None else []
-
-
-def parse_project_id(value: Any) -> int:
-    """Label Studio sends ``"<id>.<created timestamp>"`` in /setup and /predict, a project object
-    in webhooks, and plain ids elsewhere."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    if isinstance(value, str):
-        value = value.split(".", 1)[0].strip()
-    project_id = _as_int(value)
-    if project_id is None or project_id < 0:
-        raise InvalidRequestError(f"invalid or missing project id {value!r}: expected a Label Studio project id")
-    return project_id

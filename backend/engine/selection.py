@@ -12,6 +12,9 @@ down and keeps every fine-tune that won by 0.2 or more.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 SWITCH_STANDARD_ERRORS = 1.0
 
@@ -32,3 +35,87 @@ def finetune_beats_proxy(finetune_accuracy: float, proxy_accuracy: float, heldou
     than the switch margin."""
     return finetune_accuracy > proxy_accuracy + switch_margin(finetune_accuracy, proxy_accuracy, heldout,
                                                               standard_errors)
+
+
+ServedModel = Literal["proxy", "finetuned"]
+ESTIMATE_KEYS: dict[ServedModel, str] = {"finetuned": "heldout_accuracy", "proxy": "cv_accuracy"}
+
+
+@dataclass(frozen=True)
+class ModelEstimate:
+    """One model's measured accuracy and what it was measured on (`accuracy` None: not measured)."""
+
+    accuracy: float | None = None
+    labels: int = 0
+    note: str = ""
+    version: str = ""  # the fine-tune measured, where there is one
+    folds: int = 0  # the proxy head's CV, where it ran
+    c: float | None = None
+
+
+@dataclass(frozen=True)
+class ServingDecision:
+    """Which model serves, on which numbers and why: made once by `decide_serving`, shared by the
+    service (each iteration's record, ``GET /projects/<id>``) and `bench-labels`' hybrid."""
+
+    serve: ServedModel
+    finetune_won: bool
+    why: str
+    finetuned: ModelEstimate = field(default_factory=ModelEstimate)
+    proxy: ModelEstimate = field(default_factory=ModelEstimate)
+    margin: float | None = None
+    rule: str = ""
+    features: str = ""  # whose features the proxy head works on, where the service says so
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON shape the service has always shown (``why_serve``, ``heldout_accuracy``, ...)."""
+        ft, px = self.finetuned, self.proxy
+        out: dict[str, object] = {
+            "serve": self.serve, "finetune_won": self.finetune_won, "why_serve": self.why, "rule": self.rule,
+            "finetuned": {"version": ft.version or None, "heldout": ft.labels, "heldout_accuracy": ft.accuracy,
+                          "note": ft.note},
+            "proxy": {"cv_accuracy": px.accuracy, "labeled": px.labels, "folds": px.folds, "c": px.c, "note": px.note},
+        }
+        if self.margin is not None:
+            out["margin"] = self.margin
+        if self.features:
+            out["features"] = self.features
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ServingDecision:
+        ft, px = dict(raw.get("finetuned") or {}), dict(raw.get("proxy") or {})
+        return cls(
+            serve="proxy" if raw.get("serve") == "proxy" else "finetuned",
+            finetune_won=bool(raw.get("finetune_won")), why=str(raw.get("why_serve") or ""),
+            finetuned=ModelEstimate(accuracy=ft.get("heldout_accuracy"), labels=int(ft.get("heldout") or 0),
+                                    note=str(ft.get("note") or ""), version=str(ft.get("version") or "")),
+            proxy=ModelEstimate(accuracy=px.get("cv_accuracy"), labels=int(px.get("labeled") or 0),
+                                note=str(px.get("note") or ""), folds=int(px.get("folds") or 0), c=px.get("c")),
+            margin=raw.get("margin"), rule=str(raw.get("rule") or ""), features=str(raw.get("features") or ""))
+
+
+def decide_serving(finetuned: ModelEstimate, proxy: ModelEstimate, min_heldout: int = 1,
+                   rule: str = "") -> ServingDecision:
+    """The proxy head serves unless the fine-tune, measured on at least `min_heldout` labels, beats
+    it by more than the switch margin; with no estimate at all the fine-tuned model serves."""
+    ft_acc = finetuned.accuracy if finetuned.labels >= max(min_heldout, 1) else None
+    px_acc = proxy.accuracy
+    margin = None if ft_acc is None or px_acc is None else round(switch_margin(ft_acc, px_acc, finetuned.labels), 4)
+
+    def decision(serve: ServedModel, won: bool, why: str) -> ServingDecision:
+        return ServingDecision(serve=serve, finetune_won=won, why=why, finetuned=finetuned, proxy=proxy,
+                               margin=margin, rule=rule)
+
+    if ft_acc is not None and (px_acc is None or finetune_beats_proxy(ft_acc, px_acc, finetuned.labels)):
+        why = (f"fine-tuned held-out accuracy {ft_acc} > proxy CV accuracy {px_acc} + margin {margin}"
+               if px_acc is not None else f"fine-tuned held-out accuracy {ft_acc}; the proxy has no CV estimate")
+        return decision("finetuned", True, why)
+    if px_acc is not None:
+        why = (f"fine-tuned held-out accuracy {ft_acc} <= proxy CV accuracy {px_acc} + margin {margin} "
+               f"({finetuned.labels} held-out labels)" if ft_acc is not None else
+               f"proxy CV accuracy {px_acc}; the fine-tune has no held-out estimate yet "
+               f"({finetuned.labels} of {min_heldout} labels)")
+        return decision("proxy", False, why)
+    return decision("finetuned", False, "neither model has an estimate yet (too few labels per class, or no "
+                                        "features): the fine-tuned model serves")

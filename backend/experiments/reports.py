@@ -119,7 +119,7 @@ def plot_learning_curves(summary: Summary, metric_name: str, title: str, path: P
     return path
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """`json.dumps` fallback: typed records (dataclasses) as dicts, numpy scalars as numbers."""
     if is_dataclass(value) and not isinstance(value, type):
         return asdict(value)
@@ -131,7 +131,7 @@ def _jsonable(value: Any) -> Any:
 def write_results(output_dir: Path, payload: Mapping[str, Any]) -> Path:
     """`output_dir/results.json`, written atomically; dataclasses in the payload become objects."""
     path = Path(output_dir) / RESULTS_FILE
-    atomic_write_text(path, json.dumps(payload, indent=2, default=_jsonable))
+    atomic_write_text(path, json.dumps(payload, indent=2, default=jsonable))
     return path
 
 

@@ -15,19 +15,25 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.labeling import LabelConfigError, UnsupportedLabelConfigError
-from backend.model import InvalidRequestError, ModelUnavailableError, UnknownProjectError
 from backend.service.jobs.successor import SuccessorOptionsError, SuccessorRunningError
+from backend.service.protocol import InvalidRequestError, ModelUnavailableError, ProjectModel, UnknownProjectError
 from backend.service.runtime import Backend, LabelStudioNotConfiguredError
 from backend.service.store import REDIS_ERRORS, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
 RUNTIME_KEY = "feasible_al"  # app.extensions[RUNTIME_KEY] is the process's `Backend`
+MODEL_CLASS_KEY = "feasible_al_model_class"  # and app.extensions[MODEL_CLASS_KEY] the model class it serves
 
 
 def runtime() -> Backend:
     """The `Backend` of the app handling the current request."""
     return current_app.extensions[RUNTIME_KEY]
+
+
+def project_model(project_id: int, label_config: str | None = None) -> ProjectModel:
+    """The served model class's object for one project (built per request: state lives in Redis)."""
+    return current_app.extensions[MODEL_CLASS_KEY](project_id, runtime(), label_config)
 
 
 class ApiError(Exception):

@@ -18,8 +18,9 @@ import time
 
 from flask import Flask, Response, g, request
 
-from backend.service.api_errors import RUNTIME_KEY, error_response, register_error_handlers, runtime
+from backend.service.api_errors import MODEL_CLASS_KEY, RUNTIME_KEY, error_response, register_error_handlers, runtime
 from backend.service.limits import BodyGuard
+from backend.service.protocol import ModelClass
 from backend.service.routes import extras, protocol
 from backend.service.runtime import Backend
 from backend.service.settings import Settings
@@ -57,14 +58,16 @@ def _observe(response: Response) -> Response:
     return response
 
 
-def create_app(settings: Settings | None = None, backend: Backend | None = None) -> Flask:
-    """The WSGI app. Builds its `Backend` from the settings (environment by default)."""
+def create_app(model_class: ModelClass, settings: Settings | None = None, backend: Backend | None = None) -> Flask:
+    """The WSGI app serving `model_class` (upstream's ``init_app(model_class=...)``; `backend/_wsgi.py`
+    passes `FeasibleALModel`). Builds its `Backend` from the settings (environment by default)."""
     if backend is None:
         backend = Backend.from_settings(settings or Settings.from_env())
     app = Flask("feasible_al_backend")
     app.config["MAX_CONTENT_LENGTH"] = backend.settings.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[RUNTIME_KEY] = backend
+    app.extensions[MODEL_CLASS_KEY] = model_class
     app.before_request(_start_timer)
     app.before_request(_authenticate)
     app.after_request(_observe)

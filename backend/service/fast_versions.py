@@ -17,10 +17,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from backend.engine.acquisition.strategies import LeastConfidence, QueryStrategy, make_strategy
+from backend.engine.acquisition.order import proxy_strategy, score_probabilities
+from backend.engine.acquisition.strategies import QueryStrategy
 from backend.engine.io import atomic_directory
 from backend.engine.proxy import ProxyHead
-from backend.engine.types import Predictions, TaskType
 from backend.labeling import LabelConfig, MissingTextFieldError, classification_results, parse_label_config, task_text
 from backend.service.records import ScoreEntry
 
@@ -28,24 +28,6 @@ SCORES_FILE = "scores.npz"
 META_FILE = "backend_meta.json"
 LABEL_CONFIG_FILE = "label_config.xml"
 NO_TEXT = ScoreEntry([], 1.0, 0.0)  # same as checkpoints.NO_TEXT_ENTRY: sorts last
-
-
-def proxy_strategy(name: str) -> QueryStrategy:
-    """The configured strategy where it works on class probabilities alone, else least confidence
-    (Mahalanobis needs the fine-tuned model's embeddings)."""
-    try:
-        strategy = make_strategy(name, TaskType.CLASSIFICATION)
-    except ValueError:
-        return LeastConfidence()
-    return LeastConfidence() if strategy.needs_embeddings else strategy
-
-
-def score_probs(probs: np.ndarray, multi_label: bool, strategy: QueryStrategy) -> tuple[np.ndarray, np.ndarray]:
-    """(confidence, uncertainty) per row of class probabilities."""
-    if len(probs) == 0:
-        return np.zeros(0, np.float32), np.zeros(0, np.float32)
-    scores = strategy.score(Predictions(TaskType.CLASSIFICATION, probs, multi_label=multi_label))
-    return np.asarray(scores.confidence, np.float32), np.asarray(scores.uncertainty, np.float32)
 
 
 def entry(probs_row: np.ndarray, confidence: float, uncertainty: float, config: LabelConfig) -> ScoreEntry:
@@ -129,7 +111,7 @@ class FastCheckpoint:
             with self.lock:
                 features = self.encoders.get(self.encoder_source).encode(texts)
             probs = self.head.predict_proba(features)
-            conf, unc = score_probs(probs, self.config.schema.multi_label, self.strategy)
+            conf, unc = score_probabilities(probs, self.config.schema.multi_label, self.strategy)
             for i, pos in enumerate(positions):
                 entries[pos] = entry(probs[i], conf[i], unc[i], self.config)
         return entries, len(texts)

@@ -1,7 +1,7 @@
 """What the backend's jobs need from Label Studio, as a `typing.Protocol`.
 
 `LabelStudioApi` lists exactly the calls the service makes through ``JobContext.ls`` (the training
-pipeline in `backend.service.jobs.stages`, the fast path in `backend.service.jobs.fast`, the successor
+pipeline in `backend.service.jobs.stages`, the fast path in `backend.service.jobs.fast_update`, the successor
 build in `backend.service.jobs.successor`). :class:`backend.service.ls_client.LabelStudioClient` is the
 real implementation (checked by mypy there); the tests' in-memory stand-in
 (``tests/helpers/fake_label_studio.py``) implements it too, and a `JobContext` takes either through

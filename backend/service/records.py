@@ -17,14 +17,27 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
+from backend.engine.selection import ServedModel, ServingDecision
 from backend.engine.types import TaskType
 
 __all__ = [
     "UNTRAINED", "RESULT_TTL", "ScoreEntry", "TrainingRequest", "ProjectState", "IterationInfo",
-    "IterationRecord", "PipelineStatus", "to_hash", "from_hash", "encode_values", "json_default",
+    "IterationRecord", "PipelineStatus", "FastStatus", "to_hash", "from_hash", "encode_values", "json_default",
 ]
 
 UNTRAINED = "untrained"
+
+
+class FastStatus(str, Enum):
+    """A fast update's outcome (``GET /projects/<id>`` → ``fast_path.status``)."""
+
+    PUBLISHED = "published"  # a new order is in Label Studio
+    SKIPPED = "skipped"  # bad or too little input: the order is unchanged, the message says why
+    OFF = "off"  # the fast path does not run for this project now (the message says why)
+    WAITING_FOR_FEATURES = "waiting_for_features"  # the pool's features are being computed
+    BUILDING_FEATURES = "building_features"  # the feature build's chunk jobs are running
+    SUPERSEDED = "superseded"  # a fast update with a later sequence number published first
+    FAILED = "failed"  # Label Studio refused, or a bug: the message says which
 # How long finished jobs, their status and in-progress iteration counters are kept (7 days).
 RESULT_TTL = 7 * 24 * 3600
 
@@ -57,6 +70,8 @@ def _encode(value: Any) -> str | int | float:
         return "1" if value else "0"
     if isinstance(value, Enum):
         return value.value
+    if isinstance(value, ServingDecision):
+        return json.dumps(value.to_dict(), default=json_default)
     if isinstance(value, (int, float, str)):
         return value
     if value is None:
@@ -75,6 +90,8 @@ def _decode(hint: Any, raw: str) -> Any:
         return json.loads(raw)
     if origin is Literal:
         return raw
+    if kind is ServingDecision:
+        return ServingDecision.from_dict(json.loads(raw))
     raise TypeError(f"no hash decoding for {hint!r}")
 
 
@@ -163,7 +180,7 @@ class ProjectState:
     acq_version: str = UNTRAINED  # the last fine-tuned version (UPS draws and carries from it)
     serving_model: str = ""  # "proxy" | "finetuned" | "" (untrained)
     finetune_won: bool = False  # the fine-tuned model's measured estimate beat the proxy's
-    serving_reason: dict[str, Any] | None = None  # the numbers the choice was made on
+    serving_reason: ServingDecision | None = None  # the numbers the choice was made on
     fast_status: dict[str, Any] | None = None  # the last fast update's outcome and message
     feature_key: str = ""  # the complete pool-feature set the proxy works on
     feature_source: str = ""  # the encoder that made it (a model name or checkpoint folder)
@@ -191,7 +208,7 @@ class ProjectState:
             "last_error_at": self.last_error_at, "model_scored_total": self.model_scored_total,
             "acquisition_version": self.acq_version,
             "serving": {"model": self.serving_model or None, "finetune_won": self.finetune_won,
-                        "why": self.serving_reason},
+                        "why": self.serving_reason.to_dict() if self.serving_reason else None},
             "features": {"key": self.feature_key or None, "encoder": self.feature_source or None,
                          "aligned_with": self.feature_source_version or None},
             "fast_path": self.fast_status,
@@ -223,7 +240,7 @@ class IterationInfo:
     fit_steps: int = 0
     fit_loss: float | None = None
     scoring_started: float = 0.0
-    selection: dict[str, Any] = field(default_factory=dict)  # proxy vs fine-tuned estimates (which serves)
+    selection: ServingDecision | None = None  # proxy vs fine-tuned estimates (which serves)
     # counters the scoring chunks add to
     scored: int = 0
     inference_seconds: float = 0.0
@@ -261,11 +278,14 @@ class IterationRecord:
     started_at: float
     finished_at: float
     conversion: dict[str, Any] = field(default_factory=dict)
-    selection: dict[str, Any] = field(default_factory=dict)  # which model serves after it, and why
-    served: str = "finetuned"  # "finetuned" (whole pool pushed) or "proxy" (a fast version pushed)
+    selection: ServingDecision | None = None  # which model serves after it, and why
+    served: ServedModel = "finetuned"  # "finetuned" (whole pool pushed) or "proxy" (a fast version pushed)
+    fast_version: str = ""  # the fast version the proxy published when it took over after this iteration
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["selection"] = self.selection.to_dict() if self.selection else {}
+        return out
 
 
 PipelineKind = Literal["training", "successor"]

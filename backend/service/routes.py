@@ -9,8 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request, send_file
 from rq.job import Job
 
-from backend.model import HANDLED_EVENTS, UnknownProjectError, parse_project_id
-from backend.service.api_errors import ApiError, runtime
+from backend.service.api_errors import ApiError, project_model, runtime
 from backend.service.ids import is_job_id
 from backend.service.jobs.common import META_KIND, describe_job
 from backend.service.jobs.successor import (
@@ -20,7 +19,9 @@ from backend.service.jobs.successor import (
     request_cancel,
     request_successor,
 )
-from backend.service.payloads import check_predict, check_webhook, json_body as parse_json_body
+from backend.service.payloads import check_predict, check_webhook
+from backend.service.payloads import json_body as parse_json_body
+from backend.service.protocol import HANDLED_EVENTS, UnknownProjectError, parse_project_id
 from backend.service.store import ProjectState, StoreUnavailableError
 from backend.service.telemetry import CONTENT_TYPE
 
@@ -70,7 +71,7 @@ def setup() -> Response:
     schema = data.get("schema")
     if not isinstance(schema, str) or not schema.strip():
         raise ApiError(400, "bad_request", "'schema' (the project's label config XML) is required")
-    model = runtime().model(parse_project_id(data.get("project")), schema)
+    model = project_model(parse_project_id(data.get("project")), schema)
     return jsonify({"model_version": model.setup()})
 
 
@@ -84,7 +85,7 @@ def predict() -> Response:
     label_config = data.get("label_config")
     if label_config is not None and not isinstance(label_config, str):
         raise ApiError(400, "bad_request", "'label_config' must be the label config XML string")
-    model = runtime().model(parse_project_id(project), label_config or None)
+    model = project_model(parse_project_id(project), label_config or None)
     params = data.get("params") if isinstance(data.get("params"), dict) else {}
     results = model.predict(tasks, context=params.get("context"))
     return jsonify({"results": results, "model_version": model.model_version})
@@ -101,7 +102,7 @@ def webhook() -> tuple[Response, int] | Response:
     check_webhook(action, data)
     project = data.get("project")
     label_config = _text_or_none(project.get("label_config")) if isinstance(project, dict) else None
-    answer = runtime().model(parse_project_id(project), label_config).fit(action, data)
+    answer = project_model(parse_project_id(project), label_config).fit(action, data)
     return jsonify(answer), (201 if answer.get("training") == "enqueue" else 200)
 
 
@@ -109,7 +110,7 @@ def webhook() -> tuple[Response, int] | Response:
 def train() -> tuple[Response, int]:
     """What Label Studio posts when its START_TRAINING-webhook feature flag is off."""
     data = json_body()
-    model = runtime().model(parse_project_id(data.get("project")), _text_or_none(data.get("label_config")))
+    model = project_model(parse_project_id(data.get("project")), _text_or_none(data.get("label_config")))
     return jsonify(model.fit("START_TRAINING", {"project": data.get("project")})), 201
 
 

@@ -17,8 +17,7 @@ from backend.service.settings import Settings
 from backend.service.store import ProjectStore, connect_redis
 from backend.service.telemetry import Metrics
 
-if TYPE_CHECKING:  # the web process's model class; imported lazily (it imports the jobs)
-    from backend.model import FeasibleALModel
+if TYPE_CHECKING:
     from backend.service.ls_protocol import LabelStudioApi
 
 QUEUE_KINDS = ("fast", "scoring", "training", "successor")  # worker order: fast updates first, then
@@ -122,11 +121,6 @@ class Backend(JobContext):
     def redis_command_timeout(settings: Settings) -> float | None:
         """Requests wait at most REDIS_REQUEST_TIMEOUT per Redis command (LS gives webhooks 1 s)."""
         return settings.redis_request_timeout
-
-    def model(self, project_id: int, label_config: str | None = None) -> "FeasibleALModel":
-        from backend.model import FeasibleALModel
-
-        return FeasibleALModel(project_id, self, label_config)
 
 
 _context: JobContext | None = None

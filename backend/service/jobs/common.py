@@ -28,12 +28,13 @@ LIVE = frozenset({JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, Job
 
 
 def enqueue(
-    queue: Queue, func: Callable, args: tuple, *, meta: dict[str, Any], timeout: int,
+    queue: Queue, func: Callable[..., Any] | str, args: tuple[Any, ...], *, meta: dict[str, Any], timeout: int,
     on_failure: Callable, description: str, job_id: str | None = None, depends_on: Any = None,
     retries: int = 0,
 ) -> Job:
     """Enqueue with the backend's result TTL and failure callback; `retries` reruns (a job whose
-    worker died or lost Redis runs again on another worker)."""
+    worker died or lost Redis runs again on another worker). `func` may be a dotted name: a job
+    that completes another module's work is named, so the modules need not import each other."""
     return queue.enqueue_call(
         func, args=args, job_id=job_id, timeout=timeout, result_ttl=RESULT_TTL, failure_ttl=RESULT_TTL,
         meta=meta, on_failure=Callback(on_failure), description=description, depends_on=depends_on,

@@ -20,6 +20,7 @@ import logging
 import shutil
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -30,33 +31,31 @@ from backend.engine.device import quiet_transformers
 from backend.service.checkpoints import checkpoint_dir
 from backend.service.features import finetuned_key
 from backend.service.jobs.common import (
-    LIVE,
     META_PIPELINE,
     META_PROJECT,
     after_all,
     enqueue,
     failure_reason,
-    job_status,
-    rq_failure_message,
 )
-from backend.service.jobs.fast import (
-    aligned_features_wanted,
-    drop_unused_features,
-    follow_serving_model,
-    measure_selection,
-)
-from backend.service.jobs.janitor import reap_dead_jobs
+from backend.service.jobs.fast_update import run_fast_update
+from backend.service.jobs.gate import aligned_features_wanted
+from backend.service.jobs.janitor import reap_dead_jobs, repair_stale_flags
+from backend.service.jobs.ls_sync import prune_ls_versions, sync_pool
+from backend.service.jobs.serving import drop_unused_features, follow_serving_model, measure_serving
 from backend.service.jobs.stages import (
+    carry_stale_scores,
+    close_iteration,
     draw_subset,
     fetch_training_data,
     fit_and_save,
+    iteration_record,
+    join_lineage,
     log_conversion,
-    prune_ls_versions,
-    publish_iteration,
+    proxy_published,
+    publish_finetuned,
     start_iteration,
-    sync_pool,
 )
-from backend.service.records import PipelineStatus, TrainingRequest
+from backend.service.records import FastStatus, IterationInfo, IterationRecord, PipelineStatus, TrainingRequest
 from backend.service.runtime import JobContext, context
 
 log = logging.getLogger(__name__)
@@ -91,24 +90,6 @@ def request_training(ctx: JobContext, project_id: int, reason: str) -> TrainingR
     return req
 
 
-def repair_stale_flags(ctx: JobContext, project_id: int) -> None:
-    """Clear training flags whose job is gone (Redis flushed, job expired, worker killed before
-    its failure callback ran), so a dead pipeline cannot block training forever."""
-    state = ctx.store.get_project(project_id)
-    if state is None:
-        return
-    if state.queued_job and job_status(ctx, state.queued_job) not in LIVE:
-        ctx.store.clear_job_field(project_id, "queued_job", state.queued_job)
-    if state.running_job:
-        stage = state.stage_job or state.running_job
-        if job_status(ctx, stage) not in LIVE and ctx.store.end_pipeline(project_id, state.running_job) is not None:
-            job = ctx.queues.fetch(stage)
-            why = f"job {stage} failed: {rq_failure_message(job)}" if job is not None else f"job {stage} is gone"
-            message = f"training pipeline {state.running_job} stopped without finishing ({why})"
-            ctx.store.update_status(state.running_job, status="failed", error=message)
-            ctx.store.record_error(project_id, state.running_job, message)
-
-
 # ---------------------------------------------------------------------------------- the jobs
 
 
@@ -138,7 +119,7 @@ def train_acquisition(project_id: int) -> dict[str, Any]:
     draw = draw_subset(ctx, project_id, data, pool_ids)
     if draw.full_rescore and aligned_features_wanted(ctx, data.state):
         drop_unused_features(ctx, data.state)
-    selection = measure_selection(ctx, project_id, data)
+    selection = measure_serving(ctx, project_id, data.state, data.report, data.config)
     info = start_iteration(ctx, project_id, pipeline_id, data, trained, draw, refreshed,
                            started=started, fetch_seconds=fetch_seconds, pool_ids=pool_ids, selection=selection)
     chunk_jobs, finisher = enqueue_scoring(ctx, project_id, pipeline_id, trained.version, draw.subset)
@@ -228,6 +209,29 @@ def finish_iteration(project_id: int, version: str) -> dict[str, Any]:
     ctx.store.update_status(info.pipeline, ls_pruned=pruned)
     log.info("project %s: deleted superseded predictions in Label Studio: %s", project_id, pruned)
     return record.to_dict()
+
+
+def publish_iteration(ctx: JobContext, project_id: int, info: IterationInfo) -> IterationRecord:
+    """Carry stale scores over; then, when the proxy head measured better, the fine-tune joins the
+    lineage and a fast update orders LS (falling back to the fine-tune when the proxy cannot
+    publish); else the fine-tuned model serves. Old checkpoints are pruned last."""
+    pool = ctx.store.iteration_pool(project_id, info.version)
+    by_task, kept, unscored = carry_stale_scores(ctx, project_id, info, pool)
+    record = iteration_record(info, pool, kept, unscored)
+    decision, t0 = info.selection, time.perf_counter()
+    if decision is not None and decision.serve == "proxy":
+        join_lineage(ctx, project_id, info, record)
+        outcome = run_fast_update(ctx, project_id, f"iteration {info.iteration}: the proxy head measured better",
+                                  decision=decision)
+        if outcome.status in (FastStatus.PUBLISHED, FastStatus.SUPERSEDED):  # superseded: a newer proxy version
+            proxy_published(ctx, project_id, info, record, outcome.version, t0)
+            close_iteration(ctx, project_id)
+            return record
+        decision = replace(decision, serve="finetuned",
+                           why=f"the proxy could not publish ({outcome.message}); the fine-tuned model serves")
+    publish_finetuned(ctx, project_id, info, record, pool, by_task, decision, t0)
+    close_iteration(ctx, project_id)
+    return record
 
 
 def on_pipeline_failure(job: Job, connection: redis.Redis, exc_type: type, exc_value: BaseException, tb: Any) -> None:

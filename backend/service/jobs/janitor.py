@@ -24,18 +24,17 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
-from backend.service.jobs.common import META_LOST
+from backend.service.jobs.common import LIVE, META_LOST, job_status, rq_failure_message
 from backend.service.runtime import JobContext
+from backend.service.store import compare_and_delete
 
 if TYPE_CHECKING:
     from rq.executions import Execution
     from rq.worker import BaseWorker
 
-__all__ = ["META_LOST", "Heartbeat", "declare_lost", "reap_dead_jobs"]
+__all__ = ["META_LOST", "Heartbeat", "declare_lost", "reap_dead_jobs", "repair_stale_flags"]
 
 log = logging.getLogger(__name__)
-
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 def _registries(ctx: JobContext) -> list[StartedJobRegistry]:
@@ -48,8 +47,6 @@ def reap_dead_jobs(ctx: JobContext, projects: Iterable[int] | None = None) -> in
     """Declare dead every running job whose heartbeat expired, then release the stale flags of
     `projects` (default: all). Returns how many jobs were declared dead (0 when another process
     holds the janitor lock)."""
-    from backend.service.jobs.iteration import repair_stale_flags  # the jobs import this module
-
     conn = ctx.queues.connection
     key, token = f"{ctx.settings.key_prefix}:janitor-lock", uuid.uuid4().hex
     if not conn.set(key, token, nx=True, px=int(max(ctx.settings.janitor_interval, 5.0) * 3000)):
@@ -66,7 +63,25 @@ def reap_dead_jobs(ctx: JobContext, projects: Iterable[int] | None = None) -> in
             repair_stale_flags(ctx, project_id)
         return dead
     finally:
-        conn.eval(_RELEASE, 1, key, token)
+        compare_and_delete(conn, key, token)
+
+
+def repair_stale_flags(ctx: JobContext, project_id: int) -> None:
+    """Clear training flags whose job is gone (Redis flushed, job expired, worker killed before
+    its failure callback ran), so a dead pipeline cannot block training forever."""
+    state = ctx.store.get_project(project_id)
+    if state is None:
+        return
+    if state.queued_job and job_status(ctx, state.queued_job) not in LIVE:
+        ctx.store.clear_job_field(project_id, "queued_job", state.queued_job)
+    if state.running_job:
+        stage = state.stage_job or state.running_job
+        if job_status(ctx, stage) not in LIVE and ctx.store.end_pipeline(project_id, state.running_job) is not None:
+            job = ctx.queues.fetch(stage)
+            why = f"job {stage} failed: {rq_failure_message(job)}" if job is not None else f"job {stage} is gone"
+            message = f"training pipeline {state.running_job} stopped without finishing ({why})"
+            ctx.store.update_status(state.running_job, status="failed", error=message)
+            ctx.store.record_error(project_id, state.running_job, message)
 
 
 def declare_lost(ctx: JobContext, job_id: str, reason: str) -> bool:

@@ -1,10 +1,11 @@
 """The named steps of one active-learning iteration, in the order `train_acquisition` and
 `finish_iteration` (`backend.service.jobs.iteration`) run them: fetch + convert the labels, sync
-the pool cache, fit + save the checkpoint with its strategy, draw the UPS subset, record the
-iteration; then, once the chunks scored, carry the stale scores over, push, publish."""
+the pool cache (`ls_sync`), fit + save the checkpoint with its strategy, draw the UPS subset, record
+the iteration; then, once the chunks scored, carry the stale scores over and either publish the
+fine-tune (push, switch) or let it join the lineage while the proxy serves. Which of the two, and
+in what order, `finish_iteration` decides."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -17,11 +18,13 @@ from backend.engine.acquisition.sampling import UPS
 from backend.engine.acquisition.strategies import MahalanobisDistance, QueryStrategy, make_strategy
 from backend.engine.errors import NotEnoughLabelsError
 from backend.engine.models.transformer import FitReport, TransformerModel
-from backend.labeling import ConversionReport, LabelConfig, MissingTextFieldError, task_text, tasks_to_examples
+from backend.engine.selection import ServingDecision
+from backend.labeling import ConversionReport, LabelConfig, tasks_to_examples
 from backend.service.checkpoints import NO_TEXT_ENTRY, checkpoint_dir, prune_checkpoints, write_checkpoint_extras
 from backend.service.jobs.common import Throttle
-from backend.service.ls_errors import LabelStudioError
-from backend.service.records import UNTRAINED, IterationInfo, IterationRecord, ProjectState, ScoreEntry
+from backend.service.jobs.ls_sync import push_predictions
+from backend.service.jobs.serving import use_base_features
+from backend.service.records import UNTRAINED, IterationInfo, IterationRecord, ProjectState
 from backend.service.runtime import JobContext
 
 log = logging.getLogger(__name__)
@@ -92,49 +95,6 @@ def fetch_training_data(ctx: JobContext, project_id: int) -> TrainingData:
     return TrainingData(config, xml, report, {int(t["id"]) for t in labeled}, state)
 
 
-def _stale_pool_reason(ctx: JobContext, state: ProjectState, config: LabelConfig, iteration: int) -> str | None:
-    if not ctx.store.pool_exists(state.project_id):
-        return "no cached pool"
-    if state.pool_stale:
-        return "events made the cached pool stale"
-    if state.pool_value_key != config.value_key:
-        return "the label config reads another task field"
-    if iteration - state.pool_refreshed_iteration >= ctx.settings.pool_refresh_every:
-        return "periodic refresh"
-    return None
-
-
-def sync_pool(
-    ctx: JobContext, project_id: int, config: LabelConfig, labeled_ids: set[int], iteration: int
-) -> tuple[list[int], bool]:
-    """The unlabeled pool's ids (sorted), from the Redis cache when it can be trusted, else listed
-    from Label Studio (listing 10k tasks takes seconds; the cache keeps it off most iterations)."""
-    store = ctx.store
-    state = store.get_project(project_id)
-    assert state is not None
-    reason = _stale_pool_reason(ctx, state, config, iteration)
-    if reason is None:
-        store.pool_remove(project_id, labeled_ids)
-        ids = store.pool_ids(project_id)
-        total = ctx.ls.count_tasks(project_id)
-        if total == len(ids) + len(labeled_ids):
-            return ids, False
-        reason = f"Label Studio holds {total} tasks, the cache knows {len(ids)} unlabeled + {len(labeled_ids)} labeled"
-    log.info("project %s: listing the unlabeled pool (%s)", project_id, reason)
-    texts = {int(t["id"]): _text_or_empty(t, config) for t in ctx.ls.unlabeled_tasks(project_id)
-             if int(t["id"]) not in labeled_ids}
-    store.pool_replace(project_id, texts, config.value_key, iteration)
-    return sorted(texts), True
-
-
-def _text_or_empty(task: dict, config: LabelConfig) -> str:
-    """The task's text, or "" when it has none (scored as `NO_TEXT_ENTRY`)."""
-    try:
-        return task_text(task, config)
-    except MissingTextFieldError:
-        return ""
-
-
 def make_fitted_strategy(ctx: JobContext, model: TransformerModel, data: TrainingData) -> QueryStrategy:
     """The configured query strategy, fitted on the labeled embeddings where it needs them."""
     strategy = make_strategy(ctx.settings.strategy, data.config.task_type, seed=ctx.settings.seed)
@@ -182,7 +142,7 @@ def draw_subset(ctx: JobContext, project_id: int, data: TrainingData, pool_ids: 
 def start_iteration(
     ctx: JobContext, project_id: int, pipeline_id: str, data: TrainingData, trained: TrainedCheckpoint,
     draw: Draw, refreshed: bool, *, started: float, fetch_seconds: float, pool_ids: list[int],
-    selection: dict | None = None,
+    selection: ServingDecision | None = None,
 ) -> IterationInfo:
     """Record the iteration the scoring chunks and the finisher work on."""
     info = IterationInfo(
@@ -192,13 +152,14 @@ def start_iteration(
         labeled=len(data.report.examples), conversion=data.report.as_dict(),
         chunks=math.ceil(len(draw.subset) / ctx.settings.score_chunk_size), started_at=started,
         fetch_seconds=fetch_seconds, train_seconds=trained.train_seconds, fit_steps=trained.fit.steps,
-        fit_loss=trained.fit.final_loss, scoring_started=time.time(), selection=selection or {},
+        fit_loss=trained.fit.final_loss, scoring_started=time.time(), selection=selection,
     )
     ctx.store.start_iteration(project_id, info, pool_ids)
     return info
 
 
-def carry_stale_scores(ctx: JobContext, project_id: int, info: IterationInfo, pool: list[int]) -> tuple[dict, int, int]:
+def carry_stale_scores(ctx: JobContext, project_id: int, info: IterationInfo,
+                       pool: list[int]) -> tuple[dict[int, str], int, int]:
     """Give the new version the previous version's entries for the tasks UPS did not draw.
     Returns (raw entry per pool task, tasks kept stale, tasks with no entry at all)."""
     store = ctx.store
@@ -219,104 +180,62 @@ def carry_stale_scores(ctx: JobContext, project_id: int, info: IterationInfo, po
     return by_task, len(missing) - unscored, unscored
 
 
-def push_predictions(ctx: JobContext, project_id: int, version: str, pool: list[int], by_task: dict) -> int:
-    """One prediction per unlabeled task, in bulk; then LS's model_version. Returns how many were pushed."""
-    predictions = []
-    for task_id in pool:
-        entry = ScoreEntry.from_json(by_task[task_id])
-        predictions.append({"task": task_id, "result": entry.result, "score": entry.score, "model_version": version})
-    batch = ctx.settings.push_batch_size
-    pushed = ctx.ls.import_predictions(project_id, predictions, batch_size=batch) if predictions else 0
-    ctx.ls.set_model_version(project_id, version)
-    return int(pushed)
-
-
-def publish_iteration(ctx: JobContext, project_id: int, info: IterationInfo) -> IterationRecord:
-    """Carry stale scores over; then either the fine-tuned model serves (push one prediction per
-    pool task, switch LS) or, when the proxy head measured better, the version only joins the
-    acquisition lineage and a fast update orders LS; publish, prune old checkpoints."""
-    from backend.service.jobs.fast import SUPERSEDED, run_fast_update, use_base_features
-
-    settings, store = ctx.settings, ctx.store
-    pool = store.iteration_pool(project_id, info.version)
-    scoring_wall = time.time() - info.scoring_started
-    by_task, kept, unscored = carry_stale_scores(ctx, project_id, info, pool)
-    selection = dict(info.selection or {})
-    t0 = time.perf_counter()
-    pushed, served = 0, "finetuned"
-    record = IterationRecord(
+def iteration_record(info: IterationInfo, pool: list[int], kept: int, unscored: int) -> IterationRecord:
+    """The finished iteration's record before it is published (push figures and who serves follow)."""
+    return IterationRecord(
         iteration=info.iteration, version=info.version, previous_version=info.prev_version, pipeline=info.pipeline,
         labeled=info.labeled, pool_size=len(pool), subset_size=info.subset_size, scored_by_model=info.scored,
         kept_stale=kept, unscored=unscored, rescored_share=(info.subset_size / len(pool)) if pool else 0.0,
         full_rescore=info.full_rescore, pool_refreshed=info.pool_refreshed, chunks=info.chunks, pushed=0,
-        seconds={}, started_at=info.started_at, finished_at=0.0, conversion=info.conversion, selection=selection,
+        seconds={"fetch": info.fetch_seconds, "train": info.train_seconds, "inference": info.inference_seconds,
+                 "scoring_wall": time.time() - info.scoring_started},
+        started_at=info.started_at, finished_at=0.0, conversion=info.conversion, selection=info.selection,
     )
-    if selection.get("serve") == "proxy":
-        # join the lineage first (UPS's next draw reads its scores), then let the proxy order LS
-        record.served = "proxy"
-        record.seconds = {"fetch": info.fetch_seconds, "train": info.train_seconds,
-                          "inference": info.inference_seconds, "scoring_wall": scoring_wall}
+
+
+def join_lineage(ctx: JobContext, project_id: int, info: IterationInfo, record: IterationRecord) -> None:
+    """The proxy head measured better: the fine-tune only joins the acquisition lineage (UPS's next
+    draw reads its scores) without serving. An earlier fine-tune's win is over (else it would block
+    the proxy's fast update, leaving that fine-tune serving with the fast path off), and the head
+    goes back to the features its estimate was measured on."""
+    record.served, record.finished_at = "proxy", time.time()
+    ctx.store.publish_version(project_id, info.version, info.iteration, record, serve=False)
+    ctx.store.set_fields(project_id, finetune_won=False)
+    use_base_features(ctx, project_id)
+
+
+def proxy_published(ctx: JobContext, project_id: int, info: IterationInfo, record: IterationRecord,
+                    fast_version: str | None, t0: float) -> None:
+    """The proxy's fast update published (or a newer one did): record it on the iteration."""
+    record.fast_version = fast_version or ""
+    record.seconds.update(push=time.perf_counter() - t0, total=time.time() - info.started_at)
+    ctx.store.replace_last_iteration_record(project_id, record)
+    ctx.store.set_fields(project_id, finetune_won=False)
+
+
+def publish_finetuned(ctx: JobContext, project_id: int, info: IterationInfo, record: IterationRecord,
+                      pool: list[int], by_task: dict[int, str], decision: ServingDecision | None, t0: float) -> None:
+    """The fine-tuned model serves: one prediction per pool task, LS switched, the version published."""
+    store = ctx.store
+    with store.ls_switch_lock(project_id):
+        record.pushed = push_predictions(ctx, project_id, info.version, pool, by_task)
+        record.served, record.selection = "finetuned", decision
+        record.seconds.update(push=time.perf_counter() - t0, total=time.time() - info.started_at)
         record.finished_at = time.time()
-        store.publish_version(project_id, info.version, info.iteration, record, serve=False)
-        # an earlier fine-tune's win is over (else it would block the proxy's update below, leaving
-        # that fine-tune serving with the fast path off); the head works on the features its
-        # estimate was measured on
-        store.set_fields(project_id, finetune_won=False)
-        use_base_features(ctx, project_id)
-        outcome = run_fast_update(ctx, project_id, f"iteration {info.iteration}: the proxy head measured better",
-                                  selection=selection)
-        selection["fast_update"] = {k: outcome.get(k) for k in ("status", "version", "message")}
-        if outcome.get("status") in ("published", SUPERSEDED):  # superseded: a newer proxy version serves
-            served = "proxy"
-        else:  # the proxy could not publish (e.g. features missing): the fine-tuned model serves
-            selection["serve"] = "finetuned"
-            selection["why_serve"] = f"the proxy could not publish ({outcome.get('message')}); the fine-tuned model serves"
-    if served == "finetuned":
-        with store.ls_switch_lock(project_id):
-            pushed = push_predictions(ctx, project_id, info.version, pool, by_task)
-            record.served, record.pushed, record.selection = "finetuned", pushed, selection
-            record.seconds = {"fetch": info.fetch_seconds, "train": info.train_seconds,
-                              "inference": info.inference_seconds, "scoring_wall": scoring_wall,
-                              "push": time.perf_counter() - t0, "total": time.time() - info.started_at}
-            record.finished_at = time.time()
-            state = store.get_project(project_id)
-            already = state is not None and state.acq_version == info.version
-            store.publish_version(project_id, info.version, None if already else info.iteration,
-                                  None if already else record, serve=True)
-            store.set_fields(project_id, serving_model="finetuned",
-                             finetune_won=bool(selection.get("finetune_won")), serving_reason=selection or None)
-            if info.full_rescore:  # no fast update on older features until this fine-tune's are complete
-                use_base_features(ctx, project_id)
-            if already:  # published into the lineage above; record the served outcome
-                store.r.lset(store.key(project_id, "iterations"), -1, json.dumps(record.to_dict()))
-    else:
-        record.seconds["push"] = time.perf_counter() - t0
-        record.seconds["total"] = time.time() - info.started_at
-        store.r.lset(store.key(project_id, "iterations"), -1, json.dumps(record.to_dict()))
-        store.set_fields(project_id, finetune_won=False)
-    store.clear_error(project_id)
-    prune_checkpoints(settings.model_dir, project_id, keep=store.checkpoints_to_keep(project_id, settings.keep_versions))
-    return record
+        state = store.get_project(project_id)
+        already = state is not None and state.acq_version == info.version  # joined the lineage first
+        store.publish_version(project_id, info.version, None if already else info.iteration,
+                              None if already else record, serve=True)
+        store.set_fields(project_id, serving_model="finetuned", serving_reason=decision,
+                         finetune_won=bool(decision and decision.finetune_won))
+        if info.full_rescore:  # no fast update on older features until this fine-tune's are complete
+            use_base_features(ctx, project_id)
+        if already:
+            store.replace_last_iteration_record(project_id, record)
 
 
-def prune_ls_versions(ctx: JobContext, project_id: int, keep: set[str]) -> dict:
-    """Delete, in bulk, LS's predictions of the versions this backend published before `keep`
-    (the serving one and the previous: a /predict racing the switch may still store the latter).
-    Predictions of versions the backend never published (imported by hand, another backend) stay.
-    Run after the new order is visible; never raises for LS errors (the iteration is done): the
-    outcome is returned for the pipeline status and the log."""
-    t0 = time.perf_counter()
-    # never the serving or the previously serving version, whatever the caller kept; versions
-    # published while this runs are not in the snapshot of ours, so they are never deleted
-    keep = set(keep) | set(ctx.store.served_versions(project_id)[-2:]) | {ctx.store.current_version(project_id)}
-    outcome: dict = {"deleted": {}, "kept": sorted(keep)}
-    try:
-        ours = set(ctx.store.versions(project_id))
-        for version in ctx.ls.model_versions(project_id):
-            if version in ours and version not in keep:
-                outcome["deleted"][version] = ctx.ls.delete_model_version(project_id, version)
-    except LabelStudioError as exc:
-        outcome["error"] = str(exc)[:500]
-        log.warning("project %s: could not delete superseded predictions in Label Studio: %s", project_id, exc)
-    outcome["seconds"] = round(time.perf_counter() - t0, 3)
-    return outcome
+def close_iteration(ctx: JobContext, project_id: int) -> None:
+    """After publishing: the error is cleared and checkpoints past KEEP_VERSIONS are deleted."""
+    ctx.store.clear_error(project_id)
+    prune_checkpoints(ctx.settings.model_dir, project_id,
+                      keep=ctx.store.checkpoints_to_keep(project_id, ctx.settings.keep_versions))

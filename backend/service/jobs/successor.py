@@ -25,14 +25,14 @@ from rq import get_current_job
 from rq.exceptions import AbandonedJobError
 from rq.job import Job, JobStatus
 
-from backend.engine.errors import Cancelled
 from backend.engine.device import quiet_transformers
+from backend.engine.errors import Cancelled
 from backend.engine.models.transformer import TrainingConfig
 from backend.engine.plasm.export import build_and_export
 from backend.engine.plasm.pipeline import FILTERS, PlasmOptions
 from backend.labeling import LabelConfig, parse_label_config, tasks_to_examples, unlabeled_examples
-from backend.service.jobs.common import LIVE, META_KIND, META_PROJECT, Throttle, enqueue, failure_reason, job_status
 from backend.service.checkpoints import LoadedCheckpoint
+from backend.service.jobs.common import LIVE, META_KIND, META_PROJECT, Throttle, enqueue, failure_reason, job_status
 from backend.service.jobs.stages import log_conversion
 from backend.service.records import UNTRAINED, PipelineStatus
 from backend.service.runtime import JobContext, context

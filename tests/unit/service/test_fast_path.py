@@ -15,17 +15,20 @@ from rq.registry import FailedJobRegistry
 
 from backend.engine.acquisition.cold_start import typical_order
 from backend.engine.proxy import FeatureEncoder
+from backend.engine.selection import ServingDecision
+from backend.model import FeasibleALModel
 from backend.service.app import create_app
 from backend.service.checkpoints import checkpoint_dir
 from backend.service.features import base_key, finetuned_key
-from backend.service.jobs.fast import (
+from backend.service.jobs.gate import fast_path_blocker
+from backend.service.jobs.iteration import request_training
+from backend.service.jobs.serving import (
     drop_unused_features,
-    fast_path_blocker,
     follow_serving_model,
-    measure_selection,
+    measure_serving,
     use_base_features,
 )
-from backend.service.jobs.iteration import request_training
+from backend.service.records import FastStatus
 from backend.service.runtime import Backend, set_context
 from tests.helpers.backend import CLASSIFICATION_XML, NER_XML, SENTIMENT, make_settings
 from tests.helpers.fake_label_studio import InMemoryLabelStudio
@@ -65,7 +68,7 @@ def connect(backend: Backend, texts: list[str], xml: str = CLASSIFICATION_XML):
     assert isinstance(ls, InMemoryLabelStudio)
     ls.label_config = xml
     ls.add_texts(texts)
-    client = create_app(backend=backend).test_client()
+    client = create_app(FeasibleALModel, backend=backend).test_client()
     assert client.post("/setup", json={"project": PID, "schema": xml}).status_code == 200
     return ls, client
 
@@ -252,8 +255,6 @@ def test_tagging_projects_have_no_fast_path(backend):
 def test_the_fine_tuned_model_serves_only_when_its_held_out_accuracy_is_higher_by_the_margin(backend):
     """The selection rule on planted numbers: the previous fine-tune's stored predictions on the
     labels that arrived after it was trained, against the proxy's CV accuracy plus the switch margin."""
-    from types import SimpleNamespace
-
     from backend.labeling import tasks_to_examples
     from backend.service.store import ScoreEntry
 
@@ -269,7 +270,7 @@ def test_the_fine_tuned_model_serves_only_when_its_held_out_accuracy_is_higher_b
     backend.store.remember_labeled(PID, "acq-1", list(range(1, 11)))
     gold = {int(t): ex.labels[0] for t, ex in zip(report.task_ids, report.examples)}
 
-    def plant(correct: bool | int) -> dict:
+    def plant(correct: bool | int) -> ServingDecision:
         """The fine-tune right on every later label (True), none (False) or the first `correct`."""
         other = {"Positive": "Negative", "Negative": "Positive"}
         later = [t for t in gold if t > 10]
@@ -278,23 +279,24 @@ def test_the_fine_tuned_model_serves_only_when_its_held_out_accuracy_is_higher_b
                                                               0.9, 0.1) for t in later})
         state = backend.store.get_project(PID)
         state.acq_version = "acq-1"
-        return measure_selection(backend, PID, SimpleNamespace(state=state, report=report, config=config))
+        return measure_serving(backend, PID, state, report, config)
 
     right = plant(True)
-    assert right["finetuned"]["heldout"] == 21 and right["finetuned"]["heldout_accuracy"] == 1.0
-    assert right["serve"] == "finetuned" and right["finetune_won"]
+    assert right.finetuned.labels == 21 and right.finetuned.accuracy == 1.0
+    assert right.serve == "finetuned" and right.finetune_won
     wrong = plant(False)
-    assert wrong["finetuned"]["heldout_accuracy"] == 0.0 and wrong["serve"] == "proxy"
-    assert wrong["proxy"]["cv_accuracy"] is not None and "proxy CV accuracy" in wrong["why_serve"]
-    assert np.isfinite(wrong["proxy"]["cv_accuracy"])
+    assert wrong.finetuned.accuracy == 0.0 and wrong.serve == "proxy"
+    assert wrong.proxy.accuracy is not None and "proxy CV accuracy" in wrong.why
+    assert np.isfinite(wrong.proxy.accuracy)
     # just above the proxy's CV accuracy is not enough: it must win by the margin
-    cv = wrong["proxy"]["cv_accuracy"]
+    cv = wrong.proxy.accuracy
     above = next(k for k in range(22) if k / 21 > cv)
     close = plant(above)
-    assert close["finetuned"]["heldout_accuracy"] > cv and close["margin"] > 0
-    assert close["serve"] == ("finetuned" if close["finetuned"]["heldout_accuracy"] > cv + close["margin"] else "proxy")
-    assert close["serve"] == "proxy" or above == 21, "one text above the proxy switched the serving model"
-    assert "margin" in close["why_serve"]
+    assert close.finetuned.accuracy is not None and close.finetuned.accuracy > cv
+    assert close.margin is not None and close.margin > 0
+    assert close.serve == ("finetuned" if close.finetuned.accuracy > cv + close.margin else "proxy")
+    assert close.serve == "proxy" or above == 21, "one text above the proxy switched the serving model"
+    assert "margin" in close.why
 
 
 def thirteen_labels_and_a_full_iteration(backend: Backend):
@@ -387,7 +389,7 @@ def test_the_proxy_serves_again_when_it_measures_better_than_a_fine_tune_that_ha
 def test_an_update_overtaken_by_a_newer_one_leaves_the_newer_status(backend):
     """Two updates race (an iteration's and an annotation's): the older one, finding a newer version
     published, changes nothing, and the project's fast_path keeps saying what serves."""
-    from backend.service.jobs.fast import run_fast_update
+    from backend.service.jobs.fast_update import run_fast_update
 
     data = examples(20)
     ls, client = connect(backend, [t for t, _ in data])
@@ -398,5 +400,5 @@ def test_an_update_overtaken_by_a_newer_one_leaves_the_newer_status(backend):
     assert published["status"] == "published" and published["seq"] >= 1
 
     late = run_fast_update(backend, PID, "an iteration's update", seq=published["seq"] - 1 if published["seq"] > 1 else 0)
-    assert late["status"] == "superseded"
+    assert late.status is FastStatus.SUPERSEDED
     assert fast_status(client) == published and ls.model_version == published["version"]

@@ -1,0 +1,380 @@
+"""The fast path: a new order in Label Studio within seconds of each annotation.
+
+    fast_update     (queue "fast")  fetch the labels, fit `ProxyHead` on their pool features, order
+                                    the pool with the engine's `order_pool` (the code `bench-labels`
+                                    measures), save a fast version, push the first FIRST_PUSH of the
+                                    top K, switch LS's model_version, publish
+    features_ready                  a feature build completed: the set is used, an update follows
+
+The rest of the top K, the CV estimate (`fast_followups`) and the deletion of superseded versions
+(`ls_sync`) follow on the "scoring" queue. Annotation events ask for a fast update
+(`request_fast_update`); at most one waits per project, so a burst of events folds into one run.
+Every outcome, including each kind of bad input, is a `FastStatus` with a message in the project's
+``fast_path`` (``GET /projects/<id>``); none crashes the job.
+
+Aligned features: when a fine-tune wins the serving choice and its scoring chunks kept the pool's
+features, the head is re-fitted on those at each annotation instead of freezing the order until the
+next iteration (`serving.follow_serving_model`).
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import redis
+from rq import get_current_job
+from rq.job import Job
+
+from backend.engine.acquisition.cold_start import typical_order
+from backend.engine.acquisition.order import ColdStart, PoolOrder, ProxyScorer, order_pool, proxy_strategy
+from backend.engine.errors import EmptyPoolError, NotEnoughLabelsError
+from backend.engine.proxy import ProxyHead
+from backend.engine.selection import ModelEstimate, ServingDecision
+from backend.labeling import ConversionReport, LabelConfig, parse_label_config, tasks_to_examples
+from backend.service.checkpoints import FAST_PREFIX, checkpoint_dir
+from backend.service.fast_versions import entry, save_fast_version
+from backend.service.features import FeatureSet
+from backend.service.jobs.common import META_PROJECT, enqueue
+from backend.service.jobs.fast_followups import CvPlan, cv_plan, request_cv, request_extend
+from backend.service.jobs.feature_jobs import FeatureNotes, features_for, request_features
+from backend.service.jobs.gate import base_feature_target, fast_path_blocker, features_note
+from backend.service.jobs.ls_sync import request_prune
+from backend.service.jobs.serving import SERVING_RULE
+from backend.service.ls_errors import LabelStudioError
+from backend.service.records import FastStatus, ProjectState
+from backend.service.runtime import JobContext, context
+
+log = logging.getLogger(__name__)
+
+FAST_JOB_TIMEOUT = 600
+FIRST_PUSH = 4  # of the FAST_TOP_K predictions, created before LS's switch (each POST costs LS ~21 ms idle,
+# ~250 ms on a loaded 2-core machine); the rest follow in a "scoring" job after it. /next orders by
+# score, so it serves the first ones (the most uncertain) either way.
+
+
+@dataclass
+class FastOutcome:
+    """One fast update's result: what ``GET /projects/<id>`` shows under ``fast_path``."""
+
+    status: FastStatus
+    message: str
+    reason: str = ""
+    job: str | None = None
+    seq: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    version: str | None = None
+    labeled: int | None = None
+    pool_size: int | None = None
+    order: str | None = None
+    scored: int | None = None
+    pushed: int | None = None
+    pushed_before_switch: int | None = None
+    empty_texts: int | None = None
+    estimate: dict[str, Any] | None = None
+    conversion: dict[str, Any] | None = None
+    classes: list[str] | None = None
+    notes: FeatureNotes = field(default_factory=FeatureNotes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if v is not None and k != "notes"}
+        out["status"] = self.status.value
+        return {**out, **self.notes.to_dict()}
+
+
+class _Skip(Exception):
+    """A defined outcome that publishes nothing: the status and message say why."""
+
+    def __init__(self, status: FastStatus, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.message, self.extra = status, message, extra
+
+
+# ------------------------------------------------------------------------------------ requests
+
+
+def request_fast_update(ctx: JobContext, project_id: int, reason: str) -> dict[str, Any]:
+    """Queue one fast update unless one is waiting (it will read the new labels). Never works
+    here: callers are webhooks with LS's 1 s budget."""
+    state = ctx.store.get_project(project_id)
+    blocker = fast_path_blocker(ctx, state)
+    if blocker is not None:
+        if state is not None and (state.fast_status or {}).get("message") != blocker:
+            ctx.store.set_fast_status(project_id, {"status": FastStatus.OFF.value, "message": blocker})
+        return {"fast": "off"}
+    ctx.store.note_fast_event(project_id)
+    job_id = f"fast-{int(project_id)}-{uuid.uuid4().hex[:12]}"
+    holder = ctx.store.request_fast(project_id, job_id, ttl=FAST_JOB_TIMEOUT)
+    if holder is not None:
+        return {"fast": "queued", "fast_job": holder}
+    try:
+        enqueue(ctx.queues.fast, fast_update, (int(project_id), reason), job_id=job_id, timeout=FAST_JOB_TIMEOUT,
+                meta={META_PROJECT: int(project_id)}, on_failure=on_fast_failure,
+                description=f"fast update, project {project_id} ({reason})")
+    except redis.exceptions.RedisError:
+        ctx.store.release(project_id, "fast-queued", job_id)
+        raise
+    return {"fast": "enqueue", "fast_job": job_id}
+
+
+def fast_update(project_id: int, reason: str = "annotation") -> dict[str, Any]:
+    """The RQ job: wait out FAST_UPDATE_DELAY after the latest event, then `run_fast_update`."""
+    ctx = context()
+    job = get_current_job()
+    job_id = job.id if job is not None else f"inline-{uuid.uuid4().hex[:8]}"
+    seq = ctx.store.fast_begin(project_id, job_id)
+    delay = ctx.settings.fast_update_delay
+    if delay > 0:
+        deadline = time.monotonic() + 10 * delay  # a steady stream of events cannot starve the update
+        while time.monotonic() < deadline:
+            wait = ctx.store.last_fast_event(project_id) + delay - time.time()
+            if wait <= 0:
+                break
+            time.sleep(min(wait, 0.25))
+    return run_fast_update(ctx, project_id, reason, seq, job_id=job_id).to_dict()
+
+
+def features_ready(project_id: int, key: str, source: str, version: str, build_id: str) -> dict[str, Any]:
+    """A feature build completed (`feature_jobs.build_features`): the proxy now works on the set
+    (older sets are deleted); a fast update follows."""
+    ctx = context()
+    ctx.store.release(project_id, "features-build", build_id)
+    state = ctx.store.get_project(project_id)
+    if version and (state is None or not state.finetune_won or state.acq_version != version):
+        return {"skipped": f"{version} no longer serves; its features are not used"}  # pruned by the next switch
+    ctx.store.set_fields(project_id, feature_key=key, feature_source=source, feature_source_version=version)
+    ctx.features.drop_others(project_id, {key, base_feature_target(ctx).key})  # the serving choice reads the base
+    return request_fast_update(ctx, project_id, f"features of {version} ready" if version else "pool features ready")
+
+
+def on_fast_failure(job: Job, connection: redis.Redis, exc_type: type, exc_value: BaseException, tb: Any) -> None:
+    """An unexpected error (a bug, a worker that died): recorded in the project's fast_path."""
+    ctx = context()
+    project_id = int(job.meta[META_PROJECT])
+    ctx.store.release(project_id, "fast-queued", job.id)
+    name = getattr(exc_type, "__name__", str(exc_type))
+    ctx.store.set_fast_status(project_id, {"status": FastStatus.FAILED.value, "job": job.id,
+                                           "message": f"fast update failed: {name}: {exc_value}"[:1000]})
+
+
+# ------------------------------------------------------------------------------------ the update
+
+
+def run_fast_update(ctx: JobContext, project_id: int, reason: str, seq: int | None = None,
+                    *, job_id: str = "", decision: ServingDecision | None = None) -> FastOutcome:
+    """Fit the proxy head, order the pool, publish a fast version; returns (and records) the
+    outcome. Label Studio errors and bad input become a status, not an exception. `decision` is the
+    full iteration's serving decision when the iteration hands over to the proxy."""
+    t0 = time.perf_counter()
+    seq = ctx.store.next_fast_seq(project_id) if seq is None else seq
+    try:
+        outcome = _FastUpdate(ctx, project_id, seq, t0, decision).run()
+    except _Skip as skip:
+        outcome = FastOutcome(skip.status, skip.message, **skip.extra)
+    except LabelStudioError as exc:
+        outcome = FastOutcome(FastStatus.FAILED, f"Label Studio: {exc}"[:1000])
+    outcome.reason, outcome.job, outcome.seq = reason, job_id or None, seq
+    outcome.seconds.setdefault("total", round(time.perf_counter() - t0, 4))
+    if outcome.status is not FastStatus.SUPERSEDED:  # the newer update's status is the one to show
+        ctx.store.set_fast_status(project_id, outcome.to_dict())
+    log.info("project %s: fast update %s: %s", project_id, outcome.status.value, outcome.message)
+    return outcome
+
+
+@dataclass
+class _Labels:
+    report: ConversionReport
+    conversion: dict[str, Any]
+    y: list[list[str]]  # the labels of the labeled tasks that have features
+    task_ids: list[int]  # and their ids
+    rows: np.ndarray  # and their rows in the feature set
+
+
+class _FastUpdate:
+    """The steps of one fast update, each timed: gather, fit, order, save, publish."""
+
+    def __init__(self, ctx: JobContext, project_id: int, seq: int, t0: float,
+                 decision: ServingDecision | None) -> None:
+        self.ctx, self.project_id, self.seq, self.t0, self.decision = ctx, project_id, seq, t0, decision
+        self.seconds: dict[str, float] = {}
+        self._mark = time.perf_counter()
+
+    def _lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = now - self._mark
+        self._mark = now
+
+    def run(self) -> FastOutcome:
+        state, config = self._open()
+        report, pool_ids = self._fetch(config)
+        self._lap("fetch_labels")
+        features, notes = features_for(self.ctx, self.project_id, state, report, pool_ids)
+        self._lap("encode")
+        labels = self._labels_with_features(report, features, notes, config)
+        head, plan = self._fit(features, labels, config, state)
+        self._lap("fit")
+        scored_ids, order = self._order(features, pool_ids, head, state, len(labels.y))
+        self._lap("score")
+        version, predictions = self._save(state, config, head, scored_ids, order, len(labels.y))
+        self._lap("save")
+        pushed = self._publish(version, predictions, head, len(labels.y))
+        if predictions[FIRST_PUSH:]:
+            request_extend(self.ctx, self.project_id, version, predictions[FIRST_PUSH:])
+        request_prune(self.ctx, self.project_id)
+        if plan.due:  # off the fast worker: the next updates report the accuracy it estimates
+            request_cv(self.ctx, self.project_id, state.feature_key, labels.task_ids, labels.y)
+        return self._outcome(version, order, scored_ids, pool_ids, pushed, predictions, head, labels, notes)
+
+    def _open(self) -> tuple[ProjectState, LabelConfig]:
+        state = self.ctx.store.get_project(self.project_id)
+        blocker = fast_path_blocker(self.ctx, state)
+        if blocker is not None or state is None:
+            raise _Skip(FastStatus.OFF, blocker or "unknown project")
+        if not state.feature_key or not self.ctx.store.pool_exists(self.project_id):
+            build = request_features(self.ctx, self.project_id, "first fast update")
+            raise _Skip(FastStatus.WAITING_FOR_FEATURES, f"pool features are being computed (job {build}); the "
+                        "first fast update follows when they are ready", notes=FeatureNotes(features_job=build))
+        return state, parse_label_config(state.label_config, state.control_name or None)
+
+    def _fetch(self, config: LabelConfig) -> tuple[ConversionReport, list[int]]:
+        labeled = self.ctx.ls.labeled_tasks(self.project_id)
+        report = tasks_to_examples(labeled, config)
+        conversion = report.as_dict(max_warnings=5)
+        self.ctx.store.pool_remove(self.project_id, {int(task["id"]) for task in labeled})
+        pool_ids = self.ctx.store.pool_ids(self.project_id)
+        if not report.examples:
+            raise _Skip(FastStatus.SKIPPED, f"no usable labeled task yet ({report.summary()}); the order is "
+                        "unchanged", conversion=conversion)
+        seen = sorted({label for ex in report.examples for label in getattr(ex, "labels", ())})
+        if not config.schema.multi_label and len(seen) < 2:
+            raise _Skip(FastStatus.SKIPPED, f"the labels hold one class only ({', '.join(seen)}); the proxy head "
+                        "needs two classes to order the pool, the order is unchanged", conversion=conversion,
+                        classes=seen)
+        if not pool_ids:
+            raise _Skip(FastStatus.SKIPPED, "the pool is empty (every task is labeled): nothing to order",
+                        conversion=conversion, labeled=len(report.examples))
+        return report, pool_ids
+
+    def _labels_with_features(self, report: ConversionReport, features: FeatureSet, notes: FeatureNotes,
+                              config: LabelConfig) -> _Labels:
+        conversion = report.as_dict(max_warnings=5)
+        rows, found = features.rows([int(i) for i in report.task_ids])
+        kept = np.flatnonzero(found)
+        y = [list(getattr(report.examples[i], "labels", ())) for i in kept]
+        if not config.schema.multi_label and len({row[0] for row in y}) < 2:
+            raise _Skip(FastStatus.WAITING_FOR_FEATURES, "features of the labeled tasks are still being computed; "
+                        "the order is unchanged", conversion=conversion, notes=notes)
+        return _Labels(report, conversion, y, [int(report.task_ids[i]) for i in kept], rows[found])
+
+    def _fit(self, features: FeatureSet, labels: _Labels, config: LabelConfig,
+             state: ProjectState) -> tuple[ProxyHead, CvPlan]:
+        plan = cv_plan(self.ctx, self.project_id, labels.y, state.feature_key)
+        try:  # one fit (C set by the label count); the CV estimate runs after the switch when due
+            head = ProxyHead(config.schema, self.ctx.settings.seed).fit(features.matrix[labels.rows], labels.y,
+                                                                         estimate=False)
+        except NotEnoughLabelsError as exc:
+            raise _Skip(FastStatus.SKIPPED, str(exc), conversion=labels.conversion) from None
+        head.estimate = plan.last
+        return head, plan
+
+    def _order(self, features: FeatureSet, pool_ids: list[int], head: ProxyHead, state: ProjectState,
+               n_labeled: int) -> tuple[np.ndarray, PoolOrder]:
+        """The engine's order over the pool tasks that have features (scored on every row of the set:
+        cheaper than gathering the pool's rows first)."""
+        pool_rows, pool_found = features.rows(pool_ids)
+        scored_ids = np.asarray(pool_ids, np.int64)[pool_found]
+        scores = ProxyScorer(head, proxy_strategy(self.ctx.settings.strategy)).score_pool(features.matrix)
+        scores = scores.take(pool_rows[pool_found])
+        cold_start = ColdStart(self.ctx.settings.fast_cold_start,
+                               self._typical_positions(state.feature_key, features, scored_ids, n_labeled))
+        try:
+            order = order_pool(scores, np.zeros(len(scored_ids), bool), self.ctx.settings.fast_top_k, n_labeled,
+                               cold_start)
+        except EmptyPoolError:
+            raise _Skip(FastStatus.SKIPPED, "no pool task has text to order (all empty)") from None
+        return scored_ids, order
+
+    def _typical_positions(self, feature_key: str, features: FeatureSet, scored_ids: np.ndarray,
+                           n_labeled: int) -> np.ndarray:
+        """Positions in `scored_ids` of the cold start's typical tasks, most typical first, while
+        the labels are fewer than FAST_COLD_START. The typical set depends only on the features, so
+        it is computed once per feature set (~0.4 s at 10k tasks, 1.6 s at 100k) and kept."""
+        store, wanted = self.ctx.store, self.ctx.settings.fast_cold_start
+        if n_labeled >= wanted or not len(features.ids):
+            return np.zeros(0, np.int64)
+        ids = store.typical_ids(self.project_id, feature_key, wanted)
+        if ids is None:
+            ids = [int(features.ids[r]) for r in typical_order(features.matrix, wanted, self.ctx.settings.seed)]
+            store.set_typical_ids(self.project_id, feature_key, wanted, ids)
+        found = np.flatnonzero(np.isin(scored_ids, ids))  # vectorised: no per-task dict over a 100k pool
+        position = {int(scored_ids[i]): int(i) for i in found}
+        return np.asarray([position[t] for t in ids if t in position], np.int64)
+
+    def _save(self, state: ProjectState, config: LabelConfig, head: ProxyHead, scored_ids: np.ndarray,
+              order: PoolOrder, n_labeled: int) -> tuple[str, list[dict[str, Any]]]:
+        settings, scores = self.ctx.settings, order.scores
+        assert scores is not None  # the fast update always has a head
+        version = f"{FAST_PREFIX}{self.seq}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+        save_fast_version(checkpoint_dir(settings.model_dir, self.project_id, version), head, state.label_config,
+                          scored_ids, scores.outputs, scores.confidence, scores.uncertainty,
+                          {"project": self.project_id, "version": version, "encoder": state.feature_source,
+                           "feature_key": state.feature_key, "control_name": config.control_name,
+                           "strategy": settings.strategy, "labeled": n_labeled,
+                           "estimate": head.estimate.to_dict() if head.estimate else {}})
+        predictions = [{"task": int(scored_ids[i]), "score": float(scores.confidence[i]), "model_version": version,
+                        "result": entry(scores.outputs[i], scores.confidence[i], scores.uncertainty[i], config).result}
+                       for i in order.top]
+        return version, predictions
+
+    def _publish(self, version: str, predictions: list[dict[str, Any]], head: ProxyHead, n_labeled: int) -> int:
+        """Push the first predictions, switch LS, publish: under the switch lock, and only when no
+        later update published first."""
+        store, t = self.ctx.store, time.perf_counter()
+        with store.ls_switch_lock(self.project_id):
+            locked = time.perf_counter()
+            current = store.get_project(self.project_id)
+            if current is None or current.fast_published_seq >= self.seq:
+                raise _Skip(FastStatus.SUPERSEDED, "a newer fast update published first")
+            blocker = fast_path_blocker(self.ctx, current)
+            if blocker is not None:
+                raise _Skip(FastStatus.OFF, blocker)
+            pushed = self.ctx.ls.create_predictions(predictions[:FIRST_PUSH])
+            created = time.perf_counter()
+            self.ctx.ls.set_model_version(self.project_id, version)
+            switched = time.perf_counter()
+            store.publish_version(self.project_id, version, None, None, serve=True, fast_seq=self.seq)
+            store.set_fields(self.project_id, serving_model="proxy",
+                             serving_reason=self._why(current, head, n_labeled))
+        self.seconds.update(push_and_switch=switched - t, lock_wait=locked - t, create_predictions=created - locked,
+                            switch=switched - created, total=switched - self.t0)
+        return int(pushed)
+
+    def _why(self, current: ProjectState, head: ProxyHead, n_labeled: int) -> ServingDecision:
+        estimate = head.estimate
+        proxy = ModelEstimate(accuracy=estimate.accuracy if estimate else None, labels=n_labeled,
+                              folds=estimate.folds if estimate else 0, c=estimate.c if estimate else None)
+        base = self.decision or current.serving_reason or ServingDecision(
+            serve="proxy", finetune_won=False, why="no full iteration has compared the models yet: the proxy head "
+                                                   "orders the pool between them")
+        return replace(base, proxy=proxy, rule=SERVING_RULE, features=features_note(current))
+
+    def _outcome(self, version: str, order: PoolOrder, scored_ids: np.ndarray, pool_ids: list[int], pushed: int,
+                 predictions: list[dict[str, Any]], head: ProxyHead, labels: _Labels,
+                 notes: FeatureNotes) -> FastOutcome:
+        settings, n = self.ctx.settings, len(labels.y)
+        estimate = head.estimate.to_dict() if head.estimate else {}
+        rest = len(predictions[FIRST_PUSH:])
+        cold = (f"cold start ({n} of {settings.fast_cold_start} labels): the {len(order.top)} most typical "
+                "unlabeled texts (k-means over the pool's features) come first; " if order.phase == "typical" else "")
+        message = (cold + f"{len(scored_ids)} pool tasks ordered by the proxy head ({n} labels, CV accuracy "
+                   f"{estimate.get('cv_accuracy')}); top {pushed} pushed to Label Studio before the switch"
+                   + (f", {rest} more queued after it" if rest else ""))
+        assert order.scores is not None
+        return FastOutcome(
+            FastStatus.PUBLISHED, message, version=version, labeled=n, pool_size=len(pool_ids), order=order.phase,
+            scored=int(len(scored_ids)), pushed=pushed + rest, pushed_before_switch=pushed,
+            empty_texts=int(order.scores.empty.sum()), estimate=estimate, conversion=labels.conversion, notes=notes,
+            seconds={k: round(v, 4) for k, v in self.seconds.items()})

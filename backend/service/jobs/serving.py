@@ -1,0 +1,118 @@
+"""Which model serves a project, decided at each full iteration (`measure_serving`), and the feature
+set that follows the decision: a winning fine-tune's own features once they are complete, else the
+pretrained encoder's. The rule itself is `backend.engine.selection.decide_serving`, shared with
+`bench-labels`."""
+from __future__ import annotations
+
+import numpy as np
+
+from backend.engine.errors import NotEnoughLabelsError
+from backend.engine.proxy import ProxyHead
+from backend.engine.selection import ModelEstimate, ServingDecision, decide_serving
+from backend.labeling import ConversionReport, LabelConfig, result_choices
+from backend.service.checkpoints import checkpoint_dir
+from backend.service.features import finetuned_key
+from backend.service.jobs.feature_jobs import request_features
+from backend.service.jobs.gate import (
+    FeatureTarget,
+    aligned_features_wanted,
+    base_feature_target,
+    fast_path_blocker,
+    without_win,
+)
+from backend.service.records import UNTRAINED, ProjectState
+from backend.service.runtime import JobContext
+
+SERVING_RULE = ("the fine-tuned model serves once its accuracy on labels that arrived after it was trained "
+                "(at least FINETUNE_MIN_HELDOUT of them) beats the proxy head's cross-validated accuracy by more "
+                "than one standard error of that held-out accuracy; until then the proxy head serves")
+
+
+def measure_serving(ctx: JobContext, project_id: int, state: ProjectState, report: ConversionReport,
+                    config: LabelConfig) -> ServingDecision:
+    """Which model serves after this full iteration: the previous fine-tune's accuracy on the labels
+    that arrived after it was trained (its predictions are in the store: held out, free), against
+    the proxy head's cross-validated accuracy on all labels. Never raises: a missing number is
+    stated, not guessed."""
+    blocker = fast_path_blocker(ctx, without_win(state))
+    if blocker is not None:
+        return ServingDecision(serve="finetuned", finetune_won=False, why=blocker, rule=SERVING_RULE)
+    labeled = {int(t): ex for t, ex in zip(report.task_ids, report.examples, strict=True)}
+    finetuned = _finetuned_estimate(ctx, project_id, state.acq_version, labeled)
+    proxy = _proxy_estimate(ctx, project_id, state, report, config)
+    return decide_serving(finetuned, proxy, ctx.settings.finetune_min_heldout, SERVING_RULE)
+
+
+def _finetuned_estimate(ctx: JobContext, project_id: int, prev: str, labeled: dict[int, object]) -> ModelEstimate:
+    if prev == UNTRAINED:
+        return ModelEstimate(note="no earlier fine-tune to measure")
+    trained_on = ctx.store.trained_on(project_id, prev)
+    if trained_on is None:
+        return ModelEstimate(note=f"{prev}'s training labels are not recorded")
+    later = [t for t in labeled if t not in trained_on]
+    entries = ctx.store.get_scores(project_id, prev, later)
+    hits = [set(result_choices(entries[t].result)) == set(getattr(labeled[t], "labels", ())) for t in later
+            if t in entries]
+    return ModelEstimate(accuracy=round(sum(hits) / len(hits), 4) if hits else None, labels=len(hits), version=prev,
+                         note=f"accuracy of {prev} on the labels that arrived after it was trained")
+
+
+def _proxy_estimate(ctx: JobContext, project_id: int, state: ProjectState, report: ConversionReport,
+                    config: LabelConfig) -> ModelEstimate:
+    """CV accuracy of the head on the pretrained encoder's features, even while the fast path runs on
+    a fine-tune's (those were trained on these labels: their CV accuracy would flatter the proxy)."""
+    if not state.feature_key:
+        return ModelEstimate(note="no pool features yet")
+    features = ctx.features.load(project_id, base_feature_target(ctx).key)
+    rows, found = features.rows([int(t) for t in report.task_ids])
+    labels = [list(getattr(report.examples[i], "labels", ())) for i in np.flatnonzero(found)]
+    missing = int((~found).sum())
+    try:
+        head = ProxyHead(config.schema, ctx.settings.seed).fit(features.matrix[rows[found]], labels)
+    except (NotEnoughLabelsError, ValueError) as exc:
+        return ModelEstimate(note=str(exc)[:300])
+    estimate = head.estimate
+    note = f"{missing} labeled tasks without features" if missing else ""
+    if estimate is None:
+        return ModelEstimate(labels=len(labels), note=note)
+    return ModelEstimate(accuracy=estimate.accuracy, labels=len(labels), folds=estimate.folds, c=estimate.c,
+                         note=note)
+
+
+def use_base_features(ctx: JobContext, project_id: int) -> None:
+    """The proxy serves again: its head works on the pretrained encoder's features (kept on disk;
+    tasks missing from them are encoded by the next fast update or a build)."""
+    state = ctx.store.get_project(project_id)
+    if state is not None and state.feature_source_version:
+        target = base_feature_target(ctx)
+        ctx.store.set_fields(project_id, feature_key=target.key, feature_source=target.source,
+                             feature_source_version="")
+
+
+def follow_serving_model(ctx: JobContext, project_id: int, version: str, served: str,
+                         full_rescore: bool) -> str | None:
+    """After a published iteration: when its fine-tune won and scored the whole pool (its chunks
+    kept the pool's features), complete that set so the fast path goes on from it; with no set at
+    all yet, build the pretrained encoder's. Returns the feature build's job id when one was queued.
+    (A UPS iteration's winner keeps the earlier winner's features, or none: encoding the whole pool
+    again would spend the inference UPS saves.)"""
+    state = ctx.store.get_project(project_id)
+    if state is None or not aligned_features_wanted(ctx, state):
+        return None
+    if served == "finetuned" and state.finetune_won and full_rescore:
+        target = FeatureTarget(finetuned_key(version), str(checkpoint_dir(ctx.settings.model_dir, project_id, version)),
+                               version)
+        return request_features(ctx, project_id, f"aligned features of {version}", target=target)
+    if not state.feature_key:
+        return request_features(ctx, project_id, "after a full iteration")
+    return None
+
+
+def drop_unused_features(ctx: JobContext, state: ProjectState) -> None:
+    """Before a full rescore writes a new fine-tune's set: delete the sets of fine-tunes that lost
+    (7.7 MB per 10k tasks each), keeping the one in use, the pretrained encoder's and the latest
+    fine-tune's (its build may still be completing), with the cold start's typical sets computed
+    on the dropped ones."""
+    keep = {state.feature_key, base_feature_target(ctx).key, finetuned_key(state.acq_version)}
+    ctx.features.drop_others(state.project_id, keep)
+    ctx.store.drop_typical_except(state.project_id, keep)
