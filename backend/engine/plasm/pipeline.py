@@ -23,21 +23,45 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol, get_args
+from typing import Protocol
 
 import numpy as np
 
 from backend.engine.acquisition.strategies import make_strategy
-from backend.engine.callbacks import CancelCheck, StageProgress, Stages
-from backend.engine.data.iob import to_iob2
-from backend.engine.errors import NotEnoughLabelsError
-from backend.engine.metrics import decode_labels, evaluate
-from backend.engine.models.factory import ModelFactory, describe
-from backend.engine.models.transformer import TrainingConfig, TransformerModel
+from backend.engine.callbacks import CancelCheck, Progress, StageProgress, Stages
+from backend.engine.metrics import evaluate
+from backend.engine.models.transformer import TransformerModel
+from backend.engine.plasm.options import (
+    FILTERS,
+    GOLD_ONLY,
+    PLASM,
+    STAGES,
+    Chosen,
+    FilterMode,
+    FilterPlan,
+    PlasmOptions,
+    filter_plan,
+)
+from backend.engine.plasm.pseudo import (
+    average_predictions,
+    concat_predictions,
+    pseudo_examples,
+    split_folds,
+    split_gold,
+    strip_labels,
+)
+from backend.engine.plasm.records import FilterReport, PlasmResult, PlasmSizes, PseudoLabels, TracInReport
 from backend.engine.plasm.tracin import FORM as TRACIN_FORM
 from backend.engine.plasm.tracin import TracInCheckpoints
-from backend.engine.types import ClassificationExample, Example, LabelSchema, Predictions, TaggingExample, TaskType
+from backend.engine.types import Example, FloatArray, IndexArray, LabelSchema, Predictions
+
+# the names callers have always imported from here
+__all__ = [
+    "FILTERS", "GOLD_ONLY", "PLASM", "STAGES", "Chosen", "FilterMode", "FilterPlan", "FilterReport", "PlasmOptions",
+    "PlasmResult", "PlasmSizes", "Predictor", "PseudoLabels", "TracInReport", "average_predictions",
+    "build_successor", "concat_predictions", "filter_plan", "pseudo_examples", "pseudo_label", "run_plasm",
+    "split_folds", "split_gold", "strip_labels",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,270 +69,7 @@ log = logging.getLogger(__name__)
 class Predictor(Protocol):
     """Anything trained that predicts examples (an extra teacher: e.g. the acquisition model)."""
 
-    def predict(self, examples: Sequence[Example], **kwargs: Any) -> Predictions: ...
-
-
-FilterMode = Literal["both", "tracin", "uncertainty", "none"]
-Chosen = Literal["plasm", "gold_only"]
-FILTERS: tuple[str, ...] = get_args(FilterMode)
-STAGES = (
-    "split", "teacher", "pseudo_label", "filter_uncertainty", "filter_tracin",
-    "successor_gold_only", "successor_plasm", "evaluate", "export",
-)
-PLASM, GOLD_ONLY = "plasm", "gold_only"
-
-
-@dataclass
-class PlasmOptions:
-    teacher: str = field(metadata={"help": "pseudo-labeling model: hub name, packaged alias or directory"})
-    successor: str = field(
-        metadata={"help": "successor: any AutoModelFor... checkpoint, or cnn / bilstm-crf / classical"}
-    )
-    filter: FilterMode = field(default="both", metadata={"help": "both | tracin | uncertainty | none"})
-    uncertainty_fraction: float = field(
-        default=0.5, metadata={"help": "with filter=both: part of the dropped share taken by least confidence"}
-    )
-    dev_share: float = field(default=0.1, metadata={"help": "gold share held out as the dev split"})
-    max_pool: int | None = field(default=None, metadata={"help": "pseudo-label at most this many (seeded subsample)"})
-    tracin_checkpoints: int = field(default=3, metadata={"help": "TracIn-CP checkpoints (evenly spaced epochs)"})
-    compare_gold_only: bool = field(default=True, metadata={"help": "also train the successor on gold only"})
-    successor_all_gold: bool = field(default=False, metadata={
-        "help": "train the successor on every gold label, the dev split too (then no dev score for it, "
-                "and no gold-only comparison)"})
-    teachers: int = field(default=1, metadata={
-        "help": "teachers fine-tuned (seeds seed, seed+1, ...), each holding out its own dev fold of dev_share; "
-                "their averaged probabilities pseudo-label the pool, their out-of-fold dev score sets the "
-                "filter share"})
-    seed: int = 0
-    teacher_training: TrainingConfig = field(default_factory=TrainingConfig)
-    successor_training: TrainingConfig = field(default_factory=TrainingConfig)
-
-    def __post_init__(self) -> None:
-        if self.filter not in FILTERS:
-            raise ValueError(f"unknown filter '{self.filter}'; choose from {', '.join(FILTERS)}")
-        if not 0 <= self.uncertainty_fraction <= 1:
-            raise ValueError("uncertainty_fraction must be in [0, 1]")
-        if not 0 < self.dev_share < 1:
-            raise ValueError("dev_share must be in (0, 1)")
-        if self.max_pool is not None and self.max_pool < 1:
-            raise ValueError("max_pool must be >= 1")
-        if self.tracin_checkpoints < 1:
-            raise ValueError("tracin_checkpoints must be >= 1")
-        if self.teachers < 1:
-            raise ValueError("teachers must be >= 1")
-        if self.successor_all_gold and self.compare_gold_only:
-            raise ValueError("successor_all_gold leaves no dev split to compare the successors on: "
-                             "set compare_gold_only to false")
-
-    def teacher_factory(self, schema: LabelSchema) -> ModelFactory:
-        return ModelFactory(self.teacher, schema, self.teacher_training)
-
-    def successor_factory(self, schema: LabelSchema) -> ModelFactory:
-        return ModelFactory(self.successor, schema, self.successor_training)
-
-
-@dataclass(frozen=True)
-class FilterPlan:
-    """How many pseudo-labels each filter drops: `total = round((1 - dev_score) * n)`."""
-
-    share: float
-    total: int
-    uncertainty: int
-    tracin: int
-
-
-def filter_plan(n: int, dev_score: float, mode: FilterMode, uncertainty_fraction: float = 0.5) -> FilterPlan:
-    """The filtering rule: drop the share `1 - dev_score` of the `n` pseudo-labels (none for
-    mode 'none'); 'both' gives `round(uncertainty_fraction * total)` to least confidence, the
-    rest to TracIn."""
-    if mode not in FILTERS:
-        raise ValueError(f"unknown filter '{mode}'")
-    share = float(min(1.0, max(0.0, 1.0 - dev_score)))
-    if mode == "none" or n == 0:
-        return FilterPlan(share if mode != "none" else 0.0, 0, 0, 0)
-    total = int(round(share * n))
-    if mode == "uncertainty":
-        return FilterPlan(share, total, total, 0)
-    if mode == "tracin":
-        return FilterPlan(share, total, 0, total)
-    unc = int(round(uncertainty_fraction * total))
-    return FilterPlan(share, total, unc, total - unc)
-
-
-@dataclass
-class PseudoLabels:
-    """Stages 1-3: the dev split, the trained teacher, and the pool with its pseudo-labels."""
-
-    schema: LabelSchema
-    gold_train: list[Example]
-    dev: list[Example]
-    teacher: TransformerModel  # the first teacher (the one whose dev fold is `dev`)
-    teacher_dev: dict[str, float]  # out-of-fold over every teacher's dev fold
-    pool: list[Example]  # pseudo-labeled copies of the (subsampled) pool
-    confidence: np.ndarray  # teacher confidence per pool example (max P / exp(-MNLP))
-    pool_indices: np.ndarray  # positions in the caller's unlabeled list
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    unlabeled_total: int = 0  # size of the caller's pool before `max_pool` subsampling
-    teachers: int = 1  # teachers averaged into the pseudo-labels
-    teacher_dev_size: int = 0  # gold examples the dev score was measured on (all dev folds)
-    extra_teachers: int = 0  # trained models given by the caller, averaged in (not scored on dev)
-
-    @property
-    def dev_score(self) -> float:
-        return float(self.teacher_dev["main"])
-
-
-@dataclass(frozen=True)
-class TracInReport:
-    """How the TracIn filter scored: the form used, its checkpoints and their weights, its cost."""
-
-    form: str
-    checkpoint_steps: list[int]
-    learning_rate_weights: list[float]
-    scoring_seconds: float
-
-
-@dataclass(frozen=True)
-class FilterReport:
-    """What the filter did: mode, the rule's share `1 - dev_score`, what it dropped."""
-
-    mode: FilterMode
-    dev_score: float
-    share: float
-    dropped: int
-    dropped_share: float
-    uncertainty_fraction: float
-    tracin: TracInReport | None  # None when TracIn did not run
-    teachers: int = 1  # teachers averaged into the pseudo-labels
-    dev_examples: int = 0  # gold examples the dev score was measured on (every teacher's dev fold)
-    extra_teachers: int = 0  # the caller's trained models averaged in as well (the acquisition model)
-
-
-@dataclass(frozen=True)
-class PlasmSizes:
-    """Example counts at each step (gold, dev split, pool, dropped, kept, successor training set)."""
-
-    gold: int
-    gold_train: int
-    dev: int
-    unlabeled: int
-    pool: int
-    pseudo_kept: int
-    dropped_uncertainty: int
-    dropped_tracin: int
-    successor_train: int
-
-
-@dataclass
-class PlasmResult:
-    schema: LabelSchema
-    options: PlasmOptions
-    chosen: Chosen
-    successors: dict[str, TransformerModel]
-    teacher: TransformerModel
-    metrics: dict[str, dict[str, float]]  # dev metrics: teacher, successor_plasm, successor_gold_only
-    sizes: PlasmSizes
-    filter: FilterReport
-    stage_seconds: dict[str, float]
-    kept_indices: np.ndarray  # positions (in the caller's unlabeled list) of the kept pseudo-labels
-
-    @property
-    def model(self) -> TransformerModel:
-        """The successor to ship: the better of the PLASM and gold-only ones on the dev split."""
-        return self.successors[self.chosen]
-
-    @property
-    def chosen_reason(self) -> str:
-        plasm = self.metrics.get("successor_plasm", {}).get("main")
-        gold = self.metrics.get("successor_gold_only", {}).get("main")
-        if self.options.successor_all_gold:
-            return "the PLASM successor trained on every gold label, the dev split too"
-        if gold is None:
-            return "the gold-only successor was not trained; PLASM successor kept"
-        if self.chosen == PLASM:
-            return f"PLASM successor dev {plasm:.4f} >= gold-only successor dev {gold:.4f}"
-        return f"gold-only successor dev {gold:.4f} > PLASM successor dev {plasm:.4f}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form written to `metrics.json` and returned by the successor job."""
-        return {
-            "task_type": self.schema.task_type.value,
-            "labels": list(self.schema.labels),
-            "chosen": self.chosen,
-            "chosen_reason": self.chosen_reason,
-            "models": {"teacher": describe(self.teacher), "successor": describe(self.model)},
-            "dev_metrics": self.metrics,
-            "sizes": asdict(self.sizes),
-            "filter": {**asdict(self.filter), "tracin": asdict(self.filter.tracin) if self.filter.tracin else {}},
-            "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
-            "options": asdict(self.options),
-        }
-
-
-def split_gold(gold: Sequence[Example], dev_share: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """Seeded hold-out of `round(dev_share * n)` gold examples (at least one on each side)."""
-    return split_folds(gold, dev_share, seed, 1)[0]
-
-
-def split_folds(gold: Sequence[Example], dev_share: float, seed: int, folds: int
-                ) -> list[tuple[list[Example], list[Example]]]:
-    """`folds` disjoint seeded dev folds of `round(dev_share * n)` gold examples each (at least
-    one), each with the rest as its training split; the first fold is `split_gold`'s."""
-    n = len(gold)
-    if n < 2:
-        raise NotEnoughLabelsError(f"PLASM needs at least 2 gold examples (one for the dev split), got {n}")
-    n_dev = min(n - 1, max(1, int(round(dev_share * n))))
-    if folds * n_dev > n - 1:
-        raise NotEnoughLabelsError(f"{folds} teachers need {folds} disjoint dev folds of {n_dev} and one training "
-                                   f"example: more than the {n} gold examples")
-    order = np.random.default_rng(seed).permutation(n)
-    out = []
-    for j in range(folds):
-        dev_idx = np.sort(order[j * n_dev:(j + 1) * n_dev])
-        train_idx = np.sort(np.setdiff1d(order, dev_idx))
-        out.append(([gold[i] for i in train_idx], [gold[i] for i in dev_idx]))
-    return out
-
-
-def average_predictions(predictions: Sequence[Predictions]) -> Predictions:
-    """The ensemble's predictions: the mean of the members' probabilities (per word for tagging)."""
-    first = predictions[0]
-    if len(predictions) == 1:
-        return first
-    if isinstance(first.probs, np.ndarray):
-        probs: Any = np.mean([p.probs for p in predictions], axis=0)
-    else:
-        probs = [np.mean(rows, axis=0) for rows in zip(*(p.probs for p in predictions))]
-    return Predictions(first.task_type, probs, multi_label=first.multi_label)
-
-
-def concat_predictions(predictions: Sequence[Predictions]) -> Predictions:
-    """Predictions for several example lists, one after the other."""
-    first = predictions[0]
-    if isinstance(first.probs, np.ndarray):
-        probs: Any = np.concatenate([p.probs for p in predictions], axis=0)
-    else:
-        probs = [row for p in predictions for row in p.probs]
-    return Predictions(first.task_type, probs, multi_label=first.multi_label)
-
-
-def strip_labels(example: Example) -> Example:
-    """An unlabeled copy of an example (what the pool holds)."""
-    if isinstance(example, TaggingExample):
-        return TaggingExample(list(example.words), [], example.offsets, example.text)
-    return ClassificationExample(example.text)  # type: ignore[union-attr]
-
-
-def pseudo_examples(predictions, pool: Sequence[Example], schema: LabelSchema) -> list[Example]:
-    """Copies of the pool examples carrying the teacher's argmax labels (valid IOB2 for tagging)."""
-    decoded = decode_labels(predictions, schema)
-    out: list[Example] = []
-    for ex, labels in zip(pool, decoded):
-        if schema.task_type is TaskType.CLASSIFICATION:
-            out.append(ClassificationExample(ex.text, tuple(labels)))  # type: ignore[union-attr]
-        else:
-            out.append(TaggingExample(list(ex.words), to_iob2(labels), ex.offsets, ex.text))  # type: ignore[union-attr]
-    return out
+    def predict(self, examples: Sequence[Example], *, progress: Progress | None = None) -> Predictions: ...
 
 
 def pseudo_label(
@@ -328,13 +89,14 @@ def pseudo_label(
         options.successor_factory(schema).new()  # fail fast on a bad successor
         folds = split_folds(gold, options.dev_share, options.seed, options.teachers)
         gold_train, dev = folds[0]
-        indices = np.arange(len(unlabeled))
+        indices: IndexArray = np.arange(len(unlabeled))
         if options.max_pool is not None and len(unlabeled) > options.max_pool:
             rng = np.random.default_rng([options.seed, 1])
             indices = np.sort(rng.choice(len(unlabeled), options.max_pool, replace=False))
-        pool = [unlabeled[i] for i in indices]
+        pool = [unlabeled[int(i)] for i in indices]
     with stages.stage("teacher"):
-        teachers, dev_predictions = [], []
+        teachers: list[TransformerModel] = []
+        dev_predictions: list[Predictions] = []
         for j, (train_j, dev_j) in enumerate(folds):
             teachers.append(options.teacher_factory(schema).new(options.seed + j))
             teachers[-1].fit(train_j, progress=_member(stages.report, j, len(folds)))
@@ -343,16 +105,19 @@ def pseudo_label(
         teacher_dev = evaluate(concat_predictions(dev_predictions), dev_all, schema)
     with stages.stage("pseudo_label"):
         if pool:
-            members = [*teachers, *extra_teachers]
+            members: list[Predictor] = [*teachers, *extra_teachers]
             predictions = average_predictions([
                 t.predict(pool, progress=_member(stages.report, j, len(members))) for j, t in enumerate(members)])
             labeled = pseudo_examples(predictions, pool, schema)
-            confidence = make_strategy("auto", schema.task_type).score(predictions).confidence
+            confidence: FloatArray = make_strategy("auto", schema.task_type).score(predictions).confidence
         else:
             labeled, confidence = [], np.zeros(0)
-    return PseudoLabels(schema, gold_train, dev, teachers[0], teacher_dev, labeled, np.asarray(confidence),
-                        indices, dict(stages.seconds), len(unlabeled), len(teachers), len(dev_all),
-                        len(extra_teachers))
+    return PseudoLabels(
+        schema=schema, gold_train=gold_train, dev=dev, teacher=teachers[0], teacher_dev=teacher_dev, pool=labeled,
+        confidence=np.asarray(confidence), pool_indices=indices, stage_seconds=dict(stages.seconds),
+        unlabeled_total=len(unlabeled), teachers=len(teachers), teacher_dev_size=len(dev_all),
+        extra_teachers=len(extra_teachers),
+    )
 
 
 def _member(report: Callable[[int, int], None], j: int, k: int) -> Callable[[int, int], None]:
@@ -362,7 +127,7 @@ def _member(report: Callable[[int, int], None], j: int, k: int) -> Callable[[int
     return lambda done, total: report(j * total + done, k * total)
 
 
-def _drop_least_confident(labels: PseudoLabels, keep: np.ndarray, count: int) -> np.ndarray:
+def _drop_least_confident(labels: PseudoLabels, keep: IndexArray, count: int) -> IndexArray:
     if not count:
         return keep
     # least confident first; a stable sort keeps the pool order among ties
@@ -371,18 +136,19 @@ def _drop_least_confident(labels: PseudoLabels, keep: np.ndarray, count: int) ->
 
 
 def _drop_most_influential(
-    labels: PseudoLabels, keep: np.ndarray, count: int, options: PlasmOptions, stages: Stages
-) -> tuple[np.ndarray, TracInReport | None]:
+    labels: PseudoLabels, keep: IndexArray, count: int, options: PlasmOptions, stages: Stages
+) -> tuple[IndexArray, TracInReport | None]:
     """Train a successor probe on gold + candidates and drop the `count` highest TracIn self-influences."""
     if not count or not len(keep):
         return keep, None
-    candidates = [labels.pool[i] for i in keep]
+    candidates = [labels.pool[int(i)] for i in keep]
     probe = options.successor_factory(labels.schema).new(options.seed)
     tracker = TracInCheckpoints(probe, candidates, options.tracin_checkpoints, stages.report,
                                 training_size=len(labels.gold_train) + len(candidates))
     probe.fit(labels.gold_train + candidates, progress=tracker.progress)
     ranked = np.argsort(-tracker.scores, kind="stable")  # highest self-influence first
-    report = TracInReport(TRACIN_FORM, tracker.steps, tracker.weights, round(tracker.seconds, 3))
+    report = TracInReport(form=TRACIN_FORM, checkpoint_steps=tracker.steps, learning_rate_weights=tracker.weights,
+                          scoring_seconds=round(tracker.seconds, 3))
     return np.sort(keep[ranked[min(count, len(keep)) :]]), report
 
 
@@ -403,7 +169,7 @@ def _train_successors(
 
 
 def _evaluate(labels: PseudoLabels, successors: dict[str, TransformerModel], options: PlasmOptions
-              ) -> tuple[dict, Chosen]:
+              ) -> tuple[dict[str, dict[str, float]], Chosen]:
     metrics = {"teacher": labels.teacher_dev}
     if options.successor_all_gold:  # it trained on the dev split: no score there
         return metrics, "plasm"
@@ -421,12 +187,12 @@ def build_successor(labels: PseudoLabels, options: PlasmOptions, stages: Stages 
     stages = stages or Stages()
     n = len(labels.pool)
     plan = filter_plan(n, labels.dev_score, options.filter, options.uncertainty_fraction)
-    keep = np.arange(n)
+    keep: IndexArray = np.arange(n)
     with stages.stage("filter_uncertainty"):
         keep = _drop_least_confident(labels, keep, plan.uncertainty)
     with stages.stage("filter_tracin"):
         keep, tracin = _drop_most_influential(labels, keep, plan.tracin, options, stages)
-    kept = [labels.pool[i] for i in keep]
+    kept = [labels.pool[int(i)] for i in keep]
     successors = _train_successors(labels, kept, options, stages)
     with stages.stage("evaluate"):
         metrics, chosen = _evaluate(labels, successors, options)
@@ -442,8 +208,11 @@ def build_successor(labels: PseudoLabels, options: PlasmOptions, stages: Stages 
         tracin=tracin, teachers=labels.teachers, dev_examples=labels.teacher_dev_size,
         extra_teachers=labels.extra_teachers,
     )
-    return PlasmResult(labels.schema, options, chosen, successors, labels.teacher, metrics, sizes, report,
-                       {**labels.stage_seconds, **stages.seconds}, labels.pool_indices[keep])
+    return PlasmResult(
+        schema=labels.schema, options=options, chosen=chosen, successors=successors, teacher=labels.teacher,
+        metrics=metrics, sizes=sizes, filter=report, stage_seconds={**labels.stage_seconds, **stages.seconds},
+        kept_indices=labels.pool_indices[keep],
+    )
 
 
 def run_plasm(
