@@ -44,7 +44,7 @@ class Stages:
             self.progress_fn(self.current, done, total)
 
     @contextmanager
-    def stage(self, name: str) -> Iterator["Stages"]:
+    def stage(self, name: str) -> Iterator[Stages]:
         self.current = name
         self.check()
         self.report(0, 1)

@@ -14,18 +14,14 @@ annotation results"). Its ``value`` is remembered too, so results that carry it 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 from xml.etree.ElementTree import Element, ParseError
 
-try:  # defusedxml refuses entity expansion and DTD tricks outright; not a hard dependency
-    from defusedxml import DefusedXmlException
-    from defusedxml.ElementTree import fromstring as _xml_fromstring
-except ImportError:  # pragma: no cover - the stdlib parser never fetches external entities
-    from xml.etree.ElementTree import fromstring as _xml_fromstring
-
-    class DefusedXmlException(ValueError):  # type: ignore[no-redef]
-        """Placeholder so the except clause below stays valid without defusedxml."""
+# defusedxml (a dependency of the package) refuses entity expansion and DTD tricks outright
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as _xml_fromstring
 
 from backend.engine.types import LabelSchema, TaskType
 
@@ -244,4 +240,6 @@ def parse_label_config(xml: str, control_name: str | None = None) -> LabelConfig
             return _build(control, objects)
         reasons.append(reason)
     found = "; ".join(reasons) if reasons else "found no control tags (tags with name and toName)"
-    raise UnsupportedLabelConfigError(f"no supported control in the label config: {found}. Supported: {_SUPPORTED_TEXT}")
+    raise UnsupportedLabelConfigError(
+        f"no supported control in the label config: {found}. Supported: {_SUPPORTED_TEXT}"
+    )

@@ -3,13 +3,14 @@ spans for tagging (see `backend.labeling.text`), and the ``/predict`` entry wrap
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from backend.engine.types import TaggingExample, TaskType
+from backend.engine.types import FloatArray, TaggingExample, TaskType
 
 from .label_config import LabelConfig
+from .ls_json import JSONObject
 
 __all__ = ["iob2_spans", "classification_results", "tagging_results", "prediction_entry"]
 
@@ -18,23 +19,25 @@ def iob2_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
     """Decode IOB2 tags into (first_word, end_word_exclusive, label); lenient like a model's
     argmax needs: an I- without a matching span starts one, a type change ends one."""
     spans: list[tuple[int, int, str]] = []
-    current: list[Any] | None = None  # [first, end, label]
+    current: tuple[int, int, str] | None = None  # the open span: first, end, label
     for i, tag in enumerate(tags):
         prefix, _, label = tag.partition("-")
         if prefix == "I" and current is not None and current[2] == label:
-            current[1] = i + 1
+            current = (current[0], i + 1, label)
             continue
         if current is not None:
-            spans.append((current[0], current[1], current[2]))
+            spans.append(current)
             current = None
         if prefix in ("B", "I") and label:
-            current = [i, i + 1, label]
+            current = (i, i + 1, label)
     if current is not None:
-        spans.append((current[0], current[1], current[2]))
+        spans.append(current)
     return spans
 
 
-def gold_tagging_results(words: Sequence[str], tags: Sequence[str], config: LabelConfig) -> tuple[str, list[dict]]:
+def gold_tagging_results(
+    words: Sequence[str], tags: Sequence[str], config: LabelConfig
+) -> tuple[str, list[JSONObject]]:
     """A tagged sentence as Label Studio holds it: the words joined by spaces, and one ``labels``
     region per IOB2 span (code-point offsets) — how the demo and the tests annotate from gold."""
     text = " ".join(words)
@@ -57,7 +60,7 @@ def _require(config: LabelConfig, task_type: TaskType) -> None:
         )
 
 
-def classification_results(probs_row: np.ndarray, config: LabelConfig, threshold: float = 0.5) -> list[dict]:
+def classification_results(probs_row: FloatArray, config: LabelConfig, threshold: float = 0.5) -> list[JSONObject]:
     """One ``choices`` result for a task: the argmax class (single-label), or every class at or
     above `threshold` and at least the argmax (multi-label). ``score`` is the mean probability of
     the chosen classes."""
@@ -83,18 +86,23 @@ def classification_results(probs_row: np.ndarray, config: LabelConfig, threshold
     ]
 
 
-def _check_tagging_input(example: TaggingExample, probs: np.ndarray, names: Sequence[str]) -> None:
-    if example.offsets is None or example.text is None:
+def _checked_source(
+    example: TaggingExample, probs: FloatArray, names: Sequence[str]
+) -> tuple[list[tuple[int, int]], str]:
+    """The example's word offsets and text, once the example and the probabilities are checked."""
+    offsets, text = example.offsets, example.text
+    if offsets is None or text is None:
         raise ValueError("tagging_results needs an example built from task text (with offsets and text)")
-    if len(example.offsets) != len(example.words):
-        raise ValueError(f"{len(example.offsets)} offsets for {len(example.words)} words")
+    if len(offsets) != len(example.words):
+        raise ValueError(f"{len(offsets)} offsets for {len(example.words)} words")
     if probs.ndim != 2 or probs.shape[1] != len(names):
         raise ValueError(f"expected an (n_words, {len(names)}) array over {list(names)}, got shape {probs.shape}")
     if probs.shape[0] > len(example.words):
         raise ValueError(f"{probs.shape[0]} probability rows for {len(example.words)} words")
+    return offsets, text
 
 
-def tagging_results(example: TaggingExample, word_probs: np.ndarray, config: LabelConfig) -> list[dict]:
+def tagging_results(example: TaggingExample, word_probs: FloatArray, config: LabelConfig) -> list[JSONObject]:
     """Span results for one task from per-word tag probabilities (columns = ``output_names``).
 
     Rows may be fewer than words (the model truncated a long text): later words get no span.
@@ -104,15 +112,15 @@ def tagging_results(example: TaggingExample, word_probs: np.ndarray, config: Lab
     _require(config, TaskType.TAGGING)
     names = config.schema.output_names
     probs = np.asarray(word_probs, dtype=float)
-    _check_tagging_input(example, probs, names)
+    offsets, text = _checked_source(example, probs, names)
     if probs.shape[0] == 0:
         return []
     best = probs.argmax(axis=1)
     best_p = probs.max(axis=1)
     results = []
     for first, end, label in iob2_spans([names[i] for i in best]):
-        start_char = example.offsets[first][0]
-        end_char = example.offsets[end - 1][1]
+        start_char = offsets[first][0]
+        end_char = offsets[end - 1][1]
         results.append(
             {
                 "from_name": config.control_name,
@@ -121,7 +129,7 @@ def tagging_results(example: TaggingExample, word_probs: np.ndarray, config: Lab
                 "value": {
                     "start": int(start_char),
                     "end": int(end_char),
-                    "text": example.text[start_char:end_char],
+                    "text": text[start_char:end_char],
                     "labels": [label],
                 },
                 "score": float(np.mean(best_p[first:end])),
@@ -130,7 +138,7 @@ def tagging_results(example: TaggingExample, word_probs: np.ndarray, config: Lab
     return results
 
 
-def prediction_entry(result: list[dict], score: float, model_version: str) -> dict:
+def prediction_entry(result: list[JSONObject], score: float, model_version: str) -> JSONObject:
     """One entry of a ``/predict`` answer (or a prediction to import) for one task."""
     score = float(score)
     if not math.isfinite(score):

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from backend.engine.types import TaggingExample
 
 from .label_config import LabelConfig
+from .ls_json import JSONObject
 from .text import has_astral, split_words, utf16_to_index
 
 __all__ = ["tagging_example", "unknown_labels"]
@@ -27,7 +28,7 @@ def unknown_labels(task_id: Any, names: list[str], config: LabelConfig) -> str:
 
 
 def tagging_example(
-    task_id: Any, text: str, results: list[dict], config: LabelConfig, warnings: list[str]
+    task_id: Any, text: str, results: list[JSONObject], config: LabelConfig, warnings: list[str]
 ) -> tuple[TaggingExample | None, Literal["no_words", "unknown_label"] | None]:
     """``(example, None)``, or ``(None, reason)`` when the task must be skipped; an annotation with
     no spans is a valid all-``O`` example. Warnings are appended to `warnings`."""
@@ -43,7 +44,7 @@ def tagging_example(
 
 
 def _spans(
-    task_id: Any, text: str, results: list[dict], config: LabelConfig, warnings: list[str]
+    task_id: Any, text: str, results: list[JSONObject], config: LabelConfig, warnings: list[str]
 ) -> tuple[list[Span], list[str]]:
     """The usable spans of the results, and the label names the config does not know."""
     astral = has_astral(text)  # only then can UTF-16 offsets differ
@@ -70,17 +71,24 @@ def _spans(
     return spans, unknown
 
 
+def _integral(raw: object) -> int:
+    """`raw` as an int when it is a whole number (5, 5.0, "5"); TypeError or ValueError otherwise
+    (true/false, null, 5.5, "five", a list)."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise TypeError
+    value = int(raw)
+    if value != float(raw):
+        raise ValueError
+    return value
+
+
 def _span_offsets(
-    task_id: Any, value: dict, text: str, astral: bool, warnings: list[str]
+    task_id: Any, value: JSONObject, text: str, astral: bool, warnings: list[str]
 ) -> tuple[int, int] | None:
     """Validated code-point (start, end) of one span, or None (with a warning) when unusable."""
     raw_start, raw_end = value.get("start"), value.get("end")
     try:
-        if isinstance(raw_start, bool) or isinstance(raw_end, bool):
-            raise TypeError
-        start, end = int(raw_start), int(raw_end)  # type: ignore[arg-type]
-        if start != float(raw_start) or end != float(raw_end):  # type: ignore[arg-type]
-            raise ValueError
+        start, end = _integral(raw_start), _integral(raw_end)
     except (TypeError, ValueError):
         warnings.append(f"task {task_id!r}: span with non-integer offsets {raw_start!r}..{raw_end!r} skipped")
         return None

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Literal, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from backend.engine.types import ClassificationExample, Example, TaggingExample, TaskType
 
 from .label_config import LabelConfig, LabelConfigError
+from .ls_json import JSONObject
 from .spans import tagging_example, unknown_labels
 from .text import sanitize_text, split_words
 
@@ -93,7 +95,7 @@ class ConversionReport:
 # ---------------------------------------------------------------------------------------------
 
 
-def task_text(task: dict, config: LabelConfig) -> str:
+def task_text(task: JSONObject, config: LabelConfig) -> str:
     """The text the label config points at, raising `MissingTextFieldError` if absent or not a string."""
     task_id = task.get("id") if isinstance(task, dict) else None
     data = task.get("data") if isinstance(task, dict) else None
@@ -121,7 +123,7 @@ def _timestamp(value: Any) -> float:
         except ValueError:
             return -math.inf
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
         return dt.timestamp()
     return -math.inf
 
@@ -133,7 +135,7 @@ def _id_key(value: Any) -> float:
         return -math.inf
 
 
-def latest_annotation(task: dict) -> tuple[dict | None, Literal["no_annotation", "cancelled"] | None]:
+def latest_annotation(task: JSONObject) -> tuple[JSONObject | None, Literal["no_annotation", "cancelled"] | None]:
     """The latest non-cancelled annotation (by updated_at, then created_at, then id).
 
     Returns ``(annotation, None)``, or ``(None, reason)`` with reason "no_annotation" or "cancelled".
@@ -151,7 +153,7 @@ def latest_annotation(task: dict) -> tuple[dict | None, Literal["no_annotation",
     return best, None
 
 
-def _results_for(annotation: dict, config: LabelConfig) -> list[dict] | None:
+def _results_for(annotation: JSONObject, config: LabelConfig) -> list[JSONObject] | None:
     """The annotation's results for the config's control, or None when `result` is unreadable
     (a malformed JSON string, or not a list): for tagging an empty list means "no entities", so an
     unreadable result must not be read as one."""
@@ -186,7 +188,7 @@ def _check_text(task: Any, config: LabelConfig, report: ConversionReport) -> str
 # ---------------------------------------------------------------------------------------------
 
 
-def tasks_to_examples(tasks: Sequence[dict], config: LabelConfig) -> ConversionReport:
+def tasks_to_examples(tasks: Sequence[JSONObject], config: LabelConfig) -> ConversionReport:
     """Labeled examples from full Label Studio task JSON, one per usable task.
 
     Only the latest non-cancelled annotation of a task counts, and only its results whose
@@ -226,7 +228,7 @@ def tasks_to_examples(tasks: Sequence[dict], config: LabelConfig) -> ConversionR
 
 
 def _labeled_example(
-    task_id: Any, text: str, results: list[dict], config: LabelConfig, report: ConversionReport
+    task_id: Any, text: str, results: list[JSONObject], config: LabelConfig, report: ConversionReport
 ) -> Example | None:
     if config.task_type is TaskType.CLASSIFICATION:
         return _classification_example(task_id, text, results, config, report)
@@ -236,7 +238,7 @@ def _labeled_example(
     return example
 
 
-def unlabeled_examples(tasks: Sequence[dict], config: LabelConfig) -> ConversionReport:
+def unlabeled_examples(tasks: Sequence[JSONObject], config: LabelConfig) -> ConversionReport:
     """Examples without labels for prediction, one per task with usable text (annotations are not
     looked at). Skips the same text problems as `tasks_to_examples`; `task_ids` tells which tasks
     the examples stand for, so callers can still answer one entry per task."""
@@ -270,7 +272,7 @@ def text_to_example(text: str, config: LabelConfig) -> Example | None:
     return TaggingExample([w for w, _, _ in words], [], [(s, e) for _, s, e in words], text)
 
 
-def result_choices(results: list[dict]) -> list[str]:
+def result_choices(results: list[JSONObject]) -> list[str]:
     """The choices a classification result names, in order, once each (a bare string counts as a
     one-item list; anything else is ignored): annotations and the backend's own predictions alike."""
     chosen: list[str] = []
@@ -285,7 +287,7 @@ def result_choices(results: list[dict]) -> list[str]:
 
 
 def _classification_example(
-    task_id: Any, text: str, results: list[dict], config: LabelConfig, report: ConversionReport
+    task_id: Any, text: str, results: list[JSONObject], config: LabelConfig, report: ConversionReport
 ) -> ClassificationExample | None:
     chosen = result_choices(results)
     if not chosen:

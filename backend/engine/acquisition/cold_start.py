@@ -11,12 +11,15 @@ labels, and least-confidence afterwards kept the lead.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
+
+from backend.engine.types import FloatArray
 
 COLD_START_LABELS = 30  # labels taken from the typical texts before uncertainty takes over
 MAX_CLUSTERED_ROWS = 20000  # k-means runs on a seeded sample of bigger pools (seconds, not minutes)
 
 
-def typical_order(features: np.ndarray, k: int = COLD_START_LABELS, seed: int = 0) -> np.ndarray:
+def typical_order(features: FloatArray, k: int = COLD_START_LABELS, seed: int = 0) -> NDArray[np.int64]:
     """Row indices of the `k` most typical texts (fewer when the pool is smaller), one per k-means
     cluster, biggest cluster first. All-zero rows (texts without tokens) are never picked."""
     features = np.asarray(features)

@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
-from backend.engine.errors import EmptyPoolError
 from backend.engine.acquisition.strategies import QueryStrategy
-from backend.engine.types import Predictions
+from backend.engine.errors import EmptyPoolError
+from backend.engine.types import BoolArray, FloatArray, IndexArray, Predictions
+
+F64 = NDArray[np.float64]
 
 DEFAULT_FULL_RESCORE_ITERATIONS: tuple[int, ...] = (1, 2, 5, 9)
 
@@ -29,16 +32,16 @@ class PoolSampler(ABC):
     full_rescore_iterations: frozenset[int] = frozenset()  # iterations that re-score the whole pool
 
     @abstractmethod
-    def _draw(self, uncertainty: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
+    def _draw(self, uncertainty: F64, rng: np.random.Generator) -> BoolArray: ...
 
-    def select(self, uncertainty: np.ndarray, iteration: int, rng: np.random.Generator) -> np.ndarray:
+    def select(self, uncertainty: FloatArray, iteration: int, rng: np.random.Generator) -> BoolArray:
         """Boolean mask over the pool of the tasks to score at `iteration`."""
         stale = np.asarray(uncertainty, dtype=np.float64)
         if stale.ndim != 1:
             raise ValueError("uncertainty must be a 1-D array over the pool")
         if stale.size == 0:
             raise EmptyPoolError("the unlabeled pool is empty")
-        never = np.isnan(stale)
+        never: BoolArray = np.isnan(stale)
         if never.all() or self.is_full_iteration(iteration):
             return np.ones(stale.size, dtype=bool)
         mask = np.zeros(stale.size, dtype=bool)
@@ -55,7 +58,7 @@ class FullPool(PoolSampler):
 
     name = "full"
 
-    def _draw(self, uncertainty: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _draw(self, uncertainty: F64, rng: np.random.Generator) -> BoolArray:
         return np.ones(uncertainty.size, dtype=bool)
 
 
@@ -80,7 +83,7 @@ class UPS(PoolSampler):
         self.temperature = temperature
         self.full_rescore_iterations = frozenset(int(i) for i in full_rescore_iterations)
 
-    def keep_probabilities(self, uncertainty: np.ndarray) -> np.ndarray:
+    def keep_probabilities(self, uncertainty: F64) -> F64:
         n = uncertainty.size
         order = np.argsort(-uncertainty, kind="stable")
         ranks = np.empty(n, dtype=np.float64)
@@ -90,7 +93,7 @@ class UPS(PoolSampler):
     def expected_share(self, pool_size: int) -> float:
         return float(self.keep_probabilities(np.arange(pool_size, dtype=np.float64)).mean())
 
-    def _draw(self, uncertainty: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _draw(self, uncertainty: F64, rng: np.random.Generator) -> BoolArray:
         return rng.random(uncertainty.size) < self.keep_probabilities(uncertainty)
 
 
@@ -105,7 +108,7 @@ class RandomSubsample(PoolSampler):
         self.share = share
         self.full_rescore_iterations = frozenset(int(i) for i in full_rescore_iterations)
 
-    def _draw(self, uncertainty: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _draw(self, uncertainty: F64, rng: np.random.Generator) -> BoolArray:
         mask = np.zeros(uncertainty.size, dtype=bool)
         k = max(1, round(self.share * uncertainty.size))
         mask[rng.choice(uncertainty.size, size=min(k, uncertainty.size), replace=False)] = True
@@ -114,11 +117,11 @@ class RandomSubsample(PoolSampler):
 
 @dataclass
 class PoolScores:
-    uncertainty: np.ndarray  # (N,) current best-known uncertainty per pool task
-    confidence: np.ndarray  # (N,) matching Label Studio score
-    rescored: np.ndarray  # (N,) bool, True where this iteration ran the model
+    uncertainty: F64  # (N,) current best-known uncertainty per pool task
+    confidence: F64  # (N,) matching Label Studio score
+    rescored: BoolArray  # (N,) bool, True where this iteration ran the model
 
-    def ranked_fresh(self) -> np.ndarray:
+    def ranked_fresh(self) -> IndexArray:
         """Tasks scored this iteration, most uncertain first: the query is chosen from these only."""
         fresh = np.flatnonzero(self.rescored)
         if fresh.size == 0:
@@ -136,10 +139,10 @@ class PoolScorer:
 
     def score_pool(
         self,
-        stale_uncertainty: np.ndarray,
-        stale_confidence: np.ndarray,
+        stale_uncertainty: FloatArray,
+        stale_confidence: FloatArray,
         iteration: int,
-        predict: Callable[[np.ndarray], Predictions],
+        predict: Callable[[IndexArray], Predictions],
     ) -> PoolScores:
         """`predict(indices)` runs the model on those pool tasks; it is called once."""
         mask = self.sampler.select(stale_uncertainty, iteration, self.rng)

@@ -15,12 +15,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
+from numpy.typing import NDArray
 
 from backend.engine.io import atomic_file, atomic_write_json
-from backend.engine.types import Predictions, TaskType
+from backend.engine.types import FloatArray, Predictions, TaskType
+
+F64 = NDArray[np.float64]
+Arrays = dict[str, NDArray[np.generic]]  # a strategy's fitted arrays, as saved in strategy.npz
 
 EPS = 1e-12
 STRATEGY_JSON = "strategy.json"
@@ -31,8 +35,8 @@ StrategyName = Literal["least_confidence", "margin", "entropy", "mnlp", "mahalan
 
 @dataclass(frozen=True)
 class Scores:
-    uncertainty: np.ndarray  # (N,), higher = more informative
-    confidence: np.ndarray  # (N,), in [0, 1]; sent to Label Studio as the prediction score
+    uncertainty: FloatArray  # (N,), higher = more informative
+    confidence: FloatArray  # (N,), in [0, 1]; sent to Label Studio as the prediction score
 
     def __post_init__(self) -> None:
         if self.uncertainty.shape != self.confidence.shape:
@@ -59,18 +63,18 @@ class QueryStrategy(ABC):
         """JSON-able settings and state that `restore` takes back."""
         return {}
 
-    def fitted_arrays(self) -> dict[str, np.ndarray]:
+    def fitted_arrays(self) -> Arrays:
         """Arrays learned by `fit`, saved to `strategy.npz`; empty when there are none."""
         return {}
 
     @classmethod
-    def restore(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> "QueryStrategy":
+    def restore(cls, params: dict[str, Any], arrays: Arrays) -> Self:
         if arrays:
             raise ValueError(f"strategy '{cls.name}' holds no fitted arrays, but got {sorted(arrays)}")
         return cls(**params)
 
 
-def _per_example(predictions: Predictions, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def _per_example(predictions: Predictions, fn: Callable[[F64], F64]) -> F64:
     """Apply a row-wise uncertainty to classification rows, or average it over a tagged text's words.
 
     The mean (not the sum or max) keeps long sentences comparable to short ones (Shen et al., 2017).
@@ -82,10 +86,13 @@ def _per_example(predictions: Predictions, fn: Callable[[np.ndarray], np.ndarray
     )
 
 
-def _max_prob(probs: np.ndarray, multi_label: bool) -> np.ndarray:
+def _max_prob(probs: F64, multi_label: bool) -> F64:
+    top: F64
     if multi_label:  # each label is its own binary decision
-        return np.maximum(probs, 1 - probs).mean(axis=-1)
-    return probs.max(axis=-1)
+        top = np.maximum(probs, 1 - probs).mean(axis=-1)
+    else:
+        top = probs.max(axis=-1)
+    return top
 
 
 class LeastConfidence(QueryStrategy):
@@ -105,7 +112,7 @@ class Margin(QueryStrategy):
     name = "margin"
 
     def score(self, predictions: Predictions) -> Scores:
-        def margin(p: np.ndarray) -> np.ndarray:
+        def margin(p: F64) -> F64:
             if p.shape[-1] < 2:
                 return np.ones(p.shape[:-1])
             top2 = np.sort(p, axis=-1)[..., -2:]
@@ -121,7 +128,7 @@ class Entropy(QueryStrategy):
     name = "entropy"
 
     def score(self, predictions: Predictions) -> Scores:
-        def entropy(p: np.ndarray) -> np.ndarray:
+        def entropy(p: F64) -> F64:
             c = p.shape[-1]
             h = -(p * np.log(np.clip(p, EPS, 1.0))).sum(axis=-1)
             return h / np.log(c) if c > 1 else np.zeros(p.shape[:-1])
@@ -160,10 +167,10 @@ class MahalanobisDistance(QueryStrategy):
         if not 0 < shrinkage <= 1:
             raise ValueError("shrinkage must be in (0, 1]")
         self.shrinkage = shrinkage
-        self._centroids: np.ndarray | None = None
-        self._precision: np.ndarray | None = None
+        self._centroids: F64 | None = None
+        self._precision: F64 | None = None
 
-    def fit(self, embeddings: np.ndarray, labels: np.ndarray) -> "MahalanobisDistance":
+    def fit(self, embeddings: FloatArray, labels: NDArray[np.generic]) -> MahalanobisDistance:
         x = np.asarray(embeddings, dtype=np.float64)
         y = np.asarray(labels)
         classes = np.unique(y)
@@ -181,13 +188,13 @@ class MahalanobisDistance(QueryStrategy):
     def params(self) -> dict[str, Any]:
         return {"shrinkage": self.shrinkage}
 
-    def fitted_arrays(self) -> dict[str, np.ndarray]:
+    def fitted_arrays(self) -> Arrays:
         if self._centroids is None or self._precision is None:
             return {}
         return {"centroids": self._centroids, "precision": self._precision}
 
     @classmethod
-    def restore(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> "MahalanobisDistance":
+    def restore(cls, params: dict[str, Any], arrays: Arrays) -> Self:
         strategy = cls(**params)
         if not arrays:
             return strategy  # saved before fit
@@ -232,13 +239,13 @@ class RandomBaseline(QueryStrategy):
         return {"seed": self.seed, "rng_state": self._rng.bit_generator.state}
 
     @classmethod
-    def restore(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> "RandomBaseline":
+    def restore(cls, params: dict[str, Any], arrays: Arrays) -> Self:
         params = dict(params)
         state = params.pop("rng_state", None)
         strategy = super().restore(params, arrays)
         if state is not None:
             strategy._rng.bit_generator.state = state
-        return strategy  # type: ignore[return-value]
+        return strategy
 
 
 STRATEGIES: dict[str, type[QueryStrategy]] = {
@@ -264,7 +271,7 @@ def save_strategy(strategy: QueryStrategy, directory: str | Path) -> None:
     npz = directory / STRATEGY_NPZ
     if arrays:
         with atomic_file(npz) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, allow_pickle=True, **arrays)  # numpy's default, named so no array name can mean it
     else:
         npz.unlink(missing_ok=True)  # left by an earlier save; it would not match this strategy
     atomic_write_json(directory / STRATEGY_JSON, {"name": strategy.name, **strategy.params()})
@@ -293,7 +300,7 @@ def load_strategy(directory: str | Path) -> QueryStrategy:
         raise ValueError(f"{path}: cannot rebuild strategy '{name}': {exc}") from exc
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+def _read_arrays(path: Path) -> Arrays:
     if not path.exists():
         return {}
     try:

@@ -10,4 +10,6 @@ from backend.engine.data.iob import to_iob2
 from backend.engine.data.pool import read_unlabeled_pool
 from backend.engine.data.rows import DropReason
 
-__all__ = ["PACKAGED_DATASETS", "Dataset", "DropReason", "load_dataset", "read_unlabeled_pool", "to_iob2", "train_test_split"]
+__all__ = [
+    "PACKAGED_DATASETS", "Dataset", "DropReason", "load_dataset", "read_unlabeled_pool", "to_iob2", "train_test_split",
+]

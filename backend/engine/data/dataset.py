@@ -20,7 +20,15 @@ from backend.engine.data.formats import read_path
 from backend.engine.data.hub import read_hub
 from backend.engine.data.rows import ClassificationRows, Parsed, Row, TaggedSentences
 from backend.engine.errors import DatasetError
-from backend.engine.types import ClassificationExample, Example, LabelSchema, TaskType
+from backend.engine.types import (
+    ClassificationExample,
+    Example,
+    IndexArray,
+    LabelSchema,
+    TaskType,
+    classification_examples,
+    tagging_examples,
+)
 
 
 @dataclass
@@ -50,10 +58,10 @@ class Dataset:
     def num_tokens(self) -> int:
         """Words in the corpus (whitespace words for classification): sizes compute budgets."""
         if self.schema.task_type is TaskType.TAGGING:
-            return sum(len(ex.words) for ex in self.examples)  # type: ignore[union-attr]
-        return sum(len(ex.text.split()) for ex in self.examples)  # type: ignore[union-attr]
+            return sum(len(ex.words) for ex in tagging_examples(self.examples))
+        return sum(len(ex.text.split()) for ex in classification_examples(self.examples))
 
-    def subset(self, indices: Sequence[int] | np.ndarray) -> "Dataset":
+    def subset(self, indices: Sequence[int] | IndexArray) -> Dataset:
         """Examples at `indices` (shared, not copied) under the same schema, so label ids stay stable."""
         idx = np.asarray(indices, dtype=int).reshape(-1)
         return Dataset(self.name, self.schema, [self.examples[i] for i in idx], dict(self.dropped))
@@ -195,7 +203,7 @@ def _dedupe(rows: list[Row], dropped: Counter[str]) -> list[Row]:
     return kept
 
 
-def _stratified_pick(dataset: Dataset, n_test: int, rng: np.random.Generator) -> np.ndarray:
+def _stratified_pick(dataset: Dataset, n_test: int, rng: np.random.Generator) -> IndexArray:
     """Exactly n_test indices, each class contributing its share (largest remainder, seeded ties)."""
     by_class: dict[str, list[int]] = {}
     for i, ex in enumerate(dataset.examples):

@@ -12,9 +12,9 @@ import io
 import json
 import lzma
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from backend.engine.data.iob import valid_tag
 from backend.engine.data.rows import (
@@ -39,6 +39,7 @@ _COMPRESSED: dict[str, Callable[[Path], bytes]] = {
     ".xz": lambda p: lzma.decompress(p.read_bytes()),
 }
 MULTI_LABEL_SEP = "|"
+JsonObject = dict[str, Any]  # one parsed JSON object of a data file: its fields are whatever the file holds
 TOKEN_KEYS = ("tokens", "words")
 TAG_KEYS = ("tags", "ner_tags")
 
@@ -165,7 +166,7 @@ def _read_json(name: str, text: str, path: Path, wanted: TaskType | None, text_f
     return ClassificationRows(name, rows, dropped, multi_label=any_list or None)
 
 
-def _json_sentences(records: list[tuple[int, dict]], path: Path) -> Iterator[tuple[str, list, list]]:
+def _json_sentences(records: list[tuple[int, JsonObject]], path: Path) -> Iterator[tuple[str, list[Any], list[Any]]]:
     for line_no, obj in records:
         words = _pick(obj, TOKEN_KEYS, path, line_no)
         tags = _pick(obj, TAG_KEYS, path, line_no)
@@ -174,7 +175,7 @@ def _json_sentences(records: list[tuple[int, dict]], path: Path) -> Iterator[tup
         yield f"{path}, line {line_no}", words, tags
 
 
-def json_records(text: str, path: Path) -> list[tuple[int, dict]]:
+def json_records(text: str, path: Path) -> list[tuple[int, JsonObject]]:
     """(line number, object) pairs from a JSON array or from JSON lines."""
     stripped = text.lstrip()
     if stripped.startswith("["):
@@ -185,7 +186,7 @@ def json_records(text: str, path: Path) -> list[tuple[int, dict]]:
         if not all(isinstance(obj, dict) for obj in data):
             raise DatasetError(f"{path}: a JSON array must hold objects")
         return [(i + 1, obj) for i, obj in enumerate(data)]  # array index stands in for the line
-    records = []
+    records: list[tuple[int, JsonObject]] = []
     for line_no, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             continue
@@ -199,7 +200,7 @@ def json_records(text: str, path: Path) -> list[tuple[int, dict]]:
     return records
 
 
-def _pick(obj: dict, keys: tuple[str, ...], path: Path, line_no: int) -> Any:
+def _pick(obj: JsonObject, keys: tuple[str, ...], path: Path, line_no: int) -> Any:
     for key in keys:
         if key in obj:
             return obj[key]

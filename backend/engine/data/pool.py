@@ -13,7 +13,15 @@ import io
 from pathlib import Path
 from typing import Any
 
-from backend.engine.data.formats import CSV_SUFFIXES, JSON_SUFFIXES, TOKEN_KEYS, json_records, split_lines, read_text
+from backend.engine.data.formats import (
+    CSV_SUFFIXES,
+    JSON_SUFFIXES,
+    TOKEN_KEYS,
+    JsonObject,
+    json_records,
+    read_text,
+    split_lines,
+)
 from backend.engine.errors import DatasetError
 from backend.engine.types import ClassificationExample, Example, TaggingExample, TaskType
 
@@ -40,7 +48,7 @@ def read_unlabeled_pool(path: str | Path, task_type: TaskType, text_field: str =
     return [ClassificationExample(item if isinstance(item, str) else " ".join(map(str, item))) for item in items]
 
 
-def _json_item(obj: dict, text_field: str, path: Path, line_no: int) -> Any:
+def _json_item(obj: JsonObject, text_field: str, path: Path, line_no: int) -> Any:
     for key in (*TOKEN_KEYS, text_field):
         if obj.get(key):
             return obj[key]

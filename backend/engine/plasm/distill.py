@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     set_seed,
@@ -47,7 +48,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING
 
 from backend.engine.callbacks import CancelCheck, Progress
-from backend.engine.device import resolve_device
+from backend.engine.device import resolve_device, to_device
 from backend.engine.errors import ActiveLearningError
 from backend.engine.io import atomic_directory
 from backend.engine.models.training import LOSS, LoopConfig, fit_loop, pad_and_mask, pad_rows
@@ -111,9 +112,9 @@ class DistillReport:
     losses: dict[str, float]  # mean of each term over the last epoch
     teacher_parameters: int
     student_parameters: int
-    config: dict
+    config: dict[str, Any]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -126,7 +127,7 @@ class Teacher:
     soft_targets: SoftTargets
 
 
-def num_layers(config) -> int:
+def num_layers(config: PretrainedConfig) -> int:
     for attr in _LAYER_ATTRS:
         value = getattr(config, attr, None)
         if isinstance(value, int):
@@ -158,7 +159,7 @@ def make_student(teacher: PreTrainedModel) -> tuple[PreTrainedModel, list[int]]:
     student = type(teacher)(config)
     source = teacher.state_dict()
     target = student.state_dict()
-    mapped = {}
+    mapped: dict[str, torch.Tensor] = {}
     for key in target:
         match = _LAYER_KEY.search(key)
         if match:
@@ -209,6 +210,14 @@ def load_teacher(name_or_path: str) -> Teacher:
     return Teacher(AutoModel.from_pretrained(name_or_path, dtype=torch.float32), "hidden")
 
 
+def _word_embeddings(model: PreTrainedModel) -> torch.Tensor:
+    """The model's input word-embedding matrix (vocabulary, hidden)."""
+    weight = model.get_input_embeddings().weight
+    if not isinstance(weight, torch.Tensor):
+        raise ActiveLearningError(f"{type(model).__name__}: its input embeddings hold no weight matrix")
+    return weight
+
+
 def has_mlm_head(name_or_path: str) -> bool:
     """Whether the checkpoint carries trained MLM-head weights (not just the tied decoder)."""
     return load_teacher(name_or_path).soft_targets == "mlm"
@@ -225,12 +234,28 @@ def select_texts(texts: Sequence[str], config: DistillConfig) -> list[str]:
     return texts
 
 
+@dataclass
+class TokenizedTexts:
+    """The distillation texts' sub-token ids, and which of them are special tokens ([CLS], [SEP])."""
+
+    input_ids: list[list[int]]
+    special_tokens_mask: list[list[int]]
+
+
+@dataclass
+class ForwardPass:
+    """What the losses read of one model's forward pass."""
+
+    hidden_states: Sequence[torch.Tensor]  # embeddings, then every layer
+    logits: torch.Tensor | None  # MLM logits; None when distilling on hidden outputs
+
+
 class DistillationObjective:
     """One step's losses (KL on soft targets, hidden-state MSE, last-layer cosine) for a batch of
     the tokenized texts; see the module docstring."""
 
     def __init__(self, teacher: Teacher, student: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                 encoded: dict, config: DistillConfig, device: torch.device) -> None:
+                 encoded: TokenizedTexts, config: DistillConfig, device: torch.device) -> None:
         self.teacher, self.student, self.config, self.device = teacher.model, student, config, device
         self.encoded = encoded
         self.pad_id = tokenizer.pad_token_id or 0
@@ -240,26 +265,35 @@ class DistillationObjective:
         if self.mlm and self.mask_id is None:
             raise ActiveLearningError("an MLM teacher needs a tokenizer with a [MASK] token")
         # hidden-output targets: the tied-decoder projection on the teacher's word embeddings
-        self.projection = None if self.mlm else teacher.model.get_input_embeddings().weight.detach().clone()
+        self.projection = None if self.mlm else _word_embeddings(teacher.model).detach().clone()
 
     def __call__(self, rows: list[int], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        batch = pad_and_mask([self.encoded["input_ids"][i] for i in rows], self.pad_id)
-        special = pad_rows([self.encoded["special_tokens_mask"][i] for i in rows], True, dtype=torch.bool)
+        batch = pad_and_mask([self.encoded.input_ids[i] for i in rows], self.pad_id)
+        special = pad_rows([self.encoded.special_tokens_mask[i] for i in rows], True, dtype=torch.bool)
         inputs, chosen = _masked_inputs(batch["input_ids"], batch["attention_mask"], special,
                                         self.config.mask_probability, self.mask_id, generator)
-        inputs, attention, chosen = inputs.to(self.device), batch["attention_mask"].to(self.device), chosen.to(self.device)
+        inputs, chosen = inputs.to(self.device), chosen.to(self.device)
+        attention = batch["attention_mask"].to(self.device)
         with torch.no_grad():
             t_out = self.teacher(input_ids=inputs, attention_mask=attention, output_hidden_states=True)
         s_out = self.student(input_ids=inputs, attention_mask=attention, output_hidden_states=True)
-        return self.losses(t_out, s_out, attention.bool(), chosen)
+        teacher = ForwardPass(t_out.hidden_states, t_out.logits if self.mlm else None)
+        student = ForwardPass(s_out.hidden_states, s_out.logits if self.mlm else None)
+        return self.losses(teacher, student, attention.bool(), chosen)
 
-    def losses(self, t_out, s_out, keep_tok: torch.Tensor, chosen: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _soft_targets(self, out: ForwardPass, chosen: torch.Tensor) -> torch.Tensor:
+        """The logits the KL term compares at the chosen positions: MLM logits, or the last hidden
+        states projected on the teacher's word embeddings."""
+        if self.projection is None:
+            if out.logits is None:
+                raise ValueError("an MLM teacher's objective needs both models' MLM logits")
+            return out.logits[chosen]
+        return out.hidden_states[-1][chosen] @ self.projection.T
+
+    def losses(self, t_out: ForwardPass, s_out: ForwardPass, keep_tok: torch.Tensor, chosen: torch.Tensor
+               ) -> dict[str, torch.Tensor]:
         t_hidden, s_hidden, temp, c = t_out.hidden_states, s_out.hidden_states, self.config.temperature, self.config
-        if self.mlm:
-            t_logits, s_logits = t_out.logits[chosen], s_out.logits[chosen]
-        else:
-            t_logits = t_hidden[-1][chosen] @ self.projection.T  # type: ignore[union-attr]
-            s_logits = s_hidden[-1][chosen] @ self.projection.T  # type: ignore[union-attr]
+        t_logits, s_logits = self._soft_targets(t_out, chosen), self._soft_targets(s_out, chosen)
         kl = nn.functional.kl_div(
             nn.functional.log_softmax(s_logits / temp, -1), nn.functional.log_softmax(t_logits / temp, -1),
             reduction="batchmean", log_target=True,
@@ -274,9 +308,9 @@ class DistillationObjective:
 
 
 def distill(
-    teacher_name: str | os.PathLike,
+    teacher_name: str | os.PathLike[str],
     texts: Sequence[str],
-    output_dir: str | os.PathLike,
+    output_dir: str | os.PathLike[str],
     config: DistillConfig | None = None,
     *,
     progress: Progress | None = None,
@@ -290,14 +324,16 @@ def distill(
     path = resolve_model(str(teacher_name))
     device = resolve_device(config.device)
     set_seed(config.seed)
-    tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+    tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(path, use_fast=True)
     teacher = load_teacher(path)
-    teacher.model.to(device).eval().requires_grad_(False)
+    to_device(teacher.model, device).eval()
+    teacher.model.requires_grad_(False)
     student, keep = make_student(teacher.model)
-    student.to(device)
-    encoded = tokenizer(list(texts), truncation=True, max_length=config.max_length, return_special_tokens_mask=True)
+    to_device(student, device)
+    batch = tokenizer(list(texts), truncation=True, max_length=config.max_length, return_special_tokens_mask=True)
+    encoded = TokenizedTexts(batch["input_ids"], batch["special_tokens_mask"])
     objective = DistillationObjective(teacher, student, tokenizer, encoded, config, device)
-    lengths = [len(ids) for ids in encoded["input_ids"]]
+    lengths = [len(ids) for ids in encoded.input_ids]
     loop = fit_loop(student, lengths, objective, config.loop(), progress=progress, cancel_check=cancel_check)
     report = DistillReport(
         teacher=str(teacher_name), output_dir=str(output_dir), teacher_layers=num_layers(teacher.model.config),

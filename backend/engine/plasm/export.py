@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from string import Template
+from typing import Any
 
 from backend.engine.callbacks import CancelCheck, StageProgress, Stages
 from backend.engine.io import atomic_directory, atomic_file
@@ -42,7 +43,8 @@ class ExportPaths:
 
 
 def export_successor(
-    result: PlasmResult, directory: str | os.PathLike, *, archive: bool = True, extra: dict | None = None
+    result: PlasmResult, directory: str | os.PathLike[str], *, archive: bool = True,
+    extra: dict[str, Any] | None = None,
 ) -> ExportPaths:
     """Write the kept successor as a `from_pretrained` directory with `metrics.json` and a model
     card, plus `<directory>.tar.gz`; `extra` is merged into `metrics.json` (e.g. test scores).
@@ -61,7 +63,7 @@ def export_successor(
     return ExportPaths(target, tar_path)
 
 
-def _write_export(result: PlasmResult, directory: Path, name: str, extra: dict | None) -> None:
+def _write_export(result: PlasmResult, directory: Path, name: str, extra: dict[str, Any] | None) -> None:
     result.model.save(directory)
     payload = {**result.to_dict(), **(extra or {})}
     (directory / METRICS_FILE).write_text(json.dumps(payload, indent=2, default=str))
@@ -119,12 +121,12 @@ def build_and_export(
     unlabeled: Sequence[Example],
     schema: LabelSchema,
     options: PlasmOptions,
-    directory: str | os.PathLike,
+    directory: str | os.PathLike[str],
     *,
     progress: StageProgress | None = None,
     cancel_check: CancelCheck | None = None,
     archive: bool = True,
-    extra: dict | None = None,
+    extra: dict[str, Any] | None = None,
     extra_teachers: Sequence[Predictor] = (),
 ) -> tuple[PlasmResult, ExportPaths]:
     """PLASM's stages then 'export' as the last one: what the RQ job calls. A failure or

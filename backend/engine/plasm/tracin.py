@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 
 from backend.engine.callbacks import Progress
@@ -52,7 +53,7 @@ def output_layer(model: nn.Module, num_outputs: int) -> nn.Linear:
 
 def last_layer_grad_norms(
     wrapper: TransformerModel, examples: Sequence[Example], batch_size: int | None = None
-) -> np.ndarray:
+) -> NDArray[np.float64]:
     """`||∇ℓ(z)||²` over the output layer's weights and bias for each labeled example, at the
     model's current weights (eval mode: no dropout)."""
     if not examples:
