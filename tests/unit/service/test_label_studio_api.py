@@ -33,12 +33,12 @@ def _calls_on_ctx_ls() -> set[str]:
     return found
 
 
-def test_the_protocol_lists_exactly_the_calls_the_jobs_make():
+def test_the_protocol_lists_exactly_the_calls_the_jobs_make() -> None:
     assert PROTOCOL_CALLS == _calls_on_ctx_ls()
 
 
 @pytest.mark.parametrize("implementation", [LabelStudioClient, InMemoryLabelStudio])
-def test_the_client_and_the_stand_in_have_the_protocol_signatures(implementation):
+def test_the_client_and_the_stand_in_have_the_protocol_signatures(implementation: type) -> None:
     for name in PROTOCOL_CALLS:
         expected = inspect.signature(getattr(LabelStudioApi, name))
         actual = inspect.signature(getattr(implementation, name))
@@ -52,12 +52,12 @@ def test_the_client_and_the_stand_in_have_the_protocol_signatures(implementation
                    [p.default for p in real.values()], name
 
 
-def test_both_are_instances_of_the_protocol():
+def test_both_are_instances_of_the_protocol() -> None:
     assert isinstance(LabelStudioClient("http://127.0.0.1:9", "a-legacy-token"), LabelStudioApi)
     assert isinstance(InMemoryLabelStudio(), LabelStudioApi)
 
 
-def test_a_context_takes_its_label_studio_by_constructor(redis_url, tmp_path):
+def test_a_context_takes_its_label_studio_by_constructor(redis_url: str, tmp_path: Path) -> None:
     stand_in = InMemoryLabelStudio()
     settings = make_settings(redis_url, tmp_path)  # no LABEL_STUDIO_URL: a given one needs none
     assert JobContext.from_settings(settings, label_studio=stand_in).ls is stand_in
@@ -66,7 +66,7 @@ def test_a_context_takes_its_label_studio_by_constructor(redis_url, tmp_path):
         JobContext.from_settings(settings).ls  # noqa: B018 - the property is the call under test
 
 
-def test_without_one_the_context_creates_the_real_client_from_the_settings(redis_url, tmp_path):
+def test_without_one_the_context_creates_the_real_client_from_the_settings(redis_url: str, tmp_path: Path) -> None:
     settings = make_settings(redis_url, tmp_path, label_studio_url="http://127.0.0.1:9/",
                              label_studio_api_key="a-legacy-token", label_studio_timeout=7.0)
     ctx = JobContext.from_settings(settings)
@@ -75,7 +75,7 @@ def test_without_one_the_context_creates_the_real_client_from_the_settings(redis
     assert client.url == "http://127.0.0.1:9" and client.timeout == 7.0
 
 
-def test_the_stand_in_answers_like_label_studio():
+def test_the_stand_in_answers_like_label_studio() -> None:
     ls = InMemoryLabelStudio([{"id": 5, "data": {"text": "b"}}], CLASSIFICATION_XML, project_id=3)
     first, second = ls.add_texts(["c", "d"])
     assert (first, second) == (6, 7) and ls.count_tasks(3) == 3
