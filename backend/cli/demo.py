@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `demo` to the `feasible-al` subcommands."""
     demo = sub.add_parser(
         "demo", help="the backend in a real Label Studio: rounds of active learning, then a PLASM successor",
-        description="Start Redis, Label Studio, the backend and a worker on free 127.0.0.1 ports (or use yours), "
+        description="Start Redis, Label Studio, the backend and two workers (one on every queue, one on the fast queue "
+                    "alone) on free 127.0.0.1 ports (or use yours), "
                     "label a packaged corpus in rounds through Label Studio's /next, retrain after each round, "
                     "build and download a PLASM successor, and keep everything running until Ctrl-C.")
     demo.add_argument("--task", choices=("classification", "ner"), default="classification",

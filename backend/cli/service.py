@@ -1,7 +1,9 @@
 """`feasible-al serve | worker | bench-backend`: the backend's processes, as CLI subcommands.
 
-Every command reads its settings through `Settings.from_env()` (flags only override the
-environment). Plain argparse here: these flags mirror environment variables, not a dataclass.
+`serve` and `worker` read their settings through `Settings.from_env()` (flags only override the
+environment): plain argparse, since those flags mirror environment variables, not a dataclass.
+`bench-backend`'s flags are generated from its typed configuration (`backend.harness.config`,
+`backend.cli.args`), as `bench-labels`' are.
 """
 from __future__ import annotations
 
@@ -10,8 +12,16 @@ import os
 import shutil
 import sys
 
-from backend.service.settings import Settings
+from backend.cli.args import arguments, build
+from backend.harness.config import DEPLOYMENT_NAMES, BackendBenchConfig, FastLatencyConfig, ServiceLoopConfig
 from backend.service.runtime import QUEUE_KINDS
+from backend.service.settings import Settings
+
+Bench = arguments(BackendBenchConfig, "benchmark (every mode; the rest: iterations)")
+FastLatency = arguments(FastLatencyConfig, "fast path latency (--mode fast-latency)",
+                        overrides={"fast_worker_queues": {"choices": QUEUE_KINDS}})
+ServiceLoop = arguments(ServiceLoopConfig, "service loop label efficiency (--mode label-efficiency)",
+                        overrides={"workers": {"choices": DEPLOYMENT_NAMES}})
 
 
 def _settings_with(overrides: dict[str, object]) -> tuple[Settings, dict[str, str]]:
@@ -78,19 +88,40 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_config(args: argparse.Namespace) -> BackendBenchConfig:
+    """The parsed bench-backend flags as its typed configuration."""
+    return build(args, Bench, fast=build(args, FastLatency), loop=build(args, ServiceLoop))
+
+
 def cmd_bench_backend(args: argparse.Namespace) -> int:
-    if args.fast_latency:
+    config = bench_config(args)
+    if config.mode == "fast-latency":
         from backend.harness.fast_latency import run_fast_latency
 
-        return run_fast_latency(args)
+        return run_fast_latency(config)
+    if config.mode == "label-efficiency":
+        from backend.harness.service_loop import run_service_loop
+
+        return run_service_loop(config)
     from backend.harness.backend_bench import run_bench
 
-    return run_bench(args)
+    return run_bench(config)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add serve, worker and bench-backend to the `feasible-al` subcommands."""
     epilog = "environment variables:\n" + Settings.help_text()
+    _register_serve(sub, epilog)
+    _register_worker(sub, epilog)
+    bench = sub.add_parser(
+        "bench-backend", dataclass_types=[Bench, FastLatency, ServiceLoop],
+        help="benchmark the backend end to end (real Redis, Label Studio, gunicorn, RQ workers): iterations, "
+             "fast-path latency, or the service loop's label efficiency",
+    )
+    bench.set_defaults(func=cmd_bench_backend)
+
+
+def _register_serve(sub: argparse._SubParsersAction, epilog: str) -> None:
     serve = sub.add_parser("serve", help="run the ML backend HTTP server (gunicorn, backend._wsgi:app)",
                            epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--host", default=None, help="default: HOST (0.0.0.0)")
@@ -101,6 +132,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--access-log", action="store_true", help="log every request to stdout")
     serve.set_defaults(func=cmd_serve)
 
+
+def _register_worker(sub: argparse._SubParsersAction, epilog: str) -> None:
     worker = sub.add_parser("worker", help="run an RQ worker for training, scoring and successor jobs",
                             epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     worker.add_argument("--queues", nargs="+", default=list(QUEUE_KINDS), choices=QUEUE_KINDS,
@@ -110,48 +143,3 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="fork a child per job (default: run jobs in-process, keeping models and CUDA)")
     worker.add_argument("--name", default=None, help="worker name (default: host and pid)")
     worker.set_defaults(func=cmd_worker)
-
-    bench = sub.add_parser(
-        "bench-backend",
-        help="benchmark the backend end to end (real Redis, Label Studio, gunicorn, RQ worker)",
-    )
-    bench.add_argument("--model", default="tiny",
-                       help="acquisition model: 'tiny' (built on the fly, CPU) or a hub name / directory")
-    bench.add_argument("--pool-size", type=int, default=2000, help="unlabeled tasks in the project")
-    bench.add_argument("--labeled", type=int, default=40, help="annotated tasks before training")
-    bench.add_argument("--webhook-events", type=int, default=200)
-    bench.add_argument("--predict-tasks", type=int, default=1000)
-    bench.add_argument("--predict-repeats", type=int, default=5)
-    bench.add_argument("--epochs", type=int, default=None, help="training epochs (default: the paper's)")
-    bench.add_argument("--device", default="cpu")
-    bench.add_argument("--torch-threads", type=int, default=0, help="TORCH_THREADS for the backend (0 = torch default)")
-    bench.add_argument("--full-rescore-iterations", default="1",
-                       help="FULL_RESCORE_ITERATIONS for the run (default '1': iteration 2 is a UPS one)")
-    bench.add_argument("--output-dir", default=None,
-                       help="default: runs/bench-backend; docs/benchmarks/fast-latency with --fast-latency")
-    bench.add_argument("--dataset", default="rotten_tomatoes", help="packaged classification corpus or local path")
-    fast = bench.add_argument_group("fast path latency (--fast-latency)")
-    fast.add_argument("--fast-latency", action="store_true",
-                      help="measure annotation -> LS serving a new fast version, instead of the iteration benchmark")
-    fast.add_argument("--pool-sizes", type=int, nargs="*", default=[1000, 10000],
-                      help="tasks per project measured (texts repeat beyond the corpus)")
-    fast.add_argument("--annotations", type=int, default=12, help="measured annotations per project")
-    fast.add_argument("--held-pool", type=int, default=10000,
-                      help="the pool size on which --fast-updates and --full-iterations run before LS's "
-                           "predictions are counted")
-    fast.add_argument("--fast-updates", type=int, default=30)
-    fast.add_argument("--full-iterations", type=int, default=3)
-    fast.add_argument("--no-concurrent-training", dest="keep_training", action="store_false",
-                      help="do not keep a full fine-tune running during the measured annotations")
-    fast.add_argument("--think-s", type=float, default=3.0,
-                      help="seconds between /next serving a task and its annotation (the annotator reading it)")
-    fast.add_argument("--fast-worker-queues", nargs="+", default=["fast", "scoring"], choices=QUEUE_KINDS,
-                      help="queues of the second worker (the first serves all)")
-    fast.add_argument("--fast-top-k", type=int, default=0, help="FAST_TOP_K for the run (0: the default)")
-    fast.add_argument("--compute-pool", type=int, default=100_000,
-                      help="synthetic 384-d float16 pool for the compute-alone measurement (0: skip)")
-    fast.add_argument("--compute-labeled", type=int, default=200)
-    fast.add_argument("--max-texts", type=int, default=12_000, help="distinct corpus texts used at most")
-    fast.add_argument("--features-timeout", type=float, default=1800.0,
-                      help="seconds allowed for the pool features / the full iterations")
-    bench.set_defaults(func=cmd_bench_backend)

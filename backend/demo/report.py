@@ -67,11 +67,12 @@ def print_report(s: dict[str, Any]) -> None:
         f"  project:         {ls['project_url']}",
         f"  labeling stream: {ls['labeling_url']}  (Uncertainty sampling: least confident first)",
         f"backend: {s['backend_url']}  (model {s['model']}, serving version {st['version']})",
+        "started here: " + ("; ".join(s["started"]) or "nothing (your running services)"),
         f"held-out gold ({s['held_out']} texts, {q['metric']}):",
         f"  acquisition model (chose the labels): {q['acquisition']:.3f}",
         f"  PLASM successor (exported):           {q['successor']:.3f}  "
         f"({'at least as good' if q['successor_at_least_as_good'] else 'WORSE than the acquisition model'})",
-        f"seconds per update (Start training -> new order in Label Studio): "
+        "seconds per update (Start training -> new order in Label Studio): "
         + ", ".join(f"{r['update_seconds']:.1f}" for r in s["rounds"]),
         "serving after each round: " + ", ".join(str(r.get("serving") or "?") for r in s["rounds"]),
         "fast path's features while each round was annotated: "

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from backend.demo.data import DemoData
 from backend.demo.quality import predicted_quality
 from backend.engine.types import Example
-from backend.harness.backend_bench import BackendHttp
+from backend.harness.common import BackendHttp
 from backend.harness.ls_admin import LabelStudioAdmin
 
 

@@ -1,9 +1,10 @@
 """`feasible-al demo`: the product end to end, on a real Label Studio.
 
-Start (or connect to) Redis, Label Studio, the backend and a worker; create a project from a
-packaged corpus; annotate a few rounds from the gold labels, each task taken from Label Studio's
-``/next``; let the backend retrain and reorder the tasks after each round; build, download and
-measure a PLASM successor; print where everything is; keep the services up until Ctrl-C.
+Start (or connect to) Redis, Label Studio, the backend and its two workers (the README's quick start:
+one on every queue, one on the fast queue alone); create a project from a packaged corpus; annotate
+a few rounds from the gold labels, each task taken from Label Studio's ``/next``; let the backend
+retrain and reorder the tasks after each round; build, download and measure a PLASM successor;
+print where everything is; keep the services up until Ctrl-C.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from backend.demo.rounds import RoundRecord, Rounds
 from backend.demo.stack import Stack, StackOptions, open_stack
 from backend.engine.metrics import main_metric_name
 from backend.engine.types import TaskType
-from backend.harness.backend_bench import BackendHttp
+from backend.harness.common import BackendHttp
 from backend.harness.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioAdmin
 
 FAILED_CHECK = 3  # exit status when the successor is worse than the acquisition model

@@ -1,8 +1,9 @@
 """The demo's services: started here on free 127.0.0.1 ports, or the user's running ones.
 
 Whatever is given by URL is only connected to; whatever is started here (Redis, Label Studio,
-gunicorn + one RQ worker, see `backend.harness.processes`) is stopped, process group by process
-group, when the stack closes, in reverse order of starting.
+gunicorn and the README's two RQ workers: one on every queue, one on the fast queue alone, so a
+fine-tune never delays the fast path; see `backend.harness.processes`) is stopped, process group by
+process group, when the stack closes, in reverse order of starting.
 """
 from __future__ import annotations
 
@@ -16,13 +17,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.harness.processes import (
-    BackendProcesses,
-    LabelStudioServer,
-    RedisServer,
-    label_studio_executable,
-    ls_venv_path,
-)
+from backend.harness.label_studio import LabelStudioServer, label_studio_executable, ls_venv_path
+from backend.harness.processes import README_WORKERS, BackendProcesses, RedisServer
 
 DEMO_MODEL = "all-MiniLM-L6-v2"  # packaged: works offline, on CPU; the engine's few-shot training
 # defaults (learning rate, a floor of optimizer steps) suit it, so the demo sets no LEARNING_RATE
@@ -99,12 +95,13 @@ def _backend(options: StackOptions, stack: Stack, resources: ExitStack, logs: Pa
         stack.redis_url = redis.url
         stack.started.append(f"Redis {redis.url}")
     stack.model_dir = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="feasible-al-demo-")))
-    processes = BackendProcesses(backend_env(stack, options.model, stack.model_dir), logs, startup_timeout=300)
+    processes = BackendProcesses(backend_env(stack, options.model, stack.model_dir), logs, startup_timeout=300,
+                                 workers=README_WORKERS)  # the README's `feasible-al worker` + `--queues fast`
     resources.callback(processes.stop)
     launches.append(processes.start)
     stack.backend_url = processes.url
-    stack.started.append(f"backend {processes.url} (gunicorn) and one RQ worker")
-    stack.logs.extend([logs / "gunicorn.log", logs / "worker.log"])
+    stack.started.append(processes.describe())
+    stack.logs.extend(processes.log_paths)
 
 
 def open_stack(options: StackOptions, resources: ExitStack, logs: Path) -> Stack:
@@ -123,4 +120,6 @@ def open_stack(options: StackOptions, resources: ExitStack, logs: Path) -> Stack
     with ThreadPoolExecutor(max_workers=2) as pool:
         for future in [pool.submit(launch) for launch in launches]:
             future.result()
+    if stack.started:
+        _say("started: " + "; ".join(stack.started))
     return stack

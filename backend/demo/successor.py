@@ -26,8 +26,7 @@ from typing import Any
 from tqdm import tqdm
 
 from backend.engine.plasm.pipeline import STAGES
-from backend.harness.backend_bench import BackendHttp
-
+from backend.harness.common import BackendHttp
 
 TEACHERS = 3
 OPTIONS: dict[str, Any] = {"teachers": TEACHERS, "filter": "uncertainty", "successor_all_gold": True,

@@ -1,7 +1,7 @@
 """`feasible-al bench-backend`: the backend measured end to end, as Label Studio uses it.
 
 Starts a private redis-server, a real Label Studio (``scripts/install_label_studio.sh``; see
-`backend.harness.processes`), gunicorn and one RQ worker on free ports, sets up a project from a
+`backend.harness.label_studio`), gunicorn and one RQ worker on free ports, sets up a project from a
 real corpus (default: the packaged ``rotten_tomatoes``) served by a real model (default: the
 packaged ``all-MiniLM-L6-v2``; ``--model`` also takes a local checkpoint directory), and measures:
 
@@ -12,154 +12,55 @@ packaged ``all-MiniLM-L6-v2``; ``--model`` also takes a local checkpoint directo
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import secrets
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
-import requests
-
-from backend.engine.data import load_dataset
-from backend.engine.types import ClassificationExample, TaskType
+from backend.engine.types import ClassificationExample
+from backend.harness.common import (
+    BackendHttp,
+    backend_env,
+    bench_model,
+    choice_result,
+    label_config,
+    load_examples,
+    summary_ms,
+)
+from backend.harness.config import BackendBenchConfig
+from backend.harness.label_studio import LabelStudioServer
 from backend.harness.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioAdmin
-from backend.harness.processes import BackendProcesses, LabelStudioServer, RedisServer
+from backend.harness.processes import BackendProcesses, RedisServer
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-DEFAULT_DATASET = "rotten_tomatoes"
-CONTROL, OBJECT = "label", "text"
+DEFAULT_OUTPUT = "runs/bench-backend"
 EXTRA_LABELS = 10  # annotated before the second (UPS) iteration
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-def _summary(ms: list[float]) -> dict[str, float]:
-    return {"n": len(ms), "p50_ms": _percentile(ms, 50), "p99_ms": _percentile(ms, 99), "max_ms": max(ms),
-            "mean_ms": statistics.fmean(ms)}
-
-
-def label_config(labels: tuple[str, ...]) -> str:
-    """A single-choice text classification config over `labels`."""
-    choices = "".join(f"<Choice value={quoteattr(label)}/>" for label in labels)
-    return (f'<View><Text name="{OBJECT}" value="$text"/>'
-            f'<Choices name="{CONTROL}" toName="{OBJECT}" choice="single">{choices}</Choices></View>')
-
-
-def choice_result(label: str) -> list[dict]:
-    """The annotation result choosing `label`."""
-    return [{"from_name": CONTROL, "to_name": OBJECT, "type": "choices", "value": {"choices": [label]}}]
-
-
-def load_examples(spec: str, n: int) -> tuple[tuple[str, ...], list[ClassificationExample]]:
-    """`n` examples of a classification corpus (seeded subsample) and its labels."""
-    dataset = load_dataset(spec, max_examples=n, seed=5)
-    if dataset.task_type is not TaskType.CLASSIFICATION:
-        raise ValueError(f"bench-backend needs a classification corpus; {spec!r} is {dataset.task_type.value}")
-    if len(dataset) < n:
-        raise ValueError(f"{spec!r} has {len(dataset)} examples; --pool-size plus --labeled needs {n}")
-    return dataset.schema.labels, list(dataset.examples)  # type: ignore[arg-type]
-
-
-class BackendHttp:
-    """The benchmark's HTTP client of the running backend."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.http = requests.Session()
-
-    def state(self, project_id: int) -> dict:
-        return self.http.get(f"{self.url}/projects/{project_id}", timeout=30).json()
-
-    def wait_running(self, project_id: int, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.state(project_id)["running_job"]:
-            if time.monotonic() > deadline:
-                raise TimeoutError("training did not start")
-            time.sleep(0.01)
-
-    def wait_iteration(self, project_id: int, iteration: int, timeout: float = 1800) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            state = self.state(project_id)
-            idle = not state["running_job"] and not state["queued_job"]
-            if idle and state["iteration"] >= iteration:
-                return state
-            if idle and state.get("last_error"):
-                raise RuntimeError(f"training failed: {state['last_error']}")
-            time.sleep(0.2)
-        raise TimeoutError(f"iteration {iteration} not done after {timeout}s")
-
-    def webhook_latencies(self, project_id: int, n: int, task_ids: list[int]) -> list[float]:
-        out = []
-        for i in range(n):
-            event = {"action": "ANNOTATION_UPDATED", "project": {"id": project_id},
-                     "task": {"id": task_ids[i % len(task_ids)]}, "annotation": {"id": i, "result": []}}
-            t0 = time.perf_counter()
-            r = self.http.post(f"{self.url}/webhook", json=event, timeout=10)
-            out.append((time.perf_counter() - t0) * 1000)
-            r.raise_for_status()
-        return out
-
-    def predict_latencies(self, body: dict, repeats: int) -> list[float]:
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            r = self.http.post(f"{self.url}/predict", json=body, timeout=100)
-            times.append((time.perf_counter() - t0) * 1000)
-            r.raise_for_status()
-            assert len(r.json()["results"]) == len(body["tasks"])
-        return times
-
-
-def _backend_env(args: argparse.Namespace, ls_srv: LabelStudioServer, redis_srv: RedisServer, root: Path,
-                 model: str) -> dict[str, str]:
-    env = {
-        **os.environ, "TOKENIZERS_PARALLELISM": "false", "LABEL_STUDIO_URL": ls_srv.url,
-        "LABEL_STUDIO_API_KEY": ls_srv.token, "REDIS_URL": redis_srv.url, "MODEL_DIR": str(root / "models"),
-        "ACQUISITION_MODEL": model, "DEVICE": args.device, "TRAIN_EVERY_N": "0", "WORKERS": "1",
-        "THREADS": "8", "LOG_LEVEL": "WARNING", "FULL_RESCORE_ITERATIONS": str(args.full_rescore_iterations),
-        "TORCH_THREADS": str(args.torch_threads),
-    }
-    if args.epochs:
-        env["EPOCHS"] = str(args.epochs)
-    return env
-
-
-def _model(args: argparse.Namespace) -> str:
-    # "tiny" was a random test model built from the test tree, which does not ship: use the real one.
-    return DEFAULT_MODEL if getattr(args, "model", None) in (None, "", "tiny") else str(args.model)
-
-
-def run_bench(args: argparse.Namespace) -> int:
+def run_bench(config: BackendBenchConfig) -> int:
     """Run the benchmark, print its table and write ``<output_dir>/bench_backend.json``."""
-    model, dataset = _model(args), getattr(args, "dataset", None) or DEFAULT_DATASET
-    labels, examples = load_examples(dataset, args.pool_size + args.labeled)
-    out_dir = Path(args.output_dir or "runs/bench-backend")
+    model, dataset = bench_model(config.model), config.dataset
+    labels, examples = load_examples(dataset, config.pool + config.labeled)
+    out_dir = Path(config.output_dir or DEFAULT_OUTPUT)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"pool_size": args.pool_size, "labeled": args.labeled, "device": args.device,
+    results: dict[str, Any] = {"pool_size": config.pool, "labeled": config.labeled, "device": config.device,
                                "model": model, "dataset": dataset,
-                               "full_rescore_iterations": args.full_rescore_iterations,
-                               "torch_threads": args.torch_threads,
+                               "full_rescore_iterations": config.rescore,
+                               "torch_threads": config.torch_threads,
                                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
     with tempfile.TemporaryDirectory(prefix="bench-backend-") as tmp, RedisServer() as redis_srv:
         root = Path(tmp)
         print("starting Label Studio (first start runs migrations, ~30 s)...", file=sys.stderr)
         with LabelStudioServer(data_dir=root / "ls") as ls_srv:
-            env = _backend_env(args, ls_srv, redis_srv, root, model)
+            env = backend_env(config, ls_srv.url, ls_srv.token, redis_srv.url, root)
             with BackendProcesses(env, root / "logs", startup_timeout=120) as stack:
                 try:
                     ls = LabelStudioAdmin(ls_srv.url, ls_srv.token, timeout=120)
-                    _measure(results, args, ls, BackendHttp(stack.url), labels, examples)
+                    _measure(results, config, ls, BackendHttp(stack.url), labels, examples)
                 except Exception:
                     print(stack.log_tail(3000), file=sys.stderr)
                     raise
@@ -169,7 +70,7 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measure(results: dict[str, Any], args: argparse.Namespace, ls: LabelStudioAdmin, backend: BackendHttp,
+def _measure(results: dict[str, Any], config: BackendBenchConfig, ls: LabelStudioAdmin, backend: BackendHttp,
              labels: tuple[str, ...], examples: list[ClassificationExample]) -> None:
     project = ls.create_project(f"bench-backend-{secrets.token_hex(3)}", label_config(labels))
     pid = project["id"]
@@ -178,30 +79,30 @@ def _measure(results: dict[str, Any], args: argparse.Namespace, ls: LabelStudioA
     results["import_seconds"] = time.perf_counter() - t0
     ml = ls.connect_ml_backend(pid, backend.url, "feasible-al")
     ls.set_sampling(pid, UNCERTAINTY_SAMPLING)
-    labeled = ids[: args.labeled]
+    labeled = ids[: config.labeled]
     for task_id, ex in zip(labeled, examples):
         ls.create_annotation(task_id, choice_result(ex.labels[0]))
 
     # Webhook latency, idle then while iteration 1 trains and scores the pool.
-    results["webhook_idle"] = _summary(backend.webhook_latencies(pid, args.webhook_events, labeled))
+    results["webhook_idle"] = summary_ms(backend.webhook_latencies(pid, config.webhook_events, labeled))
     ls.start_training(ml.id)
     backend.wait_running(pid)
-    busy = backend.webhook_latencies(pid, args.webhook_events, labeled)
+    busy = backend.webhook_latencies(pid, config.webhook_events, labeled)
     still_running = bool(backend.state(pid)["running_job"])
-    results["webhook_during_training"] = {**_summary(busy), "training_running_at_end": still_running}
+    results["webhook_during_training"] = {**summary_ms(busy), "training_running_at_end": still_running}
     results["iteration_1"] = backend.wait_iteration(pid, 1)["last_iteration"]
 
     # /predict for tasks the store holds scores for (what LS sends on Retrieve predictions).
-    tasks = list(ls.iter_tasks(pid, only_labeled=False, fields="task_only"))[: args.predict_tasks]
+    tasks = list(ls.iter_tasks(pid, only_labeled=False, fields="task_only"))[: config.predict_tasks]
     body = {"tasks": tasks, "project": f"{pid}.0", "label_config": project["label_config"],
             "params": {"context": None}}
     scored_before = backend.state(pid)["model_scored_total"]
-    times = backend.predict_latencies(body, args.predict_repeats)
-    results["predict_cached"] = {**_summary(times), "tasks": len(tasks),
+    times = backend.predict_latencies(body, config.predict_repeats)
+    results["predict_cached"] = {**summary_ms(times), "tasks": len(tasks),
                                  "model_runs": backend.state(pid)["model_scored_total"] - scored_before}
 
     # Iteration 2: a UPS iteration (a few more labels first).
-    more = slice(args.labeled, args.labeled + EXTRA_LABELS)
+    more = slice(config.labeled, config.labeled + EXTRA_LABELS)
     for task_id, ex in zip(ids[more], examples[more]):
         ls.create_annotation(task_id, choice_result(ex.labels[0]))
     ls.start_training(ml.id)

@@ -1,4 +1,4 @@
-"""`feasible-al bench-backend --fast-latency`: the fast path's latency as an annotator sees it.
+"""`feasible-al bench-backend --mode fast-latency`: the fast path's latency as an annotator sees it.
 
 Same stack as `backend.harness.backend_bench` (private redis-server, real Label Studio, gunicorn) with two
 RQ workers: one on every queue (it runs the full fine-tunes) and one on ``--fast-worker-queues``
@@ -13,11 +13,11 @@ annotations run), and each measured annotation goes:
 ``GET /projects/<id>``) are recorded per annotation, plus the queue wait (job start - t0). On the
 pool named by ``--held-pool`` the run goes on to ``--fast-updates`` fast updates and
 ``--full-iterations`` full iterations, then counts the predictions LS holds. Separately, the fast
-path's compute (fit + score + top-K + save) on synthetic float16 features of ``--compute-pool`` tasks.
+path's compute (fit + score + top-K + save) on synthetic float16 features of ``--compute-pool``
+tasks (`backend.harness.fast_compute`).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -29,98 +29,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from backend.engine.types import ClassificationExample, LabelSchema, TaskType
-from backend.harness.backend_bench import (
-    BackendHttp, _backend_env, _model, _percentile, choice_result, label_config, load_examples,
+from backend.engine.types import ClassificationExample
+from backend.harness.common import (
+    BackendHttp,
+    backend_env,
+    bench_model,
+    choice_result,
+    label_config,
+    load_avg,
+    load_examples,
+    stats,
 )
+from backend.harness.config import BackendBenchConfig, FastLatencyConfig
+from backend.harness.fast_compute import compute_benchmark
+from backend.harness.label_studio import LabelStudioServer
 from backend.harness.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioAdmin
-from backend.harness.processes import BackendProcesses, LabelStudioServer, RedisServer
+from backend.harness.processes import EVERY_QUEUE, BackendProcesses, RedisServer
 
 DEFAULT_OUTPUT = "docs/benchmarks/fast-latency"
 SEED_PER_CLASS = 5  # labels per class before the measured annotations (CV needs >= 2 per class)
 POLL_S = 0.02
-
-
-class TwoWorkerBackend(BackendProcesses):
-    """gunicorn + a worker on every queue + a worker on `fast_queues` (the fast path's own)."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path, fast_queues: list[str], **kw: Any) -> None:
-        super().__init__(env, log_dir, **kw)
-        self.fast_queues = list(fast_queues)
-
-    def start(self) -> "TwoWorkerBackend":
-        super().start()
-        self._procs.append(self._spawn("worker-fast", ["worker", "--queues", *self.fast_queues]))
-        return self
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"n": 0}
-    return {"n": len(values), "p50": round(_percentile(values, 50), 3), "p95": round(_percentile(values, 95), 3),
-            "max": round(max(values), 3), "mean": round(statistics.fmean(values), 3)}
-
-
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-# ------------------------------------------------------------------------------ compute alone
-
-
-def compute_benchmark(n_pool: int, n_labeled: int, dim: int = 384, repeats: int = 7, top_k: int = 32,
-                      seed: int = 0) -> dict[str, Any]:
-    """The fast update's compute on synthetic unit-norm float16 features (two classes split by a
-    random hyperplane, 10% label noise): a fit with its CV estimate, a fit alone (what a fast update runs),
-    scoring, top-K and writing the fast version; medians over `repeats`."""
-    from backend.engine.proxy import ProxyHead
-    from backend.service.fast_versions import proxy_strategy, save_fast_version, score_probs
-
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n_pool, dim), dtype=np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    x = x.astype(np.float16)
-    w = rng.standard_normal(dim).astype(np.float32)
-    y = (x[:n_labeled].astype(np.float32) @ w > 0).astype(int)
-    flip = rng.random(n_labeled) < 0.1
-    y[flip] = 1 - y[flip]
-    schema = LabelSchema(TaskType.CLASSIFICATION, ("neg", "pos"))
-    labels = [[schema.labels[v]] for v in y]
-    ids = np.arange(n_pool, dtype=np.int64)
-    strategy = proxy_strategy("least_confidence")
-    times: dict[str, list[float]] = {k: [] for k in ("fit_cv", "fit", "score", "top_k", "save")}
-    with tempfile.TemporaryDirectory(prefix="bench-fast-compute-") as tmp:
-        for r in range(repeats):
-            t = time.perf_counter()
-            head = ProxyHead(schema, seed).fit(x[:n_labeled], labels)
-            times["fit_cv"].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            head2 = ProxyHead(schema, seed).fit(x[:n_labeled], labels, estimate=False)
-            times["fit"].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            all_probs, all_empty = head2.predict_pool(x)  # as the fast job does: every row, then the pool's
-            probs, empty = all_probs[n_labeled:], all_empty[n_labeled:]
-            confidence, uncertainty = score_probs(probs, False, strategy)
-            confidence[empty], uncertainty[empty] = 1.0, 0.0
-            times["score"].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            np.argsort(-uncertainty, kind="stable")[:top_k]
-            times["top_k"].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            save_fast_version(Path(tmp) / f"v{r}", head2, "<View/>", ids[n_labeled:], probs, confidence, uncertainty,
-                              {"bench": True})
-            times["save"].append(time.perf_counter() - t)
-    med = {k: round(statistics.median(v), 4) for k, v in times.items()}
-    return {"pool": n_pool, "labeled": n_labeled, "dim": dim, "repeats": repeats, "median_seconds": med,
-            "compute_first_fit_s": round(med["fit_cv"] + med["score"] + med["top_k"], 4),
-            "compute_s": round(med["fit"] + med["score"] + med["top_k"], 4),
-            "compute_with_save_s": round(med["fit"] + med["score"] + med["top_k"] + med["save"], 4),
-            "load_avg": _load()}
-
-
-# ------------------------------------------------------------------------------ end to end
 
 
 class FastProbe:
@@ -133,7 +61,7 @@ class FastProbe:
         self.trainings_started = 0
 
     def fast(self) -> dict:
-        return self.backend.state(self.pid).get("fast_path") or {}
+        return self.backend.fast_status(self.pid)
 
     def annotate(self, task_id: int) -> None:
         self.ls.create_annotation(task_id, choice_result(self.gold[task_id]))
@@ -168,23 +96,17 @@ class FastProbe:
     def measure_one(self, served: dict, timeout: float = 60.0) -> dict[str, Any]:
         """Annotate `served`; time until LS's model_version is a fast version holding this label
         and /next serves a task with its prediction. Returns the sample and the next served task."""
-        before = self.fast().get("version")
+        before = self.fast()
         training = self.training_busy()
         t0_wall, t0 = time.time(), time.perf_counter()
         self.annotate(int(served["id"]))
         post_s = time.perf_counter() - t0
         deadline = time.monotonic() + timeout
-        status: dict = {}
-        while time.monotonic() < deadline:  # the backend says it published (cheap, Redis)
-            status = self.fast()
-            if (status.get("status") == "published" and status.get("version") != before
-                    and int(status.get("labeled", 0)) >= self.labeled):
-                break
-            time.sleep(POLL_S)
-        else:
-            raise TimeoutError(f"no fast version after {timeout}s: {status}")
-        version = status["version"]
-        published = time.perf_counter()
+        # the backend says it published (cheap, Redis) ...
+        waited = self.backend.wait_fast_update(self.pid, before, self.labeled, timeout, poll=POLL_S)
+        if not waited.published:
+            raise TimeoutError(f"no fast version after {timeout}s: {waited.status}")
+        status, version = waited.status, waited.status["version"]
         while time.monotonic() < deadline:  # ... and Label Studio serves from it
             if self.ls.get_project(self.pid)["model_version"] == version:
                 nxt = self.ls.next_task(self.pid)
@@ -197,15 +119,15 @@ class FastProbe:
         seconds = status.get("seconds") or {}
         job_start = float(status.get("at", 0)) - float(seconds.get("total", 0))  # ~ wall time the job began
         return {"latency_s": round(latency, 3), "post_annotation_s": round(post_s, 3),
-                "seen_published_s": round(published - t0, 3), "queue_wait_s": round(job_start - t0_wall, 3),
+                "seen_published_s": round(waited.at - t0, 3), "queue_wait_s": round(job_start - t0_wall, 3),
                 "stages": seconds, "labeled": status.get("labeled"), "pushed": status.get("pushed"),
-                "reason": status.get("reason"), "training_running": training, "load": _load()[0],
+                "reason": status.get("reason"), "training_running": training, "load": load_avg()[0],
                 "next_task": nxt}
 
 
-def measure_pool(args: argparse.Namespace, ls: LabelStudioAdmin, backend: BackendHttp, labels: tuple[str, ...],
+def measure_pool(args: FastLatencyConfig, ls: LabelStudioAdmin, backend: BackendHttp, labels: tuple[str, ...],
                  examples: list[ClassificationExample], n_tasks: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"tasks": n_tasks, "load_start": _load()}
+    out: dict[str, Any] = {"tasks": n_tasks, "load_start": load_avg()}
     pid = ls.create_project(f"bench-fast-{n_tasks}-{secrets.token_hex(3)}", label_config(labels))["id"]
     data = [{"text": examples[i % len(examples)].text} for i in range(n_tasks)]
     t = time.perf_counter()
@@ -235,14 +157,14 @@ def measure_pool(args: argparse.Namespace, ls: LabelStudioAdmin, backend: Backen
     held_check = n_tasks == args.held_pool
     n = max(args.annotations, args.fast_updates) if held_check else args.annotations
     train_limit = args.full_iterations if held_check else 1000
-    if args.keep_training:
+    if args.concurrent_training:
         probe.keep_training(train_limit)
     samples = []
     served = ls.next_task(pid)
     for i in range(n):
         if served is None:
             raise RuntimeError("/next served nothing")
-        if args.keep_training:
+        if args.concurrent_training:
             probe.keep_training(train_limit)
         time.sleep(args.think_s)  # the annotator reads the task /next served
         sample = probe.measure_one(served)
@@ -252,8 +174,8 @@ def measure_pool(args: argparse.Namespace, ls: LabelStudioAdmin, backend: Backen
               f"(training {'on' if sample['training_running'] else 'off'}, load {sample['load']}) "
               f"stages {sample['stages']}", file=sys.stderr)
     lat = [s["latency_s"] for s in samples]
-    out["latency_s"] = _stats(lat)
-    out["latency_s_training_running"] = _stats([s["latency_s"] for s in samples if s["training_running"]])
+    out["latency_s"] = stats(lat)
+    out["latency_s_training_running"] = stats([s["latency_s"] for s in samples if s["training_running"]])
     out["stages_p50_s"] = {k: round(statistics.median([float(s["stages"].get(k, 0)) for s in samples]), 4)
                            for k in samples[0]["stages"]} if samples else {}
     out["queue_wait_p50_s"] = round(statistics.median([s["queue_wait_s"] for s in samples]), 3) if samples else None
@@ -261,11 +183,11 @@ def measure_pool(args: argparse.Namespace, ls: LabelStudioAdmin, backend: Backen
     out["fast_updates"] = probe.fast().get("seq")
     if held_check:
         out["held"] = predictions_held(args, probe, ls, pid, n_tasks)
-    out["load_end"] = _load()
+    out["load_end"] = load_avg()
     return out
 
 
-def predictions_held(args: argparse.Namespace, probe: FastProbe, ls: LabelStudioAdmin, pid: int,
+def predictions_held(args: FastLatencyConfig, probe: FastProbe, ls: LabelStudioAdmin, pid: int,
                      n_tasks: int) -> dict[str, Any]:
     """Finish `--full-iterations` full iterations, let pruning settle, count LS's predictions."""
     deadline = time.monotonic() + args.features_timeout
@@ -297,16 +219,16 @@ def predictions_held(args: argparse.Namespace, probe: FastProbe, ls: LabelStudio
             "predictions_held": total, "pool": n_tasks - probe.labeled, "ratio_to_pool": round(total / n_tasks, 4)}
 
 
-def run_fast_latency(args: argparse.Namespace) -> int:
+def run_fast_latency(config: BackendBenchConfig) -> int:
     """Run the fast-path latency benchmark; print its table, write JSON (+ PNG) under --output-dir."""
-    out_dir = Path(args.output_dir or DEFAULT_OUTPUT)
+    out_dir = Path(config.output_dir or DEFAULT_OUTPUT)
     with tempfile.TemporaryDirectory(prefix="bench-fast-") as tmp, RedisServer() as redis_srv:
-        ls_srv = LabelStudioServer(data_dir=Path(tmp) / "ls") if args.pool_sizes else None
+        ls_srv = LabelStudioServer(data_dir=Path(tmp) / "ls") if config.fast.pool_sizes else None
         if ls_srv is not None:
             print("starting Label Studio...", file=sys.stderr)
             ls_srv.start()
         try:
-            results = measure(args, ls_srv, redis_srv, Path(tmp), out_dir)
+            results = measure(config, ls_srv, redis_srv, Path(tmp), out_dir)
         finally:
             if ls_srv is not None:
                 ls_srv.stop()
@@ -315,40 +237,42 @@ def run_fast_latency(args: argparse.Namespace) -> int:
     return 0
 
 
-def measure(args: argparse.Namespace, ls_srv: Any, redis_srv: Any, root: Path, out_dir: Path) -> dict[str, Any]:
+def measure(config: BackendBenchConfig, ls_srv: Any, redis_srv: Any, root: Path, out_dir: Path) -> dict[str, Any]:
     """Everything but starting Label Studio and Redis (`ls_srv`: ``.url``/``.token``; `redis_srv`:
     ``.url``): the compute alone, then the backend (two workers) and each pool size."""
-    model = _model(args)
+    fast = config.fast
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
-        "model": model, "dataset": args.dataset, "fast_worker_queues": args.fast_worker_queues,
-        "torch_threads": args.torch_threads, "fast_top_k": args.fast_top_k or "default (FAST_TOP_K)",
-        "concurrent_training": args.keep_training, "think_s": args.think_s,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_start": _load()},
+        "model": bench_model(config.model), "dataset": config.dataset,
+        "fast_worker_queues": list(fast.fast_worker_queues), "torch_threads": config.torch_threads,
+        "fast_top_k": fast.fast_top_k or "default (FAST_TOP_K)", "concurrent_training": fast.concurrent_training,
+        "think_s": fast.think_s,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_start": load_avg()},
         "pools": {}}
-    if args.compute_pool:
-        print(f"fast-path compute on {args.compute_pool} synthetic tasks...", file=sys.stderr)
-        results["compute"] = compute_benchmark(args.compute_pool, args.compute_labeled, top_k=args.fast_top_k or 32)
-    if args.pool_sizes:
-        labels, examples = load_examples(args.dataset, min(max(args.pool_sizes), args.max_texts))
+    if fast.compute_pool:
+        print(f"fast-path compute on {fast.compute_pool} synthetic tasks...", file=sys.stderr)
+        results["compute"] = compute_benchmark(fast.compute_pool, fast.compute_labeled, top_k=fast.fast_top_k or 32)
+    if fast.pool_sizes:
+        labels, examples = load_examples(config.dataset, min(max(fast.pool_sizes), fast.max_texts))
         results["texts"] = {"distinct": len(examples),
                             "note": "tasks beyond the distinct texts repeat them (same order, same gold labels)"}
-        env = _backend_env(args, ls_srv, redis_srv, root, model)
+        env = backend_env(config, ls_srv.url, ls_srv.token, redis_srv.url, root)
         env.update({"FAST_PATH": "on", "BASIC_AUTH_USER": "", "BASIC_AUTH_PASS": ""})
-        if args.fast_top_k:
-            env["FAST_TOP_K"] = str(args.fast_top_k)
-        with TwoWorkerBackend(env, root / "logs", args.fast_worker_queues, startup_timeout=120) as stack:
+        if fast.fast_top_k:
+            env["FAST_TOP_K"] = str(fast.fast_top_k)
+        workers = (EVERY_QUEUE, tuple(fast.fast_worker_queues))
+        with BackendProcesses(env, root / "logs", startup_timeout=120, workers=workers) as stack:
             ls = LabelStudioAdmin(ls_srv.url, ls_srv.token, timeout=300)
             try:
-                for n_tasks in args.pool_sizes:
+                for n_tasks in fast.pool_sizes:
                     print(f"pool of {n_tasks} tasks...", file=sys.stderr)
-                    results["pools"][str(n_tasks)] = measure_pool(args, ls, BackendHttp(stack.url), labels,
+                    results["pools"][str(n_tasks)] = measure_pool(fast, ls, BackendHttp(stack.url), labels,
                                                                   examples, n_tasks)
                     _write(out_dir, results)
             except Exception:
                 print(stack.log_tail(4000), file=sys.stderr)
                 raise
-    results["machine"]["load_end"] = _load()
+    results["machine"]["load_end"] = load_avg()
     _write(out_dir, results)
     _plot(out_dir, results)
     return results

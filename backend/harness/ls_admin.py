@@ -35,7 +35,7 @@ class MLBackendInfo:
     project: int | None = None
 
     @classmethod
-    def from_sdk(cls, backend: Any) -> "MLBackendInfo":
+    def from_sdk(cls, backend: Any) -> MLBackendInfo:
         return cls(id=backend.id, url=backend.url, title=backend.title, state=getattr(backend, "state", None),
                    model_version=getattr(backend, "model_version", None),
                    project=getattr(backend, "project", None))

@@ -1,15 +1,14 @@
 """Start the backend's whole stack on one machine, on free 127.0.0.1 ports, and stop it cleanly.
 
-Used by ``feasible-al bench-backend``, the integration tests and anything else that needs a real
-stack without touching the user's own services:
+Used by ``feasible-al bench-backend``, ``feasible-al demo``, the integration tests and anything else
+that needs a real stack without touching the user's own services:
 
 - :class:`RedisServer`: a private ``redis-server`` (Debian's; ``scripts/ensure_redis.sh``), no
   persistence, in a temporary directory; ``stop()`` / ``start()`` / ``restart()`` for "Redis down".
-- :class:`LabelStudioServer`: ``label-studio start`` from its own virtualenv
-  (``scripts/install_label_studio.sh``; ``$LS_VENV``, default ``<repo>/.venv-ls``) with a fresh
-  data directory and a legacy API token (``.url`` / ``.token``).
-- :class:`BackendProcesses`: ``feasible-al serve`` (gunicorn) and one ``feasible-al worker`` (RQ),
-  configured through the environment only, as a deployment is.
+- `backend.harness.label_studio.LabelStudioServer`: a real Label Studio (same life cycle).
+- :class:`BackendProcesses`: ``feasible-al serve`` (gunicorn) and its ``feasible-al worker``
+  processes (RQ): one on every queue, or the README's deployment (`README_WORKERS`: that one plus
+  one on the fast queue alone), configured through the environment only, as a deployment is.
 
 Every process is started in its own session, so stopping it stops its whole process group
 (gunicorn's workers, Label Studio's children) and nothing is left behind.
@@ -17,7 +16,6 @@ Every process is started in its own session, so stopping it stops its whole proc
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -25,14 +23,35 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
 
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
+
+Workers = Sequence[tuple[str, ...]]  # one entry per `feasible-al worker`: its queue kinds, () = every queue
+EVERY_QUEUE: tuple[str, ...] = ()
+SINGLE_WORKER: Workers = (EVERY_QUEUE,)
+# README, "Quick start without Docker": `feasible-al worker &` and `feasible-al worker --queues fast &`,
+# so a fine-tune on the first never delays the fast path.
+README_WORKERS: Workers = (EVERY_QUEUE, ("fast",))
+DEPLOYMENTS: dict[str, Workers] = {"readme": README_WORKERS, "single": SINGLE_WORKER}
+
+
+def describe_workers(workers: Workers) -> str:
+    """The workers in words, e.g. "an RQ worker on every queue and one on the fast queue alone"."""
+    def one(queues: tuple[str, ...]) -> str:
+        if not queues:
+            return "every queue"
+        return f"the {queues[0]} queue alone" if len(queues) == 1 else f"the {' and '.join(queues)} queues"
+    parts = [one(q) for q in workers]
+    return "an RQ worker on " + parts[0] + "".join(f" and one on {p}" for p in parts[1:])
+
+
+def worker_log_name(queues: tuple[str, ...]) -> str:
+    return "-".join(("worker", *queues))
 
 
 def free_port(host: str = HOST) -> int:
@@ -109,7 +128,7 @@ def tail(path: Path, chars: int = 8000) -> str:
         return f"<no log: {exc}>"
 
 
-class _Server:
+class ServerProcess:
     """One process group with a start/stop life cycle, usable as a context manager.
 
     Subclasses implement ``_launch()`` (start the process, wait until it answers, return it) and
@@ -163,7 +182,7 @@ def redis_server_binary() -> str | None:
     return shutil.which("redis-server")
 
 
-class RedisServer(_Server):
+class RedisServer(ServerProcess):
     """A private ``redis-server`` on a free port, no persistence, in a temporary directory.
 
     ``stop()`` kills it (clients then see connection errors), ``start()`` brings it back on the
@@ -212,170 +231,53 @@ class RedisServer(_Server):
         return proc
 
 
-# -------------------------------------------------------------------------------- Label Studio
-
-
-def ls_venv_path() -> Path:
-    return Path(os.environ.get("LS_VENV") or (REPO_ROOT / ".venv-ls"))
-
-
-def label_studio_executable() -> Path | None:
-    """``$LS_VENV/bin/label-studio`` if installed (scripts/install_label_studio.sh), else None."""
-    exe = ls_venv_path() / "bin" / "label-studio"
-    return exe if exe.exists() else None
-
-
-# LS 1.23 hard-codes its RQ Redis at localhost:6379 (it PINGs it at start-up and reads
-# user-activity keys from it when it answers): a private LS must never talk to a Redis it does not
-# own, so its settings point RQ at a unix socket that does not exist. Base settings are imported
-# first: LS's settings module reads django.conf.settings while it is imported (sentry init).
-_ISOLATED_SETTINGS = """\
-from label_studio.core.settings.base import *  # noqa: F401,F403
-from label_studio.core.settings.label_studio import *  # noqa: F401,F403
-from label_studio.core.settings.label_studio import RQ_QUEUES
-for _queue in RQ_QUEUES.values():
-    for _key in ('HOST', 'PORT', 'URL'):
-        _queue.pop(_key, None)
-    _queue['UNIX_SOCKET_PATH'] = {socket!r}
-"""
-
-
-class LabelStudioServer(_Server):
-    """A real Label Studio (``label-studio start``) on a free port with its own data directory.
-
-    The default user is created from ``username`` / ``password`` and gets ``token`` as a legacy
-    API token (``--enable-legacy-api-token``), so ``Authorization: Token <token>`` works.
-    First start on an empty data dir runs the migrations (~30 s); a restart takes a few seconds.
-    """
-
-    _grace = 15.0
-
-    def __init__(
-        self,
-        *,
-        data_dir: str | Path | None = None,
-        port: int | None = None,
-        username: str = "admin@example.com",
-        password: str = "test-password-123",
-        token: str | None = None,
-        startup_timeout: float = 180.0,
-        executable: str | Path | None = None,
-        extra_env: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__()
-        exe = Path(executable) if executable else label_studio_executable()
-        if exe is None or not exe.exists():
-            raise RuntimeError(f"label-studio not installed in {ls_venv_path()}: run scripts/install_label_studio.sh")
-        self.executable = exe
-        if data_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="feasible-al-label-studio-")
-            data_dir = self._tmp.name
-        self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.host = HOST
-        self.port = port or free_port()
-        self.username = username
-        self.password = password
-        self.token = token or secrets.token_hex(20)
-        self.startup_timeout = startup_timeout
-        self.extra_env = dict(extra_env or {})
-        self.log_path = self.data_dir / "label-studio.log"
-        self.startup_seconds: float | None = None
-        self._log_file: IO[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def _write_settings(self) -> Path:
-        settings_dir = self.data_dir / "ls-settings"
-        settings_dir.mkdir(parents=True, exist_ok=True)
-        text = _ISOLATED_SETTINGS.format(socket=str(self.data_dir / "no-redis.sock"))
-        (settings_dir / "ls_isolated_settings.py").write_text(text)
-        return settings_dir
-
-    def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "DJANGO_"))}
-        for key in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
-            env.pop(key, None)
-        env.update({
-            "PYTHONPATH": str(self._write_settings()), "DJANGO_SETTINGS_MODULE": "ls_isolated_settings",
-            "PATH": str(self.executable.parent) + os.pathsep + env.get("PATH", ""),
-            "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir), "ML_BLOCK_LOCAL_IP": "false",
-            "SSRF_PROTECTION_ENABLED": "false", "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "",
-            "COLLECT_ANALYTICS": "false", "LATEST_VERSION_CHECK": "false", "PYTHONUNBUFFERED": "1",
-        })
-        env.update(self.extra_env)
-        return env
-
-    def command(self) -> list[str]:
-        return [str(self.executable), "start", "--no-browser", "--internal-host", self.host,
-                "--port", str(self.port), "--username", self.username, "--password", self.password,
-                "--user-token", self.token, "--enable-legacy-api-token"]
-
-    def log_tail(self, chars: int = 8000) -> str:
-        return tail(self.log_path, chars)
-
-    def _launch(self) -> subprocess.Popen:
-        self._log_file = open(self.log_path, "ab")
-        started = time.monotonic()
-        proc = subprocess.Popen(self.command(), cwd=str(self.data_dir), env=self._env(), stdin=subprocess.DEVNULL,
-                                stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_http(f"{self.url}/health", self.startup_timeout, interval=1.0, alive=lambda: proc.poll() is None)
-        except (TimeoutError, RuntimeError) as exc:
-            stop_process_group(proc, grace=self._grace)
-            self._close_log()
-            log = self.log_tail()
-            sys.stderr.write(f"\n----- label-studio log ({self.log_path}) -----\n{log}\n-----\n")
-            raise RuntimeError(f"Label Studio did not come up on {self.url}: {exc}\n{log}") from exc
-        self.startup_seconds = time.monotonic() - started
-        return proc
-
-    def _close_log(self) -> None:
-        if self._log_file is not None:
-            self._log_file.close()
-        self._log_file = None
-
-    def stop(self) -> None:
-        super().stop()
-        self._close_log()
-
-
 # ------------------------------------------------------------------------------ the backend
 
 
 class BackendProcesses:
-    """``feasible-al serve`` (gunicorn) and one ``feasible-al worker`` on a free port.
+    """``feasible-al serve`` (gunicorn) and its ``feasible-al worker`` processes on a free port.
 
-    ``env`` is the whole environment the two processes see (``REDIS_URL``, ``LABEL_STUDIO_URL``,
-    ``ACQUISITION_MODEL``, ...: see ``feasible-al serve --help``). Their output goes to
-    ``<log_dir>/gunicorn.log`` and ``<log_dir>/worker.log``; :meth:`log_tail` shows both. Ready
-    when ``/health`` answers 200, or 401 where basic auth is on.
+    ``env`` is the whole environment the processes see (``REDIS_URL``, ``LABEL_STUDIO_URL``,
+    ``ACQUISITION_MODEL``, ...: see ``feasible-al serve --help``). ``workers``: one entry per worker,
+    its queue kinds (``()``: every queue); default one worker on every queue, `README_WORKERS` adds
+    one on the fast queue alone. Output goes to ``<log_dir>/gunicorn.log`` and
+    ``<log_dir>/worker[-<queues>].log``; :meth:`log_tail` shows them all. Ready when ``/health``
+    answers 200, or 401 where basic auth is on.
     """
 
     def __init__(self, env: Mapping[str, str], log_dir: Path, *, port: int | None = None,
-                 startup_timeout: float = 120.0, grace: float = 20.0) -> None:
+                 startup_timeout: float = 120.0, grace: float = 20.0, workers: Workers = SINGLE_WORKER) -> None:
         self.env = dict(env)
         self.log_dir = Path(log_dir)
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
         self.grace = grace
+        self.workers = [tuple(q) for q in workers]
         self._procs: list[subprocess.Popen] = []
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
+    @property
+    def log_paths(self) -> list[Path]:
+        return [self.log_dir / f"{name}.log" for name in ("gunicorn", *map(worker_log_name, self.workers))]
+
+    def describe(self) -> str:
+        return f"backend {self.url} (gunicorn) and {describe_workers(self.workers)}"
+
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         with open(self.log_dir / f"{name}.log", "wb") as log:  # the child keeps its own descriptor
             return subprocess.Popen([sys.executable, "-m", "backend.cli", *args], cwd=REPO_ROOT, env=self.env,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def start(self) -> "BackendProcesses":
+    def start(self) -> BackendProcesses:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         web = self._spawn("gunicorn", ["serve", "--host", HOST, "--port", str(self.port)])
-        self._procs = [web, self._spawn("worker", ["worker"])]
+        self._procs = [web]
+        for queues in self.workers:
+            flags = ["--queues", *queues] if queues else []
+            self._procs.append(self._spawn(worker_log_name(queues), ["worker", *flags]))
         try:
             wait_http(f"{self.url}/health", self.startup_timeout, ok=lambda r: r.status_code in (200, 401),
                       alive=lambda: web.poll() is None)
@@ -392,7 +294,7 @@ class BackendProcesses:
     def log_tail(self, chars: int = 4000) -> str:
         return "\n".join(f"--- {p.name}\n{tail(p, chars)}" for p in sorted(self.log_dir.glob("*.log")))
 
-    def __enter__(self) -> "BackendProcesses":
+    def __enter__(self) -> BackendProcesses:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -1,14 +1,24 @@
-"""The real-servers harness: private Redis instances (tests/helpers/servers.py, redis_server fixture)."""
+"""The real-servers harness: private Redis instances (tests/helpers/servers.py, redis_server fixture),
+and the backend's processes started as the README's quick start deploys them."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
 import pytest
 import redis
 
-from tests.helpers.servers import RedisServer, free_port, redis_server_binary, wait_http
+from backend.harness.processes import DEPLOYMENTS, describe_workers
+from tests.helpers.servers import (
+    README_WORKERS,
+    BackendProcesses,
+    RedisServer,
+    free_port,
+    redis_server_binary,
+    wait_http,
+)
 
 needs_redis = pytest.mark.skipif(redis_server_binary() is None, reason="redis-server not installed")
 
@@ -102,3 +112,35 @@ def test_stop_and_restart():
     # closed: the process is gone
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_the_deployments_in_words():
+    assert describe_workers(DEPLOYMENTS["readme"]) == "an RQ worker on every queue and one on the fast queue alone"
+    assert describe_workers(DEPLOYMENTS["single"]) == "an RQ worker on every queue"
+
+
+@needs_redis
+def test_readme_deployment_starts_a_worker_on_every_queue_and_one_on_the_fast_queue(redis_url, tmp_path):
+    """`feasible-al worker &` + `feasible-al worker --queues fast &`, as the README's quick start
+    (and the demo, and bench-backend --workers readme) run them: RQ sees both, with those queues."""
+    from rq import Worker
+
+    env = {**os.environ, "REDIS_URL": redis_url, "KEY_PREFIX": "harness-workers", "MODEL_DIR": str(tmp_path / "m"),
+           "TORCH_THREADS": "1", "BASIC_AUTH_USER": "", "BASIC_AUTH_PASS": ""}
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with BackendProcesses(env, tmp_path / "logs", startup_timeout=120, workers=README_WORKERS) as backend:
+            assert backend.describe().endswith("(gunicorn) and an RQ worker on every queue and one on the fast "
+                                               "queue alone")
+            assert [p.name for p in backend.log_paths] == ["gunicorn.log", "worker.log", "worker-fast.log"]
+            deadline = time.monotonic() + 120
+            queues: list[list[str]] = []
+            while time.monotonic() < deadline:
+                queues = sorted(sorted(w.queue_names()) for w in Worker.all(connection=client))
+                if len(queues) == 2:
+                    break
+                time.sleep(0.5)
+            every = sorted(f"harness-workers-{k}" for k in ("fast", "scoring", "training", "successor"))
+            assert queues == sorted([every, ["harness-workers-fast"]]), backend.log_tail()
+    finally:
+        client.close()
