@@ -22,7 +22,7 @@ import numpy as np
 from backend.engine.acquisition.strategies import LeastConfidence, QueryStrategy, make_strategy
 from backend.engine.errors import EmptyPoolError
 from backend.engine.proxy import ProxyHead
-from backend.engine.types import Predictions, TaskType
+from backend.engine.types import BoolArray, FloatArray, IndexArray, Predictions, TaskType
 
 OrderPhase = Literal["typical", "uncertainty"]
 
@@ -33,15 +33,15 @@ class PoolScores:
     more informative), `empty` (nothing to label: ordered last, never pushed) and the head's raw
     output the results are built from (class probabilities for classification)."""
 
-    confidence: np.ndarray
-    uncertainty: np.ndarray
-    empty: np.ndarray
-    outputs: np.ndarray
+    confidence: FloatArray
+    uncertainty: FloatArray
+    empty: BoolArray
+    outputs: FloatArray
 
     def __len__(self) -> int:
         return len(self.confidence)
 
-    def take(self, rows: np.ndarray) -> PoolScores:
+    def take(self, rows: IndexArray) -> PoolScores:
         """The scores of `rows` only (e.g. the pool's rows of a feature set holding labeled ones too)."""
         return PoolScores(self.confidence[rows], self.uncertainty[rows], self.empty[rows], self.outputs[rows])
 
@@ -49,7 +49,7 @@ class PoolScores:
 class PoolScorer(Protocol):
     """A fitted head that scores the pool from its stored features, one row per item."""
 
-    def score_pool(self, features: np.ndarray) -> PoolScores: ...
+    def score_pool(self, features: FloatArray) -> PoolScores: ...
 
 
 def proxy_strategy(name: str = "auto") -> QueryStrategy:
@@ -70,15 +70,15 @@ class ProxyScorer:
     head: ProxyHead
     strategy: QueryStrategy
 
-    def score_pool(self, features: np.ndarray) -> PoolScores:
+    def score_pool(self, features: FloatArray) -> PoolScores:
         probs, empty = self.head.predict_pool(features)
         confidence, uncertainty = score_probabilities(probs, self.head.schema.multi_label, self.strategy)
         confidence[empty], uncertainty[empty] = 1.0, 0.0
         return PoolScores(confidence, uncertainty, empty, probs)
 
 
-def score_probabilities(probs: np.ndarray, multi_label: bool, strategy: QueryStrategy
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def score_probabilities(probs: FloatArray, multi_label: bool, strategy: QueryStrategy
+                        ) -> tuple[FloatArray, FloatArray]:
     """(confidence, uncertainty) per row of class probabilities, as float32."""
     if len(probs) == 0:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)
@@ -92,7 +92,7 @@ class ColdStart:
     pool arrays, most typical first: `cold_start.typical_order`)."""
 
     labels: int
-    typical: np.ndarray
+    typical: IndexArray
 
     def active(self, n_labeled: int) -> bool:
         return n_labeled < self.labels and len(self.typical) > 0
@@ -103,12 +103,12 @@ class PoolOrder:
     """The items to show next (`top`: pool positions, lowest confidence first, at most K), the
     scores of the whole pool (None when the cold start ordered without a head), and which rule chose."""
 
-    top: np.ndarray
+    top: IndexArray
     scores: PoolScores | None
     phase: OrderPhase
 
 
-def order_pool(scores: PoolScores | None, labeled: np.ndarray, k: int, n_labeled: int,
+def order_pool(scores: PoolScores | None, labeled: BoolArray, k: int, n_labeled: int,
                cold_start: ColdStart | None = None) -> PoolOrder:
     """The next `k` pool items to label. `labeled` flags pool positions already labeled (or
     otherwise out of the order); `n_labeled` is the label count the cold start rule reads.
