@@ -60,7 +60,7 @@ class FeasibleALModel:
     """One project's view of the backend, created per request (state lives in Redis)."""
 
     project_id: int
-    backend: "Backend"
+    backend: Backend
     label_config: str | None = None
     _handlers: dict[str, Callable[[_Event], None]] = field(init=False, repr=False)
 

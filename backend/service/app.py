@@ -45,7 +45,8 @@ def _authenticate() -> Response | None:
     if (auth is not None and auth.type == "basic" and _same(auth.username, settings.basic_auth_user)
             and _same(auth.password, settings.basic_auth_pass)):
         return None
-    return error_response(401, "unauthorized", _AUTH_REQUIRED, headers={"WWW-Authenticate": 'Basic realm="feasible-al"'})
+    return error_response(401, "unauthorized", _AUTH_REQUIRED,
+                          headers={"WWW-Authenticate": 'Basic realm="feasible-al"'})
 
 
 def _observe(response: Response) -> Response:

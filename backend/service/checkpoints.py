@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from backend.engine.acquisition.strategies import QueryStrategy, load_strategy, 
 from backend.engine.io import atomic_write_json, atomic_write_text
 from backend.engine.models.transformer import SCHEMA_FILE, TrainingConfig, TransformerModel
 from backend.engine.proxy import FEATURE_DTYPE
-from backend.engine.types import TaskType
+from backend.engine.types import FloatArray, TaskType
 from backend.labeling import (
     LabelConfig,
     MissingTextFieldError,
@@ -36,7 +37,7 @@ from backend.labeling import (
     text_to_example,
 )
 from backend.service.fast_versions import FastCheckpoint
-from backend.service.features import FEATURES_DIR
+from backend.service.features import FEATURES_DIR, EncoderCache
 from backend.service.records import ScoreEntry
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def checkpoint_dir(model_dir: Path, project_id: int, version: str) -> Path:
 
 
 def write_checkpoint_extras(
-    directory: Path, config: LabelConfig, label_config_xml: str, strategy: QueryStrategy, meta: dict
+    directory: Path, config: LabelConfig, label_config_xml: str, strategy: QueryStrategy, meta: dict[str, Any]
 ) -> None:
     """Next to the model files: the label config it was trained for, the fitted strategy, and
     provenance. Written before the version is published, so no reader sees it half-written."""
@@ -88,7 +89,7 @@ def prune_checkpoints(model_dir: Path, project_id: int, keep: Sequence[str]) -> 
     return removed
 
 
-def _text_of(task: dict, config: LabelConfig) -> str | None:
+def _text_of(task: dict[str, Any], config: LabelConfig) -> str | None:
     try:
         return task_text(task, config)
     except MissingTextFieldError:
@@ -104,7 +105,7 @@ class LoadedCheckpoint:
     strategy: QueryStrategy
     lock: threading.Lock
 
-    def score(self, tasks: Sequence[dict]) -> tuple[list[ScoreEntry], int]:
+    def score(self, tasks: Sequence[dict[str, Any]]) -> tuple[list[ScoreEntry], int]:
         """One entry per Label Studio task, in order (see `score_texts`)."""
         return self.score_texts([_text_of(t, self.config) if isinstance(t, dict) else None for t in tasks])
 
@@ -116,7 +117,7 @@ class LoadedCheckpoint:
 
     def score_and_encode(
         self, texts: Sequence[str | None], with_features: bool = True
-    ) -> tuple[list[ScoreEntry], int, np.ndarray | None]:
+    ) -> tuple[list[ScoreEntry], int, FloatArray | None]:
         """`score_texts`, plus the proxy's features from the same forward pass (aligned features:
         float16, a zero row for a text the model could not run on, as `FeatureEncoder` stores them)."""
         examples, positions = [], []
@@ -190,7 +191,7 @@ class CheckpointCache:
         self.device = device
         self._items: OrderedDict[tuple[int, str], LoadedCheckpoint | FastCheckpoint] = OrderedDict()
         self._lock = threading.Lock()
-        self.encoders = None  # features.EncoderCache for fast versions (set by the runtime)
+        self.encoders: EncoderCache | None = None  # for fast versions (set by the runtime)
 
     def get(self, project_id: int, version: str) -> LoadedCheckpoint | FastCheckpoint:
         key = (int(project_id), version)
@@ -200,6 +201,7 @@ class CheckpointCache:
                 return self._items[key]
             start = time.perf_counter()
             directory = checkpoint_dir(self.model_dir, *key)
+            loaded: LoadedCheckpoint | FastCheckpoint
             if version.startswith(FAST_PREFIX):
                 if not (directory / "scores.npz").is_file():
                     raise CheckpointMissingError(f"fast version {version} of project {project_id} not found at "

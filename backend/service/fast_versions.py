@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,9 @@ from backend.engine.acquisition.order import proxy_strategy, score_probabilities
 from backend.engine.acquisition.strategies import QueryStrategy
 from backend.engine.io import atomic_directory
 from backend.engine.proxy import ProxyHead
+from backend.engine.types import FloatArray, IndexArray
 from backend.labeling import LabelConfig, MissingTextFieldError, classification_results, parse_label_config, task_text
+from backend.service.features import EncoderCache
 from backend.service.records import ScoreEntry
 
 SCORES_FILE = "scores.npz"
@@ -30,20 +33,21 @@ LABEL_CONFIG_FILE = "label_config.xml"
 NO_TEXT = ScoreEntry([], 1.0, 0.0)  # same as checkpoints.NO_TEXT_ENTRY: sorts last
 
 
-def entry(probs_row: np.ndarray, confidence: float, uncertainty: float, config: LabelConfig) -> ScoreEntry:
+def entry(probs_row: FloatArray, confidence: float, uncertainty: float, config: LabelConfig) -> ScoreEntry:
     return ScoreEntry(classification_results(np.asarray(probs_row, np.float32), config), float(confidence),
                       float(uncertainty))
 
 
 def save_fast_version(
-    directory: Path, head: ProxyHead, label_config_xml: str, task_ids: np.ndarray, probs: np.ndarray,
-    confidence: np.ndarray, uncertainty: np.ndarray, meta: dict[str, Any],
+    directory: Path, head: ProxyHead, label_config_xml: str, task_ids: IndexArray, probs: FloatArray,
+    confidence: FloatArray, uncertainty: FloatArray, meta: dict[str, Any],
 ) -> None:
     with atomic_directory(directory) as tmp:
         head.save(tmp)
         order = np.argsort(task_ids, kind="stable")
         np.savez(tmp / SCORES_FILE, ids=np.asarray(task_ids, np.int64)[order],
-                 probs=np.asarray(probs, np.float16)[order], confidence=confidence[order], uncertainty=uncertainty[order])
+                 probs=np.asarray(probs, np.float16)[order], confidence=confidence[order],
+                 uncertainty=uncertainty[order])
         (tmp / LABEL_CONFIG_FILE).write_text(label_config_xml, encoding="utf-8")
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
@@ -57,16 +61,16 @@ class FastCheckpoint:
     head: ProxyHead
     config: LabelConfig
     strategy: QueryStrategy
-    ids: np.ndarray
-    probs: np.ndarray
-    confidence: np.ndarray
-    uncertainty: np.ndarray
+    ids: IndexArray
+    probs: FloatArray
+    confidence: FloatArray
+    uncertainty: FloatArray
     encoder_source: str
-    encoders: Any = None  # features.EncoderCache, set by the cache that loads it
+    encoders: EncoderCache | None = None  # set by the cache that loads it
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def load(cls, directory: Path, project_id: int, version: str) -> "FastCheckpoint":
+    def load(cls, directory: Path, project_id: int, version: str) -> FastCheckpoint:
         meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
         config = parse_label_config((directory / LABEL_CONFIG_FILE).read_text(encoding="utf-8"),
                                     meta.get("control_name") or None)
@@ -88,7 +92,7 @@ class FastCheckpoint:
                 out[t] = entry(self.probs[p], self.confidence[p], self.uncertainty[p], self.config)
         return out
 
-    def score(self, tasks: Sequence[dict]) -> tuple[list[ScoreEntry], int]:
+    def score(self, tasks: Sequence[dict[str, Any]]) -> tuple[list[ScoreEntry], int]:
         """One entry per task, in order, and how many texts the encoder ran on."""
         ids = [t.get("id") if isinstance(t, dict) else None for t in tasks]
         known = self.lookup([int(i) for i in ids if isinstance(i, int)])

@@ -23,6 +23,7 @@ import numpy as np
 
 from backend.engine.io import atomic_file
 from backend.engine.proxy import FEATURE_DTYPE, FeatureEncoder
+from backend.engine.types import BoolArray, FloatArray, IndexArray
 
 FEATURES_DIR = "features"  # the reserved folder in MODEL_DIR/<project>/ (never a version name)
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -46,10 +47,10 @@ def features_root(model_dir: Path, project_id: int) -> Path:
 class FeatureSet:
     """All features one encoder produced for a project: `ids` sorted, `matrix` rows aligned."""
 
-    ids: np.ndarray  # (n,) int64, ascending
-    matrix: np.ndarray  # (n, dim) float16
+    ids: IndexArray  # (n,) int64, ascending
+    matrix: FloatArray  # (n, dim) float16
 
-    def rows(self, task_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    def rows(self, task_ids: list[int]) -> tuple[IndexArray, BoolArray]:
         """(row index per task, found mask): -1 where the task has no features."""
         wanted = np.asarray(task_ids, dtype=np.int64)
         if len(self.ids) == 0 or len(wanted) == 0:
@@ -76,7 +77,7 @@ class FeatureStore:
             raise ValueError(f"invalid feature key {key!r}")
         return features_root(self.model_dir, project_id) / key
 
-    def write(self, project_id: int, key: str, task_ids: list[int], features: np.ndarray) -> Path | None:
+    def write(self, project_id: int, key: str, task_ids: list[int], features: FloatArray) -> Path | None:
         """Add one shard (atomically: readers see all of it or none)."""
         if len(task_ids) == 0:
             return None

@@ -26,7 +26,8 @@ def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: st
     util.write_nonblock(sock, head + body)
 
 
-class JsonErrorWorker(ThreadWorker):
+# gunicorn ships no type information, so mypy reads ThreadWorker as Any
+class JsonErrorWorker(ThreadWorker):  # type: ignore[misc]
     """`ThreadWorker` whose error pages are JSON (gunicorn looks ``util.write_error`` up per call)."""
 
     def init_process(self) -> None:

@@ -15,8 +15,9 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = ["BodyGuard", "TOTAL_READ_FACTOR"]
 
@@ -31,7 +32,7 @@ class _BodyError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _json_error(start_response: Callable, error: _BodyError) -> list[bytes]:
+def _json_error(start_response: StartResponse, error: _BodyError) -> list[bytes]:
     body = json.dumps({"error": error.code, "message": error.message, "status": error.status}).encode()
     reason = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large"}[error.status]
     start_response(f"{error.status} {reason}", [("Content-Type", "application/json"),
@@ -42,12 +43,12 @@ def _json_error(start_response: Callable, error: _BodyError) -> list[bytes]:
 class BodyGuard:
     """Wraps a WSGI app: the app sees the body as an in-memory stream of at most ``max_bytes``."""
 
-    def __init__(self, app: Callable, max_bytes: int, read_timeout: float) -> None:
+    def __init__(self, app: WSGIApplication, max_bytes: int, read_timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.read_timeout = read_timeout
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         declared = environ.get("CONTENT_LENGTH") or ""
         if not chunked and declared in ("", "0"):
@@ -65,7 +66,7 @@ class BodyGuard:
         return _BodyError(413, "request_too_large", f"request body exceeds MAX_REQUEST_BYTES={self.max_bytes} "
                           "bytes; send fewer tasks per request or raise the limit")
 
-    def _read(self, environ: dict[str, Any], chunked: bool, declared: str) -> bytes:
+    def _read(self, environ: WSGIEnvironment, chunked: bool, declared: str) -> bytes:
         length = None
         if not chunked:
             if not declared.isascii() or not declared.isdigit() or len(declared) > 18:
@@ -102,7 +103,7 @@ class BodyGuard:
             if len(buf) > limit or (length is not None and length > limit):
                 self._drain(stream, _DRAIN_FACTOR * limit - len(buf), deadline)
                 raise self._too_large()
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise _BodyError(408, "body_timeout", f"the request body stalled (no data for {self.read_timeout:g} s, "
                              "BODY_READ_TIMEOUT) or took too long; the request was dropped") from None
         except OSError as exc:  # the client went away, or the watchdog shut the socket

@@ -13,12 +13,15 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from enum import Enum
 from functools import cache
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
 from backend.engine.selection import ServedModel, ServingDecision
 from backend.engine.types import TaskType
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "UNTRAINED", "RESULT_TTL", "ScoreEntry", "TrainingRequest", "ProjectState", "IterationInfo",
@@ -28,7 +31,8 @@ __all__ = [
 UNTRAINED = "untrained"
 
 
-class FastStatus(str, Enum):
+# not StrEnum: that would change str() and format() of a member (the value instead of FastStatus.NAME)
+class FastStatus(str, Enum):  # noqa: UP042
     """A fast update's outcome (``GET /projects/<id>`` → ``fast_path.status``)."""
 
     PUBLISHED = "published"  # a new order is in Label Studio
@@ -41,7 +45,7 @@ class FastStatus(str, Enum):
 # How long finished jobs, their status and in-progress iteration counters are kept (7 days).
 RESULT_TTL = 7 * 24 * 3600
 
-R = TypeVar("R")
+R = TypeVar("R", bound="DataclassInstance")
 
 
 def json_default(value: Any) -> Any:
@@ -69,7 +73,7 @@ def _encode(value: Any) -> str | int | float:
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, Enum):
-        return value.value
+        return _encode(value.value)  # the service's enums hold strings
     if isinstance(value, ServingDecision):
         return json.dumps(value.to_dict(), default=json_default)
     if isinstance(value, (int, float, str)):
@@ -109,12 +113,12 @@ def from_hash(cls: type[R], h: typing.Mapping[str, str], **given: Any) -> R:
     """Build `cls` from a hash: a missing or empty field takes its default; other keys are ignored."""
     hints = _hints(cls)
     values: dict[str, Any] = dict(given)
-    for f in fields(cls):  # type: ignore[arg-type]
+    for f in fields(cls):
         if f.name in values:
             continue
         raw = h.get(f.name)
         if raw is None or raw == "":
-            if f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
+            if f.default is MISSING and f.default_factory is MISSING:
                 raise KeyError(f"{cls.__name__}: field {f.name!r} missing from the stored hash")
             continue
         values[f.name] = _decode(hints[f.name], raw)
@@ -126,7 +130,7 @@ class ScoreEntry:
     """What a version says about one task: the LS result list, its confidence (the prediction
     score LS sorts by) and the strategy's uncertainty (what UPS ranks by)."""
 
-    result: list[dict]
+    result: list[dict[str, Any]]
     score: float
     uncertainty: float
 
@@ -134,7 +138,7 @@ class ScoreEntry:
         return json.dumps({"result": self.result, "score": self.score, "u": self.uncertainty}, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, raw: str) -> "ScoreEntry":
+    def from_json(cls, raw: str) -> ScoreEntry:
         data = json.loads(raw)
         return cls(data["result"], float(data["score"]), float(data.get("u", math.nan)))
 
@@ -189,7 +193,7 @@ class ProjectState:
     fast_published_seq: int = 0
 
     @classmethod
-    def from_hash(cls, project_id: int, h: typing.Mapping[str, str]) -> "ProjectState":
+    def from_hash(cls, project_id: int, h: typing.Mapping[str, str]) -> ProjectState:
         return from_hash(cls, h, project_id=int(project_id))
 
     @property
@@ -250,7 +254,7 @@ class IterationInfo:
         return to_hash(self)
 
     @classmethod
-    def from_hash(cls, h: typing.Mapping[str, str]) -> "IterationInfo":
+    def from_hash(cls, h: typing.Mapping[str, str]) -> IterationInfo:
         return from_hash(cls, h)
 
 
@@ -323,7 +327,7 @@ class PipelineStatus:
         return to_hash(self)
 
     @classmethod
-    def from_hash(cls, h: typing.Mapping[str, str]) -> "PipelineStatus":
+    def from_hash(cls, h: typing.Mapping[str, str]) -> PipelineStatus:
         return from_hash(cls, h)
 
     def scoring_view(self) -> dict[str, int]:

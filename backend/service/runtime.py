@@ -75,7 +75,8 @@ class JobContext:
         timeout = cls.redis_command_timeout(settings)
         store = ProjectStore(connect_redis(settings, timeout=timeout), settings.key_prefix)
         checkpoints = CheckpointCache(settings.model_dir, settings.model_cache_size, settings.device)
-        checkpoints.encoders = EncoderCache(settings.max_length, settings.device, settings.inference_batch_size)
+        encoders = EncoderCache(settings.max_length, settings.device, settings.inference_batch_size)
+        checkpoints.encoders = encoders
         return cls(
             settings=settings,
             store=store,
@@ -83,7 +84,7 @@ class JobContext:
             metrics=Metrics(store.r, settings.key_prefix),
             checkpoints=checkpoints,
             features=FeatureStore(settings.model_dir),
-            encoders=checkpoints.encoders,
+            encoders=encoders,
             label_studio=label_studio,
         )
 

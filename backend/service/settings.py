@@ -210,7 +210,7 @@ class Settings:
 
     # ------------------------------------------------------------------ environment
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build from environment variables (``os.environ`` by default); unset or empty = default."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}

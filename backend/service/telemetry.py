@@ -72,7 +72,7 @@ class Metrics:
         """One metrics hash (``http``, ``http_seconds``, ``jobs``): field -> value."""
         return {_decode(field): float(value) for field, value in self.r.hgetall(self._key(name)).items()}
 
-    def render(self, store: "ProjectStore", queues: Sequence["Queue"] = ()) -> bytes:
+    def render(self, store: ProjectStore, queues: Sequence[Queue] = ()) -> bytes:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Collector(self, store, queues))
         return generate_latest(registry)
@@ -83,7 +83,7 @@ def _decode(value: bytes | str) -> str:
 
 
 class _Collector:
-    def __init__(self, metrics: Metrics, store: "ProjectStore", queues: Sequence["Queue"]) -> None:
+    def __init__(self, metrics: Metrics, store: ProjectStore, queues: Sequence[Queue]) -> None:
         self.m = metrics
         self.store = store
         self.queues = queues

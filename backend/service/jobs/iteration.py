@@ -152,7 +152,8 @@ def enqueue_scoring(
     chunk_jobs = [
         enqueue(ctx.queues.scoring, score_chunk, (int(project_id), version, subset[i : i + size]),
                 timeout=SCORE_JOB_TIMEOUT, meta=meta, on_failure=on_pipeline_failure,
-                retries=ctx.settings.chunk_retries, description=f"score {len(subset[i : i + size])} pool tasks, project {project_id} {version}")
+                retries=ctx.settings.chunk_retries,
+                description=f"score {len(subset[i : i + size])} pool tasks, project {project_id} {version}")
         for i in range(0, len(subset), size)
     ]
     ctx.store.update_status(pipeline_id, stage="score", version=version, subset_size=len(subset),

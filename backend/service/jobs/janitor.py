@@ -106,14 +106,14 @@ class Heartbeat:
     ``HEARTBEAT_TTL`` and runs `reap_dead_jobs` every ``JANITOR_INTERVAL`` seconds. Redis errors
     are logged and retried on the next beat (the worker loop handles the outage itself)."""
 
-    def __init__(self, worker: "BaseWorker", ctx: JobContext) -> None:
+    def __init__(self, worker: BaseWorker, ctx: JobContext) -> None:
         self.worker, self.ctx = worker, ctx
-        self.running: tuple[Job, "Execution"] | None = None
+        self.running: tuple[Job, Execution] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="feasible-al-heartbeat", daemon=True)
         self._last_reap = 0.0
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 

@@ -67,7 +67,8 @@ MAXIMUM: dict[str, float] = {"epochs": 100, "learning_rate": 1.0, "batch_size": 
 
 def _number(name: str, value: Any, kind: type, minimum: float, *, exclusive: bool = False) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-        raise SuccessorOptionsError(f"'{name}' must be {'an integer' if kind is int else 'a number'}, got {value!r:.40}")
+        what = "an integer" if kind is int else "a number"
+        raise SuccessorOptionsError(f"'{name}' must be {what}, got {value!r:.40}")
     if value != value or value < minimum or (exclusive and value == minimum):
         raise SuccessorOptionsError(f"'{name}' must be {'>' if exclusive else '>='} {minimum}, got {value!r:.40}")
     maximum = MAXIMUM.get(name.rsplit(".", 1)[-1])
@@ -165,7 +166,8 @@ def parse_options(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
 
 def plasm_options(settings: Settings, options: dict[str, Any]) -> PlasmOptions:
     base = settings.training_config()
-    kw = {k: v for k, v in options.items() if k not in ("teacher_training", "successor_training", "acquisition_teacher")}
+    nested = ("teacher_training", "successor_training", "acquisition_teacher")
+    kw = {k: v for k, v in options.items() if k not in nested}
 
     def training(part: str) -> TrainingConfig:
         over = options.get(part) or {}
@@ -317,8 +319,9 @@ def _acquisition_teacher(ctx: JobContext, project_id: int, config: LabelConfig,
     if wanted is False:
         return [], {"used": False, "why": "acquisition_teacher=false"}
     if wanted is None and options.get("teacher") != ctx.settings.acquisition_model:
-        return [], {"used": False, "why": f"the teacher ({options.get('teacher')}) is not the acquisition model "
-                                          f"({ctx.settings.acquisition_model}); acquisition_teacher=true adds it anyway"}
+        return [], {"used": False,
+                    "why": f"the teacher ({options.get('teacher')}) is not the acquisition model "
+                           f"({ctx.settings.acquisition_model}); acquisition_teacher=true adds it anyway"}
     state = ctx.store.get_project(project_id)
     version = state.acq_version if state is not None else UNTRAINED
     if version == UNTRAINED:
