@@ -15,10 +15,16 @@ from transformers import HfArgumentParser
 from backend.engine.errors import ActiveLearningError
 
 
-def build_parser() -> argparse.ArgumentParser:
+class CommandParser(argparse.ArgumentParser):
+    """The `feasible-al` parser, with each subcommand's parser by name (read by `replay` for --config)."""
+
+    commands: dict[str, HfArgumentParser]
+
+
+def build_parser() -> CommandParser:
     from backend.cli import demo, docs, experiments, plasm, service
 
-    parser = argparse.ArgumentParser(prog="feasible-al", description=__doc__.split("\n")[0])
+    parser = CommandParser(prog="feasible-al", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO and show tracebacks")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: one per core; 1 avoids oversubscription on a busy machine)")
@@ -32,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def replay(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> argparse.Namespace:
+def replay(parser: CommandParser, args: argparse.Namespace, argv: list[str] | None) -> argparse.Namespace:
     """With `--config`, parse again with the saved run's values as defaults: flags given win."""
     if not getattr(args, "config", None):
         return args
@@ -71,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except Exception as exc:
         if args.verbose or not is_user_error(exc):
             raise

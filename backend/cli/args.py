@@ -15,11 +15,29 @@ import typing
 from argparse import ArgumentParser, Namespace
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 from backend.engine.errors import DatasetError
 
+if TYPE_CHECKING:
+    import argparse
+
+    from transformers import HfArgumentParser
+
+    # `feasible-al`'s subcommands: the subparsers action made with `parser_class=HfArgumentParser`
+    Subcommands: TypeAlias = argparse._SubParsersAction[HfArgumentParser]
+
 Overrides = Mapping[str, Mapping[str, Any]]
+
+
+class ArgumentView:
+    """Base of the flat dataclasses `arguments` makes: the group name `HfArgumentParser` reads, the
+    dataclass the flags build, and the flag prefix of its fields."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+    _argument_group_name: ClassVar[str]
+    source: ClassVar[type]
+    prefix: ClassVar[str]
 
 
 def arguments(
@@ -30,7 +48,7 @@ def arguments(
     exclude: Collection[str] = (),
     prefix: str = "",
     overrides: Overrides | None = None,
-) -> type:
+) -> type[ArgumentView]:
     """A flat dataclass of `source`'s (selected) fields for one argument group; flag names are the
     field names (`--max_length` and `--max-length`), with `prefix` prepended."""
     hints = typing.get_type_hints(source)
@@ -49,13 +67,13 @@ def arguments(
         spec = dataclasses.field(metadata=metadata) if default is dataclasses.MISSING else \
             dataclasses.field(default=default, metadata=metadata)
         specs.append((prefix + f.name, kind, spec))
-    view = dataclasses.make_dataclass(f"{source.__name__}Arguments", specs)
+    view: type[ArgumentView] = dataclasses.make_dataclass(f"{source.__name__}Arguments", specs, bases=(ArgumentView,))
     view._argument_group_name = group  # read by HfArgumentParser
     view.source, view.prefix = source, prefix
     return view
 
 
-def _default(f: dataclasses.Field) -> Any:
+def _default(f: dataclasses.Field[Any]) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:
@@ -63,7 +81,7 @@ def _default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-def _sequence_as_nargs(kind: Any, metadata: dict) -> tuple[Any, dict]:
+def _sequence_as_nargs(kind: Any, metadata: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """`tuple[int, ...]` (optionally `| None`) -> `int` with `nargs="+"` (unless given): argparse
     collects a list, `build` turns it back into a tuple."""
     if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
@@ -75,7 +93,7 @@ def _sequence_as_nargs(kind: Any, metadata: dict) -> tuple[Any, dict]:
     return kind, metadata
 
 
-def values(namespace: Namespace, view: type) -> dict[str, Any]:
+def values(namespace: Namespace, view: type[ArgumentView]) -> dict[str, Any]:
     """The parsed flags of one group, by `source` field name (lists as tuples)."""
     out = {}
     for f in dataclasses.fields(view):
@@ -84,7 +102,7 @@ def values(namespace: Namespace, view: type) -> dict[str, Any]:
     return out
 
 
-def build(namespace: Namespace, view: type, **fields: Any) -> Any:
+def build(namespace: Namespace, view: type[ArgumentView], **fields: Any) -> Any:
     """`view.source` from the parsed flags of its group, plus `fields` (e.g. nested configs)."""
     return view.source(**values(namespace, view), **fields)
 

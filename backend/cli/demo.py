@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from backend.cli.args import Subcommands
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -28,7 +32,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 130
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subcommands) -> None:
     """Add `demo` to the `feasible-al` subcommands."""
     demo = sub.add_parser(
         "demo", help="the backend in a real Label Studio: rounds of active learning, then a PLASM successor",

@@ -10,9 +10,12 @@ import argparse
 import sys
 from dataclasses import MISSING, Field, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backend.service.settings import SECRET_FIELDS, Settings
+
+if TYPE_CHECKING:
+    from backend.cli.args import Subcommands
 
 BEGIN = "<!-- settings:begin (generated: feasible-al settings --markdown --write README.md) -->"
 END = "<!-- settings:end -->"
@@ -37,8 +40,12 @@ def _spelled(value: Any) -> str:
     return str(value)
 
 
-def _default(f: Field) -> Any:
-    return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+def _default(f: Field[Any]) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    raise ValueError(f"Settings.{f.name} has no default")  # every setting has one (from_env reads them)
 
 
 def variables() -> list[Variable]:
@@ -96,11 +103,12 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subcommands) -> None:
     """Add `settings` to the `feasible-al` subcommands."""
     parser = sub.add_parser("settings", help="print the backend's environment variables and their defaults")
     parser.add_argument("--markdown", action="store_true",
-                        help="a Markdown table (the README's) instead of a commented .env file; implied by --write/--check")
+                        help="a Markdown table (the README's) instead of a commented .env file; "
+                             "implied by --write/--check")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--write", metavar="FILE", help=f"replace the table between {BEGIN} and {END} in FILE")
     where.add_argument("--check", metavar="FILE", help="exit 1 when FILE's table differs from the generated one")

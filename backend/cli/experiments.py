@@ -4,8 +4,10 @@ from __future__ import annotations
 import sys
 import time
 from argparse import Namespace
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Never
 
 from backend.cli.args import arguments, build, values
 from backend.cli.groups import Data, Successor, Training, load_split, pool_texts, successor_training
@@ -14,6 +16,12 @@ from backend.engine.metrics import main_metric_name
 from backend.engine.plasm.pipeline import FILTERS, PlasmOptions
 from backend.experiments.label_efficiency import METHODS, LabelEfficiencyConfig
 from backend.experiments.simulate import CONFIGURATIONS, DEFAULT_MODEL, SimulationConfig
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from backend.cli.args import Subcommands
+    from backend.engine.data import Dataset
 
 REPLAY_HELP = "replay a run: its results.json (config block) or a JSON object of flag values; flags given here win"
 
@@ -69,7 +77,7 @@ LabelEfficiency = arguments(LabelEfficiencyConfig, "label efficiency", overrides
     "methods": {"choices": METHODS}})
 
 
-def _progress_bar(total: int, desc: str):
+def _progress_bar(total: int, desc: str) -> tuple[tqdm[Never], Callable[[str], None]]:
     from tqdm import tqdm
 
     bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr)
@@ -105,10 +113,11 @@ def cmd_simulate(args: Namespace) -> int:
     return 0
 
 
-def _student(args: Namespace, train, out: Path, extra: dict) -> str:
+def _student(args: Namespace, train: Dataset, out: Path, extra: dict[str, Any]) -> str:
     """The acquisition model: `--student`, or distilled from the teacher on the pool's texts (PLASM step 1)."""
-    if args.student != "distill":
-        return args.student
+    given: str = args.student
+    if given != "distill":
+        return given
     from backend.engine.plasm.distill import DistillConfig, distill
 
     student = str(out / "student")
@@ -124,8 +133,13 @@ def _student(args: Namespace, train, out: Path, extra: dict) -> str:
 
 def cmd_simulate_plasm(args: Namespace) -> int:
     from backend.experiments.plasm_experiment import (
-        PlasmExperiment, PlasmExperimentConfig, format_experiment_table, format_stage_table, stage_seconds,
-        summarize_experiment, write_experiment,
+        PlasmExperiment,
+        PlasmExperimentConfig,
+        format_experiment_table,
+        format_stage_table,
+        stage_seconds,
+        summarize_experiment,
+        write_experiment,
     )
 
     start = time.perf_counter()
@@ -133,7 +147,7 @@ def cmd_simulate_plasm(args: Namespace) -> int:
     plasm = build(args, PlasmFilter, teacher_training=training, successor_training=successor_training(args, training))
     dataset, train, test = load_split(args)
     out = Path(args.output_dir)
-    extra: dict = {"data": values(args, Data), "pool_size": len(train), "test_size": len(test)}
+    extra: dict[str, Any] = {"data": values(args, Data), "pool_size": len(train), "test_size": len(test)}
     loop = build(args, PlasmLoop, acquisition_model=_student(args, train, out, extra), training=training)
     config = PlasmExperimentConfig(loop, plasm, tuple(args.plasm_iterations or ()) or None)
     print(f"dataset {dataset.name}: {len(train)} pool / {len(test)} test", file=sys.stderr)
@@ -149,8 +163,8 @@ def cmd_simulate_plasm(args: Namespace) -> int:
 
 
 def cmd_bench(args: Namespace) -> int:
-    from backend.engine.io import atomic_write_json
     from backend.engine.device import resolve_device
+    from backend.engine.io import atomic_write_json
     from backend.engine.models.transformer import TransformerModel
     from backend.experiments.bench import bench_scoring, bench_training, ups_shares
 
@@ -186,7 +200,8 @@ def cmd_bench(args: Namespace) -> int:
 
 
 def cmd_bench_labels(args: Namespace) -> int:
-    from backend.experiments.label_efficiency import LabelEfficiency as Bench, progress_to_stderr, write_outputs
+    from backend.experiments.label_efficiency import LabelEfficiency as Bench
+    from backend.experiments.label_efficiency import progress_to_stderr, write_outputs
 
     config: LabelEfficiencyConfig = build(args, LabelEfficiency)
     start = time.perf_counter()
@@ -199,7 +214,7 @@ def cmd_bench_labels(args: Namespace) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: Subcommands) -> None:
     """Add simulate, simulate-plasm, bench and bench-labels to the `feasible-al` subcommands."""
     sim = sub.add_parser("simulate", help="emulate active learning on a labeled dataset (paper experiments)",
                          dataclass_types=[Data, Loop, Training, Simulate])

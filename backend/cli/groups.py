@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 from argparse import Namespace
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from backend.cli.args import arguments, build, values
-from backend.engine.data import PACKAGED_DATASETS, load_dataset, train_test_split
+from backend.engine.data import PACKAGED_DATASETS, Dataset, load_dataset, train_test_split
 from backend.engine.models.transformer import TrainingConfig
+
+if TYPE_CHECKING:
+    from backend.engine.types import Example
 
 
 @dataclass
@@ -25,7 +30,7 @@ Data = arguments(DataArgs, "data", overrides={
     "dataset": {"help": f"a CSV/JSONL/CoNLL file, hf:<name>, or packaged: {_PACKAGED}"}})
 
 
-def load_split(namespace: Namespace):
+def load_split(namespace: Namespace) -> tuple[Dataset, Dataset, Dataset]:
     """(dataset, train, test) for the parsed data flags."""
     data: DataArgs = build(namespace, Data)
     dataset = load_dataset(data.dataset, text_field=data.text_field, label_field=data.label_field,
@@ -50,7 +55,7 @@ def successor_training(namespace: Namespace, training: TrainingConfig) -> Traini
                    batch_size=chosen["batch_size"] or training.batch_size)
 
 
-def pool_texts(examples) -> list[str]:
+def pool_texts(examples: Iterable[Example]) -> list[str]:
     """Raw texts of labeled examples (tagging: words joined by spaces), e.g. for distillation."""
     from backend.engine.types import TaggingExample
 

@@ -5,12 +5,20 @@ import sys
 import time
 from argparse import Namespace
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from backend.cli.args import arguments, build
 from backend.cli.groups import Data, Successor, Training, load_split, pool_texts, successor_training
 from backend.engine.plasm.distill import DistillConfig
 from backend.engine.plasm.pipeline import FILTERS, PlasmOptions
 from backend.experiments.simulate import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from backend.cli.args import Subcommands
+    from backend.engine.data import Dataset
+    from backend.engine.plasm.export import ExportPaths
+    from backend.engine.plasm.records import PlasmResult
+    from backend.engine.types import Example
 
 
 @dataclass
@@ -74,7 +82,9 @@ def cmd_distill(args: Namespace) -> int:
     return 0
 
 
-def _gold_and_pool(args: Namespace, dataset, train, test):
+def _gold_and_pool(
+    args: Namespace, dataset: Dataset, train: Dataset, test: Dataset | None,
+) -> tuple[list[Example], list[Example], Dataset | None]:
     """Emulation (`--gold-size`): a random gold subset, the rest unlabeled; else the whole dataset is gold.
     `--unlabeled` adds a pool file. Returns (gold, pool, test or None)."""
     import numpy as np
@@ -96,7 +106,7 @@ def _gold_and_pool(args: Namespace, dataset, train, test):
     return gold, pool, test
 
 
-def _print_result(result, test_metrics: dict, paths) -> None:
+def _print_result(result: PlasmResult, test_metrics: dict[str, dict[str, float]], paths: ExportPaths) -> None:
     print(f"{'model':<28}{'dev':>8}{'test':>8}")
     for name, metrics in result.metrics.items():
         test_main = test_metrics.get(name, {}).get("main")
@@ -106,7 +116,8 @@ def _print_result(result, test_metrics: dict, paths) -> None:
           f"(share 1 - {f.dev_score:.3f} = {f.share:.1%}; {sizes.dropped_uncertainty} least confident, "
           f"{sizes.dropped_tracin} by TracIn)")
     print("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.stage_seconds.items()))
-    print(f"kept: {result.chosen} successor; wrote {paths.directory}" + (f" and {paths.archive}" if paths.archive else ""))
+    print(f"kept: {result.chosen} successor; wrote {paths.directory}"
+          + (f" and {paths.archive}" if paths.archive else ""))
 
 
 def cmd_plasm(args: Namespace) -> int:
@@ -117,15 +128,15 @@ def cmd_plasm(args: Namespace) -> int:
     training = build(args, Training)
     options = build(args, PlasmSettings, teacher_training=training,
                     successor_training=successor_training(args, training))
-    dataset, train, test = load_split(args)
+    dataset, train, held_out = load_split(args)
     schema = train.schema
-    gold, pool, test = _gold_and_pool(args, dataset, train, test)
+    gold, pool, test = _gold_and_pool(args, dataset, train, held_out)
     print(f"PLASM on {dataset.name}: {len(gold)} gold, {len(pool)} unlabeled; teacher {options.teacher}, "
           f"successor {options.successor}, filter {options.filter}", file=sys.stderr)
     progress = StagePrinter()
     result = run_plasm(gold, pool, schema, options, progress=progress)
     progress("done", 1, 1)
-    test_metrics: dict = {}
+    test_metrics: dict[str, dict[str, float]] = {}
     if test is not None:
         models = {"teacher": result.teacher, **{f"successor_{n}": m for n, m in result.successors.items()}}
         test_metrics = {name: evaluate(m.predict(test.examples), test.examples, schema) for name, m in models.items()}
@@ -135,7 +146,7 @@ def cmd_plasm(args: Namespace) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: Subcommands) -> None:
     """Add distill and plasm to the `feasible-al` subcommands."""
     dis = sub.add_parser("distill", help="distil a half-depth student (acquisition model) from a teacher",
                          dataclass_types=[Data, Distill, DistillSettings])

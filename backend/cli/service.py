@@ -11,11 +11,15 @@ import argparse
 import os
 import shutil
 import sys
+from typing import TYPE_CHECKING
 
 from backend.cli.args import arguments, build
 from backend.harness.config import DEPLOYMENT_NAMES, BackendBenchConfig, FastLatencyConfig, ServiceLoopConfig
 from backend.service.runtime import QUEUE_KINDS
 from backend.service.settings import Settings
+
+if TYPE_CHECKING:
+    from backend.cli.args import Subcommands
 
 Bench = arguments(BackendBenchConfig, "benchmark (every mode; the rest: iterations)")
 FastLatency = arguments(FastLatencyConfig, "fast path latency (--mode fast-latency)",
@@ -90,7 +94,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def bench_config(args: argparse.Namespace) -> BackendBenchConfig:
     """The parsed bench-backend flags as its typed configuration."""
-    return build(args, Bench, fast=build(args, FastLatency), loop=build(args, ServiceLoop))
+    config: BackendBenchConfig = build(args, Bench, fast=build(args, FastLatency), loop=build(args, ServiceLoop))
+    return config
 
 
 def cmd_bench_backend(args: argparse.Namespace) -> int:
@@ -108,7 +113,7 @@ def cmd_bench_backend(args: argparse.Namespace) -> int:
     return run_bench(config)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subcommands) -> None:
     """Add serve, worker and bench-backend to the `feasible-al` subcommands."""
     epilog = "environment variables:\n" + Settings.help_text()
     _register_serve(sub, epilog)
@@ -121,7 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench.set_defaults(func=cmd_bench_backend)
 
 
-def _register_serve(sub: argparse._SubParsersAction, epilog: str) -> None:
+def _register_serve(sub: Subcommands, epilog: str) -> None:
     serve = sub.add_parser("serve", help="run the ML backend HTTP server (gunicorn, backend._wsgi:app)",
                            epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--host", default=None, help="default: HOST (0.0.0.0)")
@@ -133,7 +138,7 @@ def _register_serve(sub: argparse._SubParsersAction, epilog: str) -> None:
     serve.set_defaults(func=cmd_serve)
 
 
-def _register_worker(sub: argparse._SubParsersAction, epilog: str) -> None:
+def _register_worker(sub: Subcommands, epilog: str) -> None:
     worker = sub.add_parser("worker", help="run an RQ worker for training, scoring and successor jobs",
                             epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     worker.add_argument("--queues", nargs="+", default=list(QUEUE_KINDS), choices=QUEUE_KINDS,
