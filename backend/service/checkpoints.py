@@ -15,7 +15,7 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -75,7 +75,7 @@ def write_checkpoint_extras(
     atomic_write_json(directory / BACKEND_META_FILE, {**meta, "control_name": config.control_name})
 
 
-def prune_checkpoints(model_dir: Path, project_id: int, keep: Sequence[str]) -> list[str]:
+def prune_checkpoints(model_dir: Path, project_id: int, keep: Collection[str]) -> list[str]:
     """Delete the project's checkpoint folders not named in `keep` (and leftover temp folders);
     the pool features' folder stays."""
     root = Path(model_dir) / str(int(project_id))
@@ -216,3 +216,10 @@ class CheckpointCache:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
             return loaded
+
+    def get_finetuned(self, project_id: int, version: str) -> LoadedCheckpoint:
+        """`get` for a version the training pipeline wrote (a fine-tune); a fast version is a ValueError."""
+        loaded = self.get(project_id, version)
+        if not isinstance(loaded, LoadedCheckpoint):
+            raise ValueError(f"version {version} of project {project_id} is a fast version, not a fine-tune")
+        return loaded

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 if TYPE_CHECKING:  # avoid importing RQ / the store at module import
     from rq import Queue
@@ -88,7 +88,7 @@ class _Collector:
         self.store = store
         self.queues = queues
 
-    def collect(self) -> Iterable:
+    def collect(self) -> Iterator[Metric]:
         yield from self._http()
         jobs = CounterMetricFamily("feasible_al_jobs", "RQ jobs by kind and outcome", labels=["job", "outcome"])
         for field, value in self.m.counts("jobs").items():
@@ -101,7 +101,7 @@ class _Collector:
         yield queue_len
         yield from self._projects()
 
-    def _http(self) -> Iterable:
+    def _http(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "feasible_al_http_requests", "HTTP requests by endpoint, method and status",
             labels=["endpoint", "method", "status"],
@@ -126,7 +126,7 @@ class _Collector:
             latency.add_metric([endpoint], buckets, parts.get("sum", 0.0))
         yield latency
 
-    def _projects(self) -> Iterable:
+    def _projects(self) -> Iterator[Metric]:
         labels = ["project"]
         pool = GaugeMetricFamily("feasible_al_pool_size", "cached unlabeled pool size", labels=labels)
         iteration = GaugeMetricFamily("feasible_al_iteration", "published active-learning iteration", labels=labels)

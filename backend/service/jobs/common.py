@@ -11,6 +11,7 @@ import redis
 from rq import Callback, Queue, Retry
 from rq.exceptions import AbandonedJobError
 from rq.job import Dependency, Job, JobStatus
+from rq.types import FunctionReferenceType, JobDependencyType
 
 from backend.service.records import RESULT_TTL, PipelineStatus
 from backend.service.runtime import JobContext
@@ -28,8 +29,9 @@ LIVE = frozenset({JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, Job
 
 
 def enqueue(
-    queue: Queue, func: Callable[..., Any] | str, args: tuple[Any, ...], *, meta: dict[str, Any], timeout: int,
-    on_failure: Callable, description: str, job_id: str | None = None, depends_on: Any = None,
+    queue: Queue, func: FunctionReferenceType, args: tuple[Any, ...], *, meta: dict[str, Any], timeout: int,
+    on_failure: Callable[..., Any], description: str, job_id: str | None = None,
+    depends_on: JobDependencyType | None = None,
     retries: int = 0,
 ) -> Job:
     """Enqueue with the backend's result TTL and failure callback; `retries` reruns (a job whose
@@ -101,11 +103,14 @@ def describe_job(ctx: JobContext, job_id: str) -> dict[str, Any] | None:
         return None
     meta = job.meta or {}
     rq_status = job.get_status(refresh=False)
-    status = ctx.store.get_status(meta.get(META_PIPELINE) or job.id) or PipelineStatus(project=meta.get(META_PROJECT))
+    stored = ctx.store.get_status(meta.get(META_PIPELINE) or job.id)
+    # before the first stage writes its status, RQ's meta names the project (None if it holds none)
+    project = stored.project if stored is not None else meta.get(META_PROJECT)
+    status = stored if stored is not None else PipelineStatus(project=-1)
     out: dict[str, Any] = {
-        "id": job.id, "function": job.func_name.rsplit(".", 1)[-1],
+        "id": job.id, "function": (job.func_name or "").rsplit(".", 1)[-1],
         "status": str(getattr(rq_status, "value", rq_status)),
-        "project": status.project, "pipeline": status.pipeline, "stage": status.stage,
+        "project": project, "pipeline": status.pipeline, "stage": status.stage,
         "progress": status.progress, "version": status.version,
         "pipeline_status": status.status, "error": status.error,
         "enqueued_at": _iso(job.enqueued_at), "started_at": _iso(job.started_at), "ended_at": _iso(job.ended_at),

@@ -34,6 +34,7 @@ from backend.engine.acquisition.order import ColdStart, PoolOrder, ProxyScorer, 
 from backend.engine.errors import EmptyPoolError, NotEnoughLabelsError
 from backend.engine.proxy import ProxyHead
 from backend.engine.selection import ModelEstimate, ServingDecision
+from backend.engine.types import IndexArray
 from backend.labeling import ConversionReport, LabelConfig, parse_label_config, tasks_to_examples
 from backend.service.checkpoints import FAST_PREFIX, checkpoint_dir
 from backend.service.fast_versions import entry, save_fast_version
@@ -190,7 +191,7 @@ class _Labels:
     conversion: dict[str, Any]
     y: list[list[str]]  # the labels of the labeled tasks that have features
     task_ids: list[int]  # and their ids
-    rows: np.ndarray  # and their rows in the feature set
+    rows: IndexArray  # and their rows in the feature set
 
 
 class _FastUpdate:
@@ -281,7 +282,7 @@ class _FastUpdate:
         return head, plan
 
     def _order(self, features: FeatureSet, pool_ids: list[int], head: ProxyHead, state: ProjectState,
-               n_labeled: int) -> tuple[np.ndarray, PoolOrder]:
+               n_labeled: int) -> tuple[IndexArray, PoolOrder]:
         """The engine's order over the pool tasks that have features (scored on every row of the set:
         cheaper than gathering the pool's rows first)."""
         pool_rows, pool_found = features.rows(pool_ids)
@@ -297,8 +298,8 @@ class _FastUpdate:
             raise _Skip(FastStatus.SKIPPED, "no pool task has text to order (all empty)") from None
         return scored_ids, order
 
-    def _typical_positions(self, feature_key: str, features: FeatureSet, scored_ids: np.ndarray,
-                           n_labeled: int) -> np.ndarray:
+    def _typical_positions(self, feature_key: str, features: FeatureSet, scored_ids: IndexArray,
+                           n_labeled: int) -> IndexArray:
         """Positions in `scored_ids` of the cold start's typical tasks, most typical first, while
         the labels are fewer than FAST_COLD_START. The typical set depends only on the features, so
         it is computed once per feature set (~0.4 s at 10k tasks, 1.6 s at 100k) and kept."""
@@ -313,7 +314,7 @@ class _FastUpdate:
         position = {int(scored_ids[i]): int(i) for i in found}
         return np.asarray([position[t] for t in ids if t in position], np.int64)
 
-    def _save(self, state: ProjectState, config: LabelConfig, head: ProxyHead, scored_ids: np.ndarray,
+    def _save(self, state: ProjectState, config: LabelConfig, head: ProxyHead, scored_ids: IndexArray,
               order: PoolOrder, n_labeled: int) -> tuple[str, list[dict[str, Any]]]:
         settings, scores = self.ctx.settings, order.scores
         assert scores is not None  # the fast update always has a head
@@ -361,7 +362,7 @@ class _FastUpdate:
                                                    "orders the pool between them")
         return replace(base, proxy=proxy, rule=SERVING_RULE, features=features_note(current))
 
-    def _outcome(self, version: str, order: PoolOrder, scored_ids: np.ndarray, pool_ids: list[int], pushed: int,
+    def _outcome(self, version: str, order: PoolOrder, scored_ids: IndexArray, pool_ids: list[int], pushed: int,
                  predictions: list[dict[str, Any]], head: ProxyHead, labels: _Labels,
                  notes: FeatureNotes) -> FastOutcome:
         settings, n = self.ctx.settings, len(labels.y)

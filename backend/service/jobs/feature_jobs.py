@@ -18,6 +18,7 @@ import redis
 from rq import get_current_job
 from rq.job import Job
 
+from backend.engine.types import FloatArray
 from backend.labeling import ConversionReport, parse_label_config
 from backend.service.features import FeatureSet
 from backend.service.jobs.common import META_PROJECT, after_all, enqueue
@@ -81,7 +82,7 @@ def build_features(project_id: int, key: str, source: str, version: str) -> dict
     return {"tasks": len(todo), "chunks": len(chunks)}
 
 
-def encode_texts(ctx: JobContext, source: str, texts: list[str]) -> np.ndarray:
+def encode_texts(ctx: JobContext, source: str, texts: list[str]) -> FloatArray:
     """Features for texts; empty texts get a zero vector (recognised as "no text" when scoring)."""
     features = ctx.encoders.get(source).encode([t if t.strip() else "" for t in texts])
     empty = np.array([not t.strip() for t in texts], dtype=bool)
@@ -141,7 +142,8 @@ def features_for(ctx: JobContext, project_id: int, state: ProjectState, report: 
     if not missing:
         return features, FeatureNotes()
     if missing <= ctx.settings.fast_encode_limit:
-        text_of = {int(t): ex.text for t, ex in zip(report.task_ids, report.examples, strict=True)}
+        # fast-path projects classify (gate.fast_path_blocker): their examples always hold a text
+        text_of = {int(t): ex.text or "" for t, ex in zip(report.task_ids, report.examples, strict=True)}
         texts = [text_of.get(t, "") for t in missing_labeled]
         texts += [t or "" for t in ctx.store.pool_texts(project_id, missing_pool)]
         store.write(project_id, state.feature_key, missing_labeled + missing_pool,

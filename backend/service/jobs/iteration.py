@@ -177,7 +177,7 @@ def score_chunk(project_id: int, version: str, task_ids: list[int]) -> dict[str,
     store = ctx.store
     t0 = time.perf_counter()
     info = store.iteration_info(project_id, version)
-    checkpoint = ctx.checkpoints.get(project_id, version)
+    checkpoint = ctx.checkpoints.get_finetuned(project_id, version)
     aligned = info.full_rescore and aligned_features_wanted(ctx, store.get_project(project_id))
     entries, ran, features = checkpoint.score_and_encode(store.pool_texts(project_id, task_ids), with_features=aligned)
     store.put_scores(project_id, version, dict(zip(task_ids, entries)))
@@ -243,13 +243,14 @@ def on_pipeline_failure(job: Job, connection: redis.Redis, exc_type: type, exc_v
     pipeline_id = job.meta.get(META_PIPELINE, job.id)
     status = ctx.store.get_status(pipeline_id)
     version = status.version if status else None
-    stage = (status.stage if status else None) or job.func_name.rsplit(".", 1)[-1]
+    function = (job.func_name or "").rsplit(".", 1)[-1]
+    stage = (status.stage if status else None) or function
     message = failure_reason(job, exc_type, exc_value, stage, ctx.settings.heartbeat_ttl)[:2000]
     if job.should_retry:  # RQ runs it again (a scoring chunk whose worker died): not a pipeline failure
         log.warning("project %s pipeline %s: %s; running job %s again", project_id, pipeline_id, message, job.id)
         return
     log.error("project %s pipeline %s: %s", project_id, pipeline_id, message)
-    ctx.metrics.count_job(job.func_name.rsplit(".", 1)[-1], "failed")
+    ctx.metrics.count_job(function, "failed")
     if status is None or status.status != "failed":  # the first failure is the cause; keep it
         ctx.store.update_status(pipeline_id, status="failed", error=message)
     if job.id != finisher_id(pipeline_id):

@@ -91,10 +91,11 @@ def declare_lost(ctx: JobContext, job_id: str, reason: str) -> bool:
     if job is None or job.get_status(refresh=True) != JobStatus.STARTED:
         return False  # finished, failed, or lost with an empty Redis
     job.meta[META_LOST] = reason
-    job.save_meta()
+    job.save_meta()  # type: ignore[no-untyped-call]  # rq leaves save_meta unannotated
     for registry in _registries(ctx):
+        # the queues' connection does not decode: members are bytes
         members = [m for m in registry.connection.zrange(registry.key, 0, -1)
-                   if m.decode().split(":", 1)[0] == job_id]
+                   if isinstance(m, bytes) and m.decode().split(":", 1)[0] == job_id]
         if members:
             registry.connection.zadd(registry.key, {m: 0 for m in members}, xx=True)
     reap_dead_jobs(ctx)

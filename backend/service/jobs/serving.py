@@ -4,6 +4,8 @@ pretrained encoder's. The rule itself is `backend.engine.selection.decide_servin
 `bench-labels`."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from backend.engine.errors import NotEnoughLabelsError
@@ -43,7 +45,7 @@ def measure_serving(ctx: JobContext, project_id: int, state: ProjectState, repor
     return decide_serving(finetuned, proxy, ctx.settings.finetune_min_heldout, SERVING_RULE)
 
 
-def _finetuned_estimate(ctx: JobContext, project_id: int, prev: str, labeled: dict[int, object]) -> ModelEstimate:
+def _finetuned_estimate(ctx: JobContext, project_id: int, prev: str, labeled: Mapping[int, object]) -> ModelEstimate:
     if prev == UNTRAINED:
         return ModelEstimate(note="no earlier fine-tune to measure")
     trained_on = ctx.store.trained_on(project_id, prev)

@@ -101,6 +101,7 @@ def make_fitted_strategy(ctx: JobContext, model: TransformerModel, data: Trainin
     if isinstance(strategy, MahalanobisDistance):
         examples = data.report.examples
         embeddings = model.predict(examples, return_embeddings=True).embeddings
+        assert embeddings is not None  # asked for, and the examples are not empty (checked when loaded)
         strategy.fit(embeddings, np.array([ex.labels[0] for ex in examples]))  # type: ignore[union-attr]
     return strategy
 
@@ -175,8 +176,7 @@ def carry_stale_scores(ctx: JobContext, project_id: int, info: IterationInfo,
             old = NO_TEXT_ENTRY.to_json()
         fill[task_id] = old
     store.put_scores(project_id, info.version, fill)
-    by_task = dict(zip(pool, raw))
-    by_task.update(fill)
+    by_task = {t: r if r is not None else fill[t] for t, r in zip(pool, raw)}
     return by_task, len(missing) - unscored, unscored
 
 

@@ -25,6 +25,7 @@ from rq import get_current_job
 from rq.exceptions import AbandonedJobError
 from rq.job import Job, JobStatus
 
+from backend.engine.callbacks import CancelCheck, StageProgress
 from backend.engine.device import quiet_transformers
 from backend.engine.errors import Cancelled
 from backend.engine.models.transformer import TrainingConfig
@@ -92,19 +93,19 @@ def _model_option(settings: Settings, name: str, value: Any) -> str:
     read arbitrary local directories."""
     if not isinstance(value, str) or not value.strip():
         raise SuccessorOptionsError(f"'{name}' must be a non-empty model name or directory")
-    value = value.strip()
-    if value in allowed_models(settings):
-        return value
+    model = value.strip()
+    if model in allowed_models(settings):
+        return model
     try:
-        path = Path(value).resolve()
+        path = Path(model).resolve()
         under_model_dir = path.is_dir() and path.is_relative_to(settings.model_dir.resolve())
     except (OSError, ValueError):
         under_model_dir = False
     if not under_model_dir:
         raise SuccessorOptionsError(
-            f"'{name}' {value[:200]!r} is not allowed: use TEACHER_MODEL / SUCCESSOR_MODEL / ACQUISITION_MODEL, "
+            f"'{name}' {model[:200]!r} is not allowed: use TEACHER_MODEL / SUCCESSOR_MODEL / ACQUISITION_MODEL, "
             "a packaged model, cnn / bilstm-crf, or a directory under MODEL_DIR")
-    return value
+    return model
 
 
 def parse_options(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
@@ -273,7 +274,7 @@ def _fetch_data(ctx: JobContext, project_id: int, job_id: str, config: LabelConf
     return gold, pool
 
 
-def _cancel_check(ctx: JobContext, job: Job | None, job_id: str):
+def _cancel_check(ctx: JobContext, job: Job | None, job_id: str) -> CancelCheck:
     def cancel_check() -> bool:
         if ctx.store.successor_cancel_requested(job_id):
             return True
@@ -287,7 +288,7 @@ def _cancel_check(ctx: JobContext, job: Job | None, job_id: str):
     return cancel_check
 
 
-def _progress(ctx: JobContext, job_id: str):
+def _progress(ctx: JobContext, job_id: str) -> StageProgress:
     throttle = Throttle(META_EVERY_S)
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -327,7 +328,7 @@ def _acquisition_teacher(ctx: JobContext, project_id: int, config: LabelConfig,
     if version == UNTRAINED:
         return [], {"used": False, "why": "no fine-tuned acquisition model yet"}
     try:
-        checkpoint = ctx.checkpoints.get(project_id, version)
+        checkpoint = ctx.checkpoints.get_finetuned(project_id, version)
     except (FileNotFoundError, OSError, ValueError) as exc:
         return [], {"used": False, "version": version, "why": f"cannot load it: {exc}"[:300]}
     if checkpoint.config.schema != config.schema:

@@ -72,7 +72,7 @@ class _Resilient:
     def run_maintenance_tasks(self) -> None:
         self._noting(super().run_maintenance_tasks)  # type: ignore[misc]
 
-    def _noting(self, fn: Callable, *args: Any) -> Any:
+    def _noting(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return fn(*args)
         except REDIS_ERRORS as exc:
@@ -88,8 +88,11 @@ class ResilientForkWorker(_Resilient, Worker):
     """A forked child per job (``--fork``)."""
 
 
-def _make_worker(ctx: JobContext, kinds: tuple[str, ...], fork: bool, name: str) -> _Resilient:
-    cls = ResilientForkWorker if fork else ResilientSimpleWorker
+ResilientWorker = ResilientSimpleWorker | ResilientForkWorker
+
+
+def _make_worker(ctx: JobContext, kinds: tuple[str, ...], fork: bool, name: str) -> ResilientWorker:
+    cls: type[ResilientWorker] = ResilientForkWorker if fork else ResilientSimpleWorker
     worker = cls(ctx.queues.all(kinds), connection=ctx.queues.connection, name=name,
                  maintenance_interval=max(60, int(ctx.settings.janitor_interval)))
     worker.heartbeat_ttl = ctx.settings.heartbeat_ttl
@@ -112,12 +115,12 @@ def wait_for_redis(ctx: JobContext, *, first_delay: float = 1.0) -> None:
             delay = min(delay * 2, MAX_BACKOFF)
 
 
-def _work_once(worker: _Resilient, ctx: JobContext, burst: bool) -> bool | None:
+def _work_once(worker: ResilientWorker, ctx: JobContext, burst: bool) -> bool | None:
     """One RQ work loop; the jobs-done flag when it ended as asked, None when Redis was lost."""
-    worker.watch = Heartbeat(worker, ctx)  # type: ignore[arg-type]
+    worker.watch = Heartbeat(worker, ctx)
     try:
         with worker.watch:
-            worked = worker.work(burst=burst, logging_level="INFO")  # type: ignore[attr-defined]
+            worked = worker.work(burst=burst, logging_level="INFO")
     except REDIS_ERRORS as exc:  # in RQ's start-up or teardown (register_death)
         worker.lost_redis = worker.lost_redis or exc
         return None
@@ -154,12 +157,12 @@ def run_worker(
         _give_up_interrupted(ctx, worker)
 
 
-def _give_up_interrupted(ctx: JobContext, worker: _Resilient) -> None:
+def _give_up_interrupted(ctx: JobContext, worker: ResilientWorker) -> None:
     """Record the job the outage interrupted (failed, or queued again when it may retry)."""
     job_id = worker.interrupted_job
     try:
         if job_id is not None:
-            reason = (f"Redis connection lost while worker {worker.name} ran it "  # type: ignore[attr-defined]
+            reason = (f"Redis connection lost while worker {worker.name} ran it "
                       f"({type(worker.lost_redis).__name__}: {worker.lost_redis})")
             if declare_lost(ctx, job_id, reason):
                 log.warning("job %s given up after the Redis outage", job_id)
