@@ -8,12 +8,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
-from backend.engine.models.transformer import TrainingConfig, TransformerModel
-from backend.engine.types import Example
 from backend.engine.acquisition.sampling import UPS
+from backend.engine.models.transformer import TrainingConfig, TransformerModel
+from backend.engine.types import Example, LabelSchema
 
 
 @dataclass
@@ -30,7 +31,7 @@ class ScoringResult:
     def texts_per_second(self) -> float:
         return self.texts / self.best
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "seconds": self.seconds, "best_seconds": self.best,
                 "texts": self.texts, "texts_per_second": self.texts_per_second}
 
@@ -49,10 +50,11 @@ def bench_scoring(model: TransformerModel, examples: Sequence[Example], repeats:
 
 
 def bench_training(
-    model_name: str, schema, examples: Sequence[Example], config: TrainingConfig, repeats: int = 2
+    model_name: str, schema: LabelSchema, examples: Sequence[Example], config: TrainingConfig, repeats: int = 2
 ) -> list[ScoringResult]:
     """One epoch of fine-tuning with random batches against length-grouped batches."""
-    runs = [ScoringResult("random batches", [], len(examples)), ScoringResult("length-grouped batches", [], len(examples))]
+    runs = [ScoringResult("random batches", [], len(examples)),
+            ScoringResult("length-grouped batches", [], len(examples))]
     for _ in range(repeats):
         for run, grouped in zip(runs, (False, True)):
             settings = replace(config, epochs=1, group_by_length=grouped)
@@ -60,7 +62,7 @@ def bench_training(
     return runs
 
 
-def ups_shares(pool_size: int, gamma: float, temperature: float, draws: int = 200, seed: int = 0) -> dict:
+def ups_shares(pool_size: int, gamma: float, temperature: float, draws: int = 200, seed: int = 0) -> dict[str, float]:
     """Share of the pool UPS re-scores on an optimized iteration, over many seeded draws."""
     sampler = UPS(gamma, temperature, full_rescore_iterations=())
     rng = np.random.default_rng(seed)

@@ -29,7 +29,14 @@ from backend.engine.metrics import evaluate
 from backend.engine.models.factory import ModelFactory
 from backend.engine.plasm.pipeline import PLASM, PlasmOptions, build_successor, pseudo_label, strip_labels
 from backend.experiments import reports
-from backend.experiments.simulate import IterationRecord, Model, Simulation, SimulationConfig, TrainedModel
+from backend.experiments.simulate import (
+    IterationRecord,
+    Model,
+    Simulation,
+    SimulationConfig,
+    TrainedHook,
+    TrainedModel,
+)
 
 CONFIGURATIONS = {
     "successor_self": "(a) successor acquires for itself",
@@ -88,7 +95,7 @@ class PlasmExperiment:
         self.progress = progress or (lambda message: None)
         self.records: list[PlasmRecord] = []
 
-    def _simulation(self, acquisition: str, tag: str, on_trained=None) -> Simulation:
+    def _simulation(self, acquisition: str, tag: str, on_trained: TrainedHook | None = None) -> Simulation:
         loop = replace(self.config.simulation, acquisition_model=acquisition, successor_model=None,
                        configurations=("full",))
         return Simulation(loop, self.train, self.test, lambda m: self.progress(f"{tag} {m}"),
@@ -173,7 +180,7 @@ def format_stage_table(stages: dict[str, dict[str, float]]) -> str:
 
 
 def write_experiment(records: list[PlasmRecord], config: PlasmExperimentConfig, dataset_name: str, output_dir: Path,
-                     metric_name: str, extra: dict | None = None) -> dict:
+                     metric_name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """results.json (config, summary, stage seconds, records) and the (a)-(d) learning curves."""
     summary = summarize_experiment(records)
     payload = reports.results_payload(dataset_name, metric_name, config, summary, records,

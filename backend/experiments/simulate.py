@@ -12,18 +12,33 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
+from backend.engine.acquisition.sampling import (
+    DEFAULT_FULL_RESCORE_ITERATIONS,
+    UPS,
+    FullPool,
+    PoolSampler,
+    PoolScorer,
+    RandomSubsample,
+)
+from backend.engine.acquisition.strategies import MahalanobisDistance, QueryStrategy, make_strategy
 from backend.engine.data import Dataset
 from backend.engine.errors import EmptyPoolError
 from backend.engine.metrics import evaluate
-from backend.engine.acquisition.strategies import MahalanobisDistance, make_strategy
 from backend.engine.models.factory import ModelFactory
 from backend.engine.models.transformer import TrainingConfig, TransformerModel
-from backend.engine.types import Predictions, TaggingExample, TaskType
-from backend.engine.acquisition.sampling import (
-    DEFAULT_FULL_RESCORE_ITERATIONS, UPS, FullPool, PoolSampler, RandomSubsample, PoolScorer,
+from backend.engine.types import (
+    Example,
+    FloatArray,
+    IndexArray,
+    Predictions,
+    TaggingExample,
+    TaskType,
+    classification_examples,
 )
 from backend.experiments import reports
 
@@ -96,7 +111,7 @@ class IterationRecord:
     def overall_seconds(self) -> float:
         return self.train_seconds + self.successor_seconds + self.inference_seconds
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "overall_seconds": self.overall_seconds}
 
 
@@ -124,16 +139,16 @@ class _Run:
 
     configuration: str
     labeled: list[int]
-    uncertainty: np.ndarray
+    uncertainty: FloatArray
     scorer: PoolScorer | None
     rng: np.random.Generator
 
 
-def _units(example) -> int:
+def _units(example: Example) -> int:
     return len(example.words) if isinstance(example, TaggingExample) else 1
 
 
-def _take_until(order: Sequence[int], sizes: np.ndarray, budget: int) -> list[int]:
+def _take_until(order: Sequence[int] | IndexArray, sizes: NDArray[np.int_], budget: int) -> list[int]:
     """Take items in order until their summed size reaches the budget (at least one item)."""
     taken, total = [], 0
     for i in order:
@@ -146,8 +161,9 @@ def _take_until(order: Sequence[int], sizes: np.ndarray, budget: int) -> list[in
 
 class Simulation:
     """Runs `config.configurations` in lockstep per seed. `make_model(name, seed)` builds the
-    acquisition and successor models (default: `ModelFactory(name, schema, config.training).new(seed)`); `on_trained(seed, iteration, trained)` sees every newly trained labeled set (the PLASM
-    experiment builds its successors there)."""
+    acquisition and successor models (default: `ModelFactory(name, schema, config.training).new(seed)`);
+    `on_trained(seed, iteration, trained)` sees every newly trained labeled set (the PLASM experiment
+    builds its successors there)."""
 
     def __init__(
         self,
@@ -168,7 +184,7 @@ class Simulation:
         self.progress = progress or (lambda message: None)
         self.make_model = make_model or self._new_model
         self.on_trained = on_trained
-        self.sizes = np.array([_units(ex) for ex in train.examples])
+        self.sizes: NDArray[np.int_] = np.array([_units(ex) for ex in train.examples])
         # The paper counts tagging budgets in tokens; absolute sizes always count instances.
         tagging = self.schema.task_type is TaskType.TAGGING
         self.seed_unit = "tokens" if tagging and config.seed_size is None and config.query_size is None else "instances"
@@ -190,7 +206,7 @@ class Simulation:
             return RandomSubsample(ups.expected_share(max(len(self.train), 1000)), self.config.full_rescore_iterations)
         return FullPool()
 
-    def _budget_take(self, order: Sequence[int], budget: int) -> list[int]:
+    def _budget_take(self, order: Sequence[int] | IndexArray, budget: int) -> list[int]:
         if self.seed_unit == "tokens":
             return _take_until(order, self.sizes, budget)
         return [int(i) for i in order[:budget]]
@@ -198,8 +214,10 @@ class Simulation:
     def _new_run(self, name: str, offset: int, seed: int, initial: list[int]) -> _Run:
         scorer = None
         if name != "random":  # random sampling needs no model
-            scorer = PoolScorer(make_strategy(self.config.strategy, self.schema.task_type, seed), self._sampler(name), seed)
-        return _Run(name, list(initial), np.full(len(self.train), np.nan), scorer, np.random.default_rng([seed, offset]))
+            strategy = make_strategy(self.config.strategy, self.schema.task_type, seed)
+            scorer = PoolScorer(strategy, self._sampler(name), seed)
+        return _Run(name, list(initial), np.full(len(self.train), np.nan), scorer,
+                    np.random.default_rng([seed, offset]))
 
     # --------------------------------------------------------------------- run
     def run(self) -> list[IterationRecord]:
@@ -261,7 +279,7 @@ class Simulation:
         strategy = run.scorer.strategy
         seconds = self._fit_strategy(strategy, trained.model, run.labeled)
 
-        def predict(indices: np.ndarray) -> Predictions:
+        def predict(indices: IndexArray) -> Predictions:
             nonlocal seconds
             key = (tuple(int(i) for i in pool[indices]), strategy.needs_embeddings)
             cached = trained.pool_predictions.get(key)
@@ -282,14 +300,16 @@ class Simulation:
         run.uncertainty[chosen] = np.nan
         return seconds, int(scores.rescored.sum())
 
-    def _fit_strategy(self, strategy, model: Model, labeled: Sequence[int]) -> float:
+    def _fit_strategy(self, strategy: QueryStrategy, model: Model, labeled: Sequence[int]) -> float:
         """Mahalanobis: class centroids and covariance from the labeled set's embeddings. Seconds taken."""
         if not isinstance(strategy, MahalanobisDistance):
             return 0.0
         start = time.perf_counter()
-        examples = [self.train.examples[i] for i in labeled]
+        examples = classification_examples([self.train.examples[i] for i in labeled])  # Mahalanobis: classes only
         embeddings = model.predict(examples, return_embeddings=True).embeddings
-        strategy.fit(embeddings, np.array([ex.labels[0] for ex in examples]))  # type: ignore[union-attr]
+        if embeddings is None:  # asked for, and the labeled set is never empty
+            raise ValueError("Mahalanobis needs the labeled set's embeddings")
+        strategy.fit(embeddings, np.array([ex.labels[0] for ex in examples]))
         return time.perf_counter() - start
 
 
@@ -305,7 +325,7 @@ def summarize(records: Sequence[IterationRecord]) -> reports.Summary:
 
 
 def write_simulation(records: Sequence[IterationRecord], config: SimulationConfig, dataset_name: str,
-                     output_dir: Path, metric_name: str, extra: dict | None = None) -> dict:
+                     output_dir: Path, metric_name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """results.json (config, summary, records) and the learning curves of every configuration."""
     summary = summarize(records)
     payload = reports.results_payload(dataset_name, metric_name, config, summary, records, **(extra or {}))

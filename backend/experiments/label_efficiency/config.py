@@ -6,11 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from backend.engine.acquisition.cold_start import COLD_START_LABELS
 from backend.engine.data import Dataset, load_dataset, train_test_split
-from backend.engine.types import TaskType
+from backend.engine.types import FloatArray, TaskType
 
 RANDOM, UNCERTAINTY, OLD, FEWSHOT, ALIGNED, HYBRID = (
     "frozen-lr-random", "proxy-uncertainty", "finetune-old", "finetune-fewshot", "aligned-proxy", "hybrid")
@@ -97,8 +95,8 @@ class Corpus:
     name: str
     pool: Dataset
     test: Dataset
-    pool_features: np.ndarray | None = None
-    test_features: np.ndarray | None = None
+    pool_features: FloatArray | None = None
+    test_features: FloatArray | None = None
     encode_seconds: float = 0.0
     features_key: str = ""  # digest of what the features depend on (model, texts, max_length)
 

@@ -164,7 +164,7 @@ def plot(summary: Summary, metrics: dict[str, str], path: Path) -> Path:
     return path
 
 
-def write_outputs(bench: "LabelEfficiency", records: Sequence[LabelRecord], output_dir: Path,
+def write_outputs(bench: LabelEfficiency, records: Sequence[LabelRecord], output_dir: Path,
                   extra: dict[str, Any]) -> tuple[str, Path, Path]:
     """Table text, `label_efficiency.json` and `label_efficiency.png` under `output_dir`."""
     summary = summarize(records)

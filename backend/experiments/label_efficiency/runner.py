@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,19 @@ from backend.engine.acquisition.cold_start import typical_order
 from backend.engine.acquisition.order import ColdStart, ProxyScorer, order_pool, proxy_strategy
 from backend.engine.io import atomic_file, atomic_write_json
 from backend.engine.metrics import evaluate
-from backend.engine.models.transformer import TrainingConfig, TransformerModel
+from backend.engine.models.transformer import FitReport, TrainingConfig, TransformerModel
 from backend.engine.packaged import resolve_model
 from backend.engine.proxy import C_MAX, C_MIN, C_SCALE, FeatureEncoder, ProxyHead
 from backend.engine.selection import SWITCH_STANDARD_ERRORS, ModelEstimate, decide_serving
-from backend.engine.types import Example, Predictions, TaskType
+from backend.engine.types import (
+    BoolArray,
+    Example,
+    FloatArray,
+    IndexArray,
+    Predictions,
+    TaskType,
+    classification_examples,
+)
 from backend.experiments.label_efficiency.config import (
     ALIGNED,
     FEWSHOT,
@@ -41,16 +50,26 @@ from backend.experiments.label_efficiency.config import (
 from backend.experiments.reports import jsonable
 
 
-def _texts(examples: Sequence[Example]) -> list[str]:
-    return [ex.text for ex in examples]  # type: ignore[union-attr]
+def _texts(examples: Sequence[Example]) -> list[str]:  # the proxy path: classification only
+    return [ex.text for ex in classification_examples(examples)]
 
 
 def _gold(examples: Sequence[Example]) -> list[tuple[str, ...]]:
-    return [tuple(ex.labels) for ex in examples]  # type: ignore[union-attr]
+    return [tuple(ex.labels) for ex in classification_examples(examples)]
 
 
-def next_to_label(pool_features: np.ndarray, head: ProxyHead | None, labeled: np.ndarray, k: int,
-                  cold_start: ColdStart) -> np.ndarray:
+def _cv_accuracy(head: ProxyHead) -> float | None:
+    assert head.estimate is not None  # `fit` estimates it unless told not to
+    return head.estimate.accuracy
+
+
+def _features(features: FloatArray | None) -> FloatArray:
+    assert features is not None  # encoded (`_encode`, or asked of the model) before any head reads them
+    return features
+
+
+def next_to_label(pool_features: FloatArray, head: ProxyHead | None, labeled: BoolArray, k: int,
+                  cold_start: ColdStart) -> IndexArray:
     """The next `k` pool rows proxy-uncertainty labels: the fast update's order (`order_pool` over
     the head's `ProxyScorer` with the service's default strategy), fitted on the rows labeled so far."""
     scores = ProxyScorer(head, proxy_strategy()).score_pool(pool_features) if head is not None else None
@@ -83,25 +102,27 @@ class LabelEfficiency:
         config, records = self.config, []
         finetune = [s for s in config.seeds if config.finetunes(spec, s) or config.finetunes(corpus.name, s)]
         budgets = [b for b in sorted(set(config.finetune_budgets)) if b <= len(corpus.pool)]
-        orders: dict[int, np.ndarray] = {}
+        orders: dict[int, IndexArray] = {}
         permutations = {s: np.random.default_rng(s).permutation(len(corpus.pool)) for s in config.seeds}
         if not corpus.tagging and {RANDOM, UNCERTAINTY, HYBRID} & set(config.methods):
             self._encode(corpus)
             for seed in config.seeds:
                 seed_records, orders[seed] = self._cached_curves(corpus, seed, permutations[seed])
                 records.extend(seed_records)
+        tuned: list[LabelRecord | None] = []
         for b in budgets:  # every seed at a budget before the next budget: partial runs stay useful
             for seed in finetune:
                 wanted = set(config.methods) | ({FEWSHOT} if ALIGNED in config.methods else set())
                 for method in (m for m in FINETUNED if m in wanted):
-                    records.append(self._cached_or(corpus, method, seed, b, lambda m=method, s=seed: self.finetune(
-                        corpus, m, s, permutations[s][:b])))
+                    tuned.append(self._cached_or(corpus, method, seed, b, partial(
+                        self.finetune, corpus, method, seed, permutations[seed][:b])))
                 if HYBRID in config.methods and not corpus.tagging:
-                    records.append(self._cached_or(corpus, HYBRID, seed, b, lambda s=seed: self.hybrid(
-                        corpus, s, orders[s][:b])))
-        records = [r for r in records if r is not None]
+                    tuned.append(self._cached_or(corpus, HYBRID, seed, b, partial(
+                        self.hybrid, corpus, seed, orders[seed][:b])))
+        records += [r for r in tuned if r is not None]
         records += [LabelRecord(r.corpus, ALIGNED, r.seed, r.labeled, r.detail["aligned_proxy"], r.seconds,
-                                {"from": FEWSHOT}) for r in records if r.method == FEWSHOT and "aligned_proxy" in r.detail]
+                                {"from": FEWSHOT})
+                    for r in records if r.method == FEWSHOT and "aligned_proxy" in r.detail]
         if HYBRID in config.methods and not corpus.tagging:  # between fine-tune budgets it serves the proxy
             measured = {(r.seed, r.labeled) for r in records if r.method == HYBRID}
             for r in [r for r in records if r.method == UNCERTAINTY and r.labeled in config.budgets]:
@@ -135,13 +156,12 @@ class LabelEfficiency:
                 np.savez(fh, pool=corpus.pool_features, test=corpus.test_features,
                          seconds=np.float64(corpus.encode_seconds))
 
-    def _head(self, corpus: Corpus, rows: np.ndarray, seed: int) -> ProxyHead:
-        assert corpus.pool_features is not None
+    def _head(self, corpus: Corpus, rows: IndexArray, seed: int) -> ProxyHead:
         return ProxyHead(corpus.pool.schema, seed).fit(
-            corpus.pool_features[rows], _gold([corpus.pool.examples[i] for i in rows]))
+            _features(corpus.pool_features)[rows], _gold([corpus.pool.examples[i] for i in rows]))
 
-    def _test_metrics(self, corpus: Corpus, head: ProxyHead, features: np.ndarray | None = None) -> dict[str, float]:
-        probs = head.predict_proba(corpus.test_features if features is None else features)  # type: ignore[arg-type]
+    def _test_metrics(self, corpus: Corpus, head: ProxyHead, features: FloatArray | None = None) -> dict[str, float]:
+        probs = head.predict_proba(_features(corpus.test_features if features is None else features))
         schema = corpus.pool.schema
         return evaluate(Predictions(schema.task_type, probs, None, schema.multi_label), corpus.test.examples, schema)
 
@@ -152,15 +172,16 @@ class LabelEfficiency:
         steps = range(self.config.query_batch, top + 1, self.config.query_batch)
         return sorted({*steps, *(b for b in self.config.budgets + self.config.finetune_budgets if b <= top)})
 
-    def proxy_curves(self, corpus: Corpus, seed: int, permutation: np.ndarray) -> tuple[list[LabelRecord], np.ndarray]:
+    def proxy_curves(self, corpus: Corpus, seed: int,
+                     permutation: IndexArray) -> tuple[list[LabelRecord], IndexArray]:
         """Random and least-confidence curves of the proxy head (both cheap; hybrid follows the
         second); returns the uncertainty order."""
         grid, records = self.grid(len(corpus.pool)), []
         for b in grid:
             start = time.perf_counter()
-            head = self._head(corpus, permutation[:b], seed)
-            records.append(LabelRecord(corpus.name, RANDOM, seed, b, self._test_metrics(corpus, head),
-                                       time.perf_counter() - start, {"cv_accuracy": head.estimate.accuracy}))
+            random_head = self._head(corpus, permutation[:b], seed)
+            records.append(LabelRecord(corpus.name, RANDOM, seed, b, self._test_metrics(corpus, random_head),
+                                       time.perf_counter() - start, {"cv_accuracy": _cv_accuracy(random_head)}))
         assert corpus.pool_features is not None
         # the cold start's first labels: the most typical texts, or random's first query batch with 0
         first = typical_order(corpus.pool_features, self.config.cold_start_labels, seed) \
@@ -177,7 +198,7 @@ class LabelEfficiency:
                 labeled[picked] = True
             head = self._head(corpus, np.array(order), seed)
             records.append(LabelRecord(corpus.name, UNCERTAINTY, seed, b, self._test_metrics(corpus, head),
-                                       time.perf_counter() - start, {"cv_accuracy": head.estimate.accuracy}))
+                                       time.perf_counter() - start, {"cv_accuracy": _cv_accuracy(head)}))
         self.progress(f"{corpus.name} seed {seed}: proxy curves to {grid[-1]} labels")
         return records, np.array(order)
 
@@ -193,11 +214,13 @@ class LabelEfficiency:
             return TrainingConfig(epochs=5, learning_rate=2e-5, **common)
         return TrainingConfig(epochs=15, learning_rate=5e-5, **common)
 
-    def _fit(self, corpus: Corpus, method: str, seed: int, examples: Sequence[Example]) -> tuple[TransformerModel, Any]:
-        model = TransformerModel(self.config.model, corpus.pool.schema, self.training(method, seed, corpus.pool.schema.task_type))
+    def _fit(self, corpus: Corpus, method: str, seed: int,
+             examples: Sequence[Example]) -> tuple[TransformerModel, FitReport]:
+        schema = corpus.pool.schema
+        model = TransformerModel(self.config.model, schema, self.training(method, seed, schema.task_type))
         return model, model.fit(examples)
 
-    def finetune(self, corpus: Corpus, method: str, seed: int, rows: np.ndarray) -> LabelRecord:
+    def finetune(self, corpus: Corpus, method: str, seed: int, rows: IndexArray) -> LabelRecord:
         examples = [corpus.pool.examples[i] for i in rows]
         model, report = self._fit(corpus, method, seed, examples)
         start = time.perf_counter()
@@ -207,27 +230,28 @@ class LabelEfficiency:
         detail: dict[str, Any] = {"steps": report.steps, "test_seconds": time.perf_counter() - start}
         if aligned:  # the head on this fine-tune's features, fitted on the same labels
             pool_features = model.predict(corpus.pool.examples, return_features=True).features
-            head = ProxyHead(corpus.pool.schema, seed).fit(pool_features[rows], _gold(examples))  # type: ignore[index]
+            head = ProxyHead(corpus.pool.schema, seed).fit(_features(pool_features)[rows], _gold(examples))
             detail["aligned_proxy"] = self._test_metrics(corpus, head, predictions.features)
         self.progress(f"{corpus.name} seed {seed} {method} @{len(rows)}: {metrics['main']:.3f} "
                       f"({report.seconds:.0f}s fit, {report.steps} steps)"
                       + (f"; aligned proxy {detail['aligned_proxy']['main']:.3f}" if aligned else ""))
         return LabelRecord(corpus.name, method, seed, len(rows), metrics, report.seconds, detail)
 
-    def hybrid(self, corpus: Corpus, seed: int, rows: np.ndarray) -> LabelRecord:
+    def hybrid(self, corpus: Corpus, seed: int, rows: IndexArray) -> LabelRecord:
         """The default path at a fine-tune budget: proxy head or few-shot fine-tune, whichever is more
         accurate on a held-out share of the labeled rows when both learn from the rest."""
         start = time.perf_counter()
         fit_rows, held_rows = _holdout(corpus, rows, self.config.holdout_share, seed)
         held = [corpus.pool.examples[i] for i in held_rows]
         schema = corpus.pool.schema
-        proxy_held = self._head(corpus, fit_rows, seed).predict_proba(corpus.pool_features[held_rows])  # type: ignore[index]
-        proxy_estimate = evaluate(Predictions(schema.task_type, proxy_held, None, schema.multi_label), held, schema)["main"]
+        proxy_held = self._head(corpus, fit_rows, seed).predict_proba(_features(corpus.pool_features)[held_rows])
+        proxy_predictions = Predictions(schema.task_type, proxy_held, None, schema.multi_label)
+        proxy_estimate = evaluate(proxy_predictions, held, schema)["main"]
         trial, report = self._fit(corpus, FEWSHOT, seed, [corpus.pool.examples[i] for i in fit_rows])
         finetune_estimate = evaluate(trial.predict(held), held, schema)["main"]
         head = self._head(corpus, rows, seed)
         detail: dict[str, Any] = {"proxy_holdout": proxy_estimate, "finetune_holdout": finetune_estimate,
-                                  "holdout": len(held_rows), "proxy_cv_accuracy": head.estimate.accuracy}
+                                  "holdout": len(held_rows), "proxy_cv_accuracy": _cv_accuracy(head)}
         # both test figures are kept, so the record shows what the choice won or lost
         finetune_metrics = evaluate(trial.predict(corpus.test.examples), corpus.test.examples, schema)
         proxy_metrics = self._test_metrics(corpus, head)
@@ -274,7 +298,8 @@ class LabelEfficiency:
                 continue  # a line cut short by an interrupted run
         return out
 
-    def _cached_curves(self, corpus: Corpus, seed: int, permutation: np.ndarray) -> tuple[list[LabelRecord], np.ndarray]:
+    def _cached_curves(self, corpus: Corpus, seed: int,
+                       permutation: IndexArray) -> tuple[list[LabelRecord], IndexArray]:
         """`proxy_curves`, read back from the cache when the same features, seed and grid ran before."""
         key = _digest({"corpus": corpus.name, "features": corpus.features_key, "seed": seed,
                        "grid": self.grid(len(corpus.pool)), "query_batch": self.config.query_batch,
@@ -309,11 +334,11 @@ class LabelEfficiency:
         return record
 
 
-def _holdout(corpus: Corpus, rows: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _holdout(corpus: Corpus, rows: IndexArray, share: float, seed: int) -> tuple[IndexArray, IndexArray]:
     """(fit rows, held-out rows): stratified when every class has two labeled rows, else random."""
     from sklearn.model_selection import train_test_split as split
 
-    labels = [ex.labels[0] for ex in (corpus.pool.examples[i] for i in rows)]  # type: ignore[union-attr]
+    labels = [ex.labels[0] for ex in classification_examples([corpus.pool.examples[i] for i in rows])]
     n_held = max(1, math.ceil(share * len(rows)))
     _, counts = np.unique(labels, return_counts=True)
     stratify = labels if counts.min() >= 2 and n_held >= len(counts) and not corpus.pool.schema.multi_label else None
