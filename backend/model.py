@@ -47,7 +47,7 @@ UNTRAINED_SCORE = 0.0
 class _Event:
     """One webhook being handled: the handler adds to `answer` and says whether a retrain is due."""
 
-    data: dict
+    data: dict[str, Any]
     state: ProjectState
     before: ProjectState | None
     answer: dict[str, Any]
@@ -108,7 +108,8 @@ class FeasibleALModel:
         return self.store.current_version(self.project_id)
 
     # ------------------------------------------------------------------ predict
-    def predict(self, tasks: Sequence[dict], context: dict | None = None, **kwargs: Any) -> list[dict]:
+    def predict(self, tasks: Sequence[dict[str, Any]], context: dict[str, Any] | None = None,
+                **kwargs: Any) -> list[dict[str, Any]]:
         """Exactly one entry per task, in order. Tasks the serving version holds a score for are
         answered from Redis; only the others run the model (and are stored for next time)."""
         if not isinstance(tasks, (list, tuple)) or not all(isinstance(t, dict) for t in tasks):
@@ -126,7 +127,7 @@ class FeasibleALModel:
             out.append(prediction_entry(entry.result, entry.score, version))
         return out
 
-    def _score_now(self, version: str, tasks: Sequence[dict], ids: list[int | None], todo: list[int]
+    def _score_now(self, version: str, tasks: Sequence[dict[str, Any]], ids: list[int | None], todo: list[int]
                    ) -> dict[int, ScoreEntry]:
         """Run the serving checkpoint on the tasks no iteration scored (a fast version answers from
         its pool scores on disk, encoding only tasks created since); store what has an id."""
@@ -142,7 +143,7 @@ class FeasibleALModel:
         return fresh
 
     # ------------------------------------------------------------------ fit (events)
-    def fit(self, event: str, data: dict, **kwargs: Any) -> dict[str, Any]:
+    def fit(self, event: str, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Record a Label Studio event and queue a retrain when due; returns what happened."""
         before = self.store.get_project(self.project_id)
         ev = _Event(data, self.state(), before, {"action": event, "project": self.project_id})
@@ -161,7 +162,8 @@ class FeasibleALModel:
         ev.due, ev.reason = True, "Start training"
 
     def _on_annotation(self, ev: _Event) -> None:
-        annotation = ev.data.get("annotation") if isinstance(ev.data.get("annotation"), dict) else {}
+        raw = ev.data.get("annotation")
+        annotation: dict[str, Any] = raw if isinstance(raw, dict) else {}
         if annotation.get("was_cancelled"):
             return
         tid = task_id(ev.data.get("task")) or as_id(annotation.get("task"))
@@ -200,7 +202,7 @@ class FeasibleALModel:
     def _on_project_updated(self, ev: _Event) -> None:
         ev.answer["label_config_changed"] = ev.before is not None and ev.before.label_config != ev.state.label_config
 
-    def _count(self, ev: _Event, annotations: list[dict]) -> None:
+    def _count(self, ev: _Event, annotations: list[dict[str, Any]]) -> None:
         """Count one event per annotation, each at most once: Label Studio posts an event once per
         project webhook with our URL (its automatic one plus any the user added), with the same
         annotation id and update time; annotations without an id always count."""

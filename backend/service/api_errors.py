@@ -16,7 +16,13 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.labeling import LabelConfigError, UnsupportedLabelConfigError
 from backend.service.jobs.successor import SuccessorOptionsError, SuccessorRunningError
-from backend.service.protocol import InvalidRequestError, ModelUnavailableError, ProjectModel, UnknownProjectError
+from backend.service.protocol import (
+    InvalidRequestError,
+    ModelClass,
+    ModelUnavailableError,
+    ProjectModel,
+    UnknownProjectError,
+)
 from backend.service.runtime import Backend, LabelStudioNotConfiguredError
 from backend.service.store import REDIS_ERRORS, StoreUnavailableError
 
@@ -28,12 +34,14 @@ MODEL_CLASS_KEY = "feasible_al_model_class"  # and app.extensions[MODEL_CLASS_KE
 
 def runtime() -> Backend:
     """The `Backend` of the app handling the current request."""
-    return current_app.extensions[RUNTIME_KEY]
+    backend: Backend = current_app.extensions[RUNTIME_KEY]  # set by create_app
+    return backend
 
 
 def project_model(project_id: int, label_config: str | None = None) -> ProjectModel:
     """The served model class's object for one project (built per request: state lives in Redis)."""
-    return current_app.extensions[MODEL_CLASS_KEY](project_id, runtime(), label_config)
+    model_class: ModelClass = current_app.extensions[MODEL_CLASS_KEY]  # set by create_app
+    return model_class(project_id, runtime(), label_config)
 
 
 class ApiError(Exception):
@@ -78,7 +86,8 @@ ERRORS: dict[type[Exception], ErrorKind] = {
     InvalidRequestError: ErrorKind(400, "bad_request"),
     SuccessorOptionsError: ErrorKind(400, "bad_options"),
     UnknownProjectError: ErrorKind(404, "unknown_project"),
-    SuccessorRunningError: ErrorKind(409, "successor_running", fields=lambda exc: {"job_id": exc.job_id}),
+    SuccessorRunningError: ErrorKind(409, "successor_running", fields=lambda exc: {
+        "job_id": exc.job_id if isinstance(exc, SuccessorRunningError) else None}),
     UnsupportedLabelConfigError: ErrorKind(422, "unsupported_label_config"),
     LabelConfigError: ErrorKind(422, "invalid_label_config"),
     ModelUnavailableError: ErrorKind(503, "model_unavailable"),

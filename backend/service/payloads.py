@@ -84,7 +84,7 @@ def _bad(message: str) -> ApiError:
     return ApiError(400, "bad_request", message)
 
 
-def _as_list(value: Any) -> list:
+def _as_list(value: Any) -> list[Any]:
     if isinstance(value, list):
         return value
     return [] if value is None else [value]
@@ -108,7 +108,7 @@ def _check_objects(value: Any, name: str, *, id_key: str | None = "id", plain_id
                        f"got {item.get(id_key)!r:.60}")
 
 
-def check_predict(tasks: Any) -> list[dict]:
+def check_predict(tasks: Any) -> list[dict[str, Any]]:
     """``tasks`` as Label Studio sends it to /predict: objects, each id (when present) a valid id."""
     if not isinstance(tasks, list):
         raise _bad("'tasks' must be a list of task objects")

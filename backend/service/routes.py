@@ -86,7 +86,8 @@ def predict() -> Response:
     if label_config is not None and not isinstance(label_config, str):
         raise ApiError(400, "bad_request", "'label_config' must be the label config XML string")
     model = project_model(parse_project_id(project), label_config or None)
-    params = data.get("params") if isinstance(data.get("params"), dict) else {}
+    raw_params = data.get("params")
+    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
     results = model.predict(tasks, context=params.get("context"))
     return jsonify({"results": results, "model_version": model.model_version})
 

@@ -4,7 +4,7 @@ built once from the settings and handed to every request (`Backend`) and every j
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import redis
 from rq import Queue
@@ -67,7 +67,7 @@ class JobContext:
     label_studio: LabelStudioApi | None = field(default=None, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings, label_studio: LabelStudioApi | None = None) -> JobContext:
+    def from_settings(cls, settings: Settings, label_studio: LabelStudioApi | None = None) -> Self:
         if settings.torch_threads:
             import torch
 
