@@ -12,7 +12,7 @@ import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class GoldTask:
     """A task's text and the Label Studio result an annotator would save for it."""
 
     text: str
-    result: list[dict]
+    result: list[dict[str, Any]]
 
 
 @dataclass
@@ -66,7 +66,7 @@ class DemoData:
     pool: list[GoldTask]  # imported into Label Studio, annotated from these results
     held_out: list[GoldTask]  # never imported: the gold the models are measured on
 
-    def tasks(self) -> list[dict]:
+    def tasks(self) -> list[dict[str, Any]]:
         """The pool as a Label Studio import (data only: the labels are not imported)."""
         return [{"data": {self.config.value_key: item.text}} for item in self.pool]
 
@@ -113,7 +113,7 @@ def load_demo_data(task: DemoTask, pool_size: int, held_out: int, seed: int = 0)
     return DemoData(corpus, xml, config, items[:pool_size], items[pool_size:])
 
 
-def as_examples(config: LabelConfig, texts: list[str], results: list[list[dict]]) -> list[Example | None]:
+def as_examples(config: LabelConfig, texts: list[str], results: list[list[dict[str, Any]]]) -> list[Example | None]:
     """Examples labelled by Label Studio results (gold or predicted), through the backend's own
     conversion; None where a result cannot be read (an empty classification result)."""
     tasks = [{"id": i, "data": {config.value_key: text}, "annotations": [{"id": 1, "result": result}]}

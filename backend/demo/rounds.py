@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Never
 
 from tqdm import tqdm
 
@@ -49,7 +49,7 @@ class Rounds:
     """Annotate from the gold labels, train, wait, measure; `run(n)` does `n` rounds."""
 
     def __init__(self, ls: LabelStudioAdmin, backend: BackendHttp, data: DemoData, project_id: int,
-                 ml_backend_id: int, gold_by_task: dict[int, list[dict]], held_out: list[Example],
+                 ml_backend_id: int, gold_by_task: dict[int, list[dict[str, Any]]], held_out: list[Example],
                  per_round: int) -> None:
         self.ls, self.backend, self.data = ls, backend, data
         self.project_id, self.ml_backend_id = project_id, ml_backend_id
@@ -66,7 +66,7 @@ class Rounds:
                     scores[int(task["id"])] = float(p["score"])
         return scores
 
-    def annotate(self, n: int, bar: tqdm) -> bool | None:
+    def annotate(self, n: int, bar: tqdm[Never]) -> bool | None:
         """Label `n` tasks in the order Label Studio serves them; whether the first one served
         holds the lowest score (ties count: None before the first model)."""
         scores = self.serving_scores() if self.version else {}
@@ -94,7 +94,7 @@ class Rounds:
         results = [entry.get("result") or [] for entry in response.json()["results"]]
         return predicted_quality(self.data, results, self.held_out)
 
-    def one(self, number: int, bar: tqdm) -> RoundRecord:
+    def one(self, number: int, bar: tqdm[Never]) -> RoundRecord:
         t0 = time.perf_counter()
         first_ok = self.annotate(self.per_round, bar)
         annotate_s = time.perf_counter() - t0

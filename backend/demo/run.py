@@ -47,7 +47,7 @@ class DemoOptions:
 class Project:
     id: int
     ml_backend_id: int
-    gold_by_task: dict[int, list[dict]]
+    gold_by_task: dict[int, list[dict[str, Any]]]
 
 
 def _say(message: str) -> None:

@@ -73,7 +73,7 @@ def wait(backend: BackendHttp, job_id: str, timeout: float = 3600) -> dict[str, 
     with tqdm(total=100, desc="successor", unit="%", dynamic_ncols=True,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}") as bar:
         while time.monotonic() < deadline:
-            status = backend.http.get(f"{backend.url}/jobs/{job_id}", timeout=30).json()
+            status: dict[str, Any] = backend.http.get(f"{backend.url}/jobs/{job_id}", timeout=30).json()
             if status.get("error") or status.get("status") in ("failed", "canceled", "stopped"):
                 raise SuccessorFailed(f"successor job {job_id}: {status.get('error') or status.get('status')}")
             now = (status.get("stage"), round(100 * overall_progress(status)))
