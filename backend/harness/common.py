@@ -14,7 +14,7 @@ from xml.sax.saxutils import quoteattr
 import requests
 
 from backend.engine.data import load_dataset
-from backend.engine.types import ClassificationExample, TaskType
+from backend.engine.types import ClassificationExample, TaskType, classification_examples
 from backend.harness.config import DEFAULT_MODEL, BackendBenchConfig
 
 CONTROL, OBJECT = "label", "text"
@@ -51,12 +51,12 @@ def label_config(labels: tuple[str, ...]) -> str:
             f'<Choices name="{CONTROL}" toName="{OBJECT}" choice="single">{choices}</Choices></View>')
 
 
-def choice_result(label: str) -> list[dict]:
+def choice_result(label: str) -> list[dict[str, Any]]:
     """The annotation result choosing `label`."""
     return [{"from_name": CONTROL, "to_name": OBJECT, "type": "choices", "value": {"choices": [label]}}]
 
 
-def chosen_label(result: list[dict]) -> str | None:
+def chosen_label(result: list[dict[str, Any]]) -> str | None:
     """The label a /predict result chose (None: an empty result, e.g. before any model)."""
     for item in result or []:
         choices = (item.get("value") or {}).get("choices") or []
@@ -72,7 +72,7 @@ def load_examples(spec: str, n: int) -> tuple[tuple[str, ...], list[Classificati
         raise ValueError(f"bench-backend needs a classification corpus; {spec!r} is {dataset.task_type.value}")
     if len(dataset) < n:
         raise ValueError(f"{spec!r} has {len(dataset)} examples; --pool-size plus --labeled needs {n}")
-    return dataset.schema.labels, list(dataset.examples)  # type: ignore[arg-type]
+    return dataset.schema.labels, list(classification_examples(dataset.examples))
 
 
 def bench_model(name: str | None) -> str:
@@ -101,13 +101,14 @@ class FastWait:
     ``settled``: a later update ended without publishing, e.g. one class labeled; ``timeout``) and
     when (``time.perf_counter()``)."""
 
-    state: dict
+    state: dict[str, Any]
     outcome: str
     at: float
 
     @property
-    def status(self) -> dict:
-        return self.state.get("fast_path") or {}
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = self.state.get("fast_path") or {}
+        return status
 
     @property
     def published(self) -> bool:
@@ -122,11 +123,13 @@ class BackendHttp:
         self.http = requests.Session()
         self.retried_503 = 0  # /predict calls tried again after a 503
 
-    def state(self, project_id: int) -> dict:
-        return self.http.get(f"{self.url}/projects/{project_id}", timeout=30).json()
+    def state(self, project_id: int) -> dict[str, Any]:
+        state: dict[str, Any] = self.http.get(f"{self.url}/projects/{project_id}", timeout=30).json()
+        return state
 
-    def fast_status(self, project_id: int) -> dict:
-        return self.state(project_id).get("fast_path") or {}
+    def fast_status(self, project_id: int) -> dict[str, Any]:
+        status: dict[str, Any] = self.state(project_id).get("fast_path") or {}
+        return status
 
     def wait_running(self, project_id: int, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
@@ -135,7 +138,7 @@ class BackendHttp:
                 raise TimeoutError("training did not start")
             time.sleep(0.01)
 
-    def wait_iteration(self, project_id: int, iteration: int, timeout: float = 1800) -> dict:
+    def wait_iteration(self, project_id: int, iteration: int, timeout: float = 1800) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             state = self.state(project_id)
@@ -147,8 +150,8 @@ class BackendHttp:
             time.sleep(0.2)
         raise TimeoutError(f"iteration {iteration} not done after {timeout}s")
 
-    def wait_fast_update(self, project_id: int, before: dict, labeled: int, timeout: float, *, poll: float = 0.02,
-                         settled: tuple[str, ...] = ()) -> FastWait:
+    def wait_fast_update(self, project_id: int, before: dict[str, Any], labeled: int, timeout: float, *,
+                         poll: float = 0.02, settled: tuple[str, ...] = ()) -> FastWait:
         """Poll ``fast_path`` until it is a published version other than `before`'s holding at least
         `labeled` labels (the backend switched Label Studio's ``model_version`` to it before saying
         so). Gives up after `timeout` s, or as soon as a later update than `before` ended in one of
@@ -166,7 +169,7 @@ class BackendHttp:
                 return FastWait(state, "timeout", time.perf_counter())
             time.sleep(poll)
 
-    def predict(self, body: dict[str, Any], timeout: float = 600, retries: int = 0) -> list[dict]:
+    def predict(self, body: dict[str, Any], timeout: float = 600, retries: int = 0) -> list[dict[str, Any]]:
         """``POST /predict`` as Label Studio sends it; one entry per task. A ``503`` (Redis slower
         than ``REDIS_REQUEST_TIMEOUT`` on a loaded machine) is tried again up to `retries` times."""
         for attempt in range(retries + 1):
@@ -177,7 +180,7 @@ class BackendHttp:
             time.sleep(2.0)
         if response.status_code != 200:
             raise RuntimeError(f"/predict answered {response.status_code}: {response.text[:500]}")
-        results = response.json()["results"]
+        results: list[dict[str, Any]] = response.json()["results"]
         if len(results) != len(body["tasks"]):
             raise RuntimeError(f"/predict answered {len(results)} entries for {len(body['tasks'])} tasks")
         return results
@@ -193,7 +196,7 @@ class BackendHttp:
             r.raise_for_status()
         return out
 
-    def predict_latencies(self, body: dict, repeats: int) -> list[float]:
+    def predict_latencies(self, body: dict[str, Any], repeats: int) -> list[float]:
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()

@@ -60,14 +60,14 @@ class FastProbe:
         self.labeled = 0
         self.trainings_started = 0
 
-    def fast(self) -> dict:
+    def fast(self) -> dict[str, Any]:
         return self.backend.fast_status(self.pid)
 
     def annotate(self, task_id: int) -> None:
         self.ls.create_annotation(task_id, choice_result(self.gold[task_id]))
         self.labeled += 1
 
-    def wait_published(self, min_labeled: int, timeout: float) -> dict:
+    def wait_published(self, min_labeled: int, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             s = self.fast()
@@ -93,7 +93,7 @@ class FastProbe:
         self.backend.wait_running(self.pid, timeout=120)
         return True
 
-    def measure_one(self, served: dict, timeout: float = 60.0) -> dict[str, Any]:
+    def measure_one(self, served: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
         """Annotate `served`; time until LS's model_version is a fast version holding this label
         and /next serves a task with its prediction. Returns the sample and the next served task."""
         before = self.fast()
@@ -197,7 +197,10 @@ def predictions_held(args: FastLatencyConfig, probe: FastProbe, ls: LabelStudioA
             if int(state.get("iteration", 0)) >= args.full_iterations:
                 break
             if probe.trainings_started < args.full_iterations + 2:
-                probe.annotate(int(ls.next_task(pid)["id"]))  # a new label, so the next iteration has work
+                task = ls.next_task(pid)
+                if task is None:
+                    raise RuntimeError(f"project {pid} has no unlabeled task left for another full iteration")
+                probe.annotate(int(task["id"]))  # a new label, so the next iteration has work
                 ls.start_training(probe.ml_id)
                 probe.trainings_started += 1
                 probe.backend.wait_running(pid, timeout=120)

@@ -117,7 +117,7 @@ class LabelStudioServer(ServerProcess):
     def log_tail(self, chars: int = 8000) -> str:
         return tail(self.log_path, chars)
 
-    def _launch(self) -> subprocess.Popen:
+    def _launch(self) -> subprocess.Popen[bytes]:
         self._log_file = open(self.log_path, "ab")
         started = time.monotonic()
         proc = subprocess.Popen(self.command(), cwd=str(self.data_dir), env=self._env(), stdin=subprocess.DEVNULL,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from backend.service.ls_client import LabelStudioClient
-from backend.service.ls_errors import error_detail, response_body
+from backend.service.ls_errors import LabelStudioError, error_detail, response_body
 
 Sampling = Literal["Uncertainty sampling", "Sequential sampling", "Uniform sampling"]
 UNCERTAINTY_SAMPLING: Sampling = "Uncertainty sampling"
@@ -44,13 +44,15 @@ class MLBackendInfo:
 class LabelStudioAdmin(LabelStudioClient):
     """:class:`LabelStudioClient` plus the calls that set up projects and drive Label Studio."""
 
-    def create_project(self, title: str, label_config: str, **settings: Any) -> dict:
+    def create_project(self, title: str, label_config: str, **settings: Any) -> dict[str, Any]:
         """Create a project; returns :meth:`get_project`'s dict."""
         created = self._call(
             "create a project",
             lambda: self._sdk.projects.create(title=title, label_config=label_config,
                                               request_options=self._request_options(retry=False), **settings),
         )
+        if created.id is None:  # the SDK's model leaves it optional; a created project has one
+            raise LabelStudioError(f"create a project: Label Studio answered without a project id: {created!r}")
         return self.get_project(created.id)
 
     def delete_project(self, project_id: int) -> None:
@@ -74,15 +76,18 @@ class LabelStudioAdmin(LabelStudioClient):
         result = self._call(
             f"import {len(tasks)} tasks into project {project_id}",
             lambda: self._sdk.projects.import_tasks(
-                id=int(project_id), request=[dict(t) for t in tasks], return_task_ids=True,
+                # the SDK annotates ImportApiRequest models; the endpoint (and the SDK's serialiser) take
+                # plain task dicts, and bare data dicts too
+                id=int(project_id), request=[dict(t) for t in tasks], return_task_ids=True,  # type: ignore[misc]
                 commit_to_project=True, request_options=self._request_options(retry=False),
             ),
         )
         return [int(i) for i in (getattr(result, "task_ids", None) or [])]
 
     def create_annotation(
-        self, task_id: int, result: list[dict], *, was_cancelled: bool = False, ground_truth: bool = False
-    ) -> dict:
+        self, task_id: int, result: list[dict[str, Any]], *, was_cancelled: bool = False,
+        ground_truth: bool = False,
+    ) -> dict[str, Any]:
         """Annotate a task as the API user."""
         annotation = self._call(
             f"annotate task {task_id}",
@@ -91,7 +96,8 @@ class LabelStudioAdmin(LabelStudioClient):
                 request_options=self._request_options(retry=False),
             ),
         )
-        return annotation.model_dump(mode="json", exclude_none=True)
+        dumped: dict[str, Any] = annotation.model_dump(mode="json", exclude_none=True)
+        return dumped
 
     def connect_ml_backend(
         self,
@@ -119,7 +125,7 @@ class LabelStudioAdmin(LabelStudioClient):
         )
         return MLBackendInfo.from_sdk(backend)
 
-    def next_task(self, project_id: int) -> dict | None:
+    def next_task(self, project_id: int) -> dict[str, Any] | None:
         """``GET /api/projects/<id>/next``: the task LS would show the API user next (None when
         there is none). Under *Uncertainty sampling* that is the lowest-score prediction of the
         project's ``model_version`` (random among the first few when several annotators exist)."""
@@ -130,7 +136,8 @@ class LabelStudioAdmin(LabelStudioClient):
             if "no tasks" in error_detail(body).lower():
                 return None
             raise self._errors.for_status(what, 404, body)
-        return self._json(response, what)
+        task: dict[str, Any] = self._json(response, what)
+        return task
 
     def start_training(self, ml_backend_id: int) -> None:
         """What *Start training* does: LS posts ``/webhook {"action": "START_TRAINING"}`` to the backend."""

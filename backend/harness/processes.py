@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 import requests
 
@@ -58,7 +59,8 @@ def free_port(host: str = HOST) -> int:
     """A TCP port that nothing listens on right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def wait_http(
@@ -101,7 +103,7 @@ def _killpg(pid: int, sig: int) -> bool:
     return True
 
 
-def stop_process_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+def stop_process_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     """SIGTERM the process group of ``proc`` (started with ``start_new_session``), SIGKILL after
     ``grace`` seconds. A leader that already exited may have left children: they are killed."""
     if proc.poll() is not None:
@@ -138,17 +140,17 @@ class ServerProcess:
     _grace = 10.0
 
     def __init__(self) -> None:
-        self._proc: subprocess.Popen | None = None
-        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def _launch(self) -> subprocess.Popen:
+    def _launch(self) -> subprocess.Popen[bytes]:
         raise NotImplementedError
 
-    def start(self):
+    def start(self) -> Self:
         if not self.running:
             self._proc = self._launch()
         return self
@@ -158,7 +160,7 @@ class ServerProcess:
             stop_process_group(self._proc, grace=self._grace)
             self._proc = None
 
-    def restart(self):
+    def restart(self) -> Self:
         self.stop()
         return self.start()
 
@@ -168,10 +170,10 @@ class ServerProcess:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -216,7 +218,7 @@ class RedisServer(ServerProcess):
         except OSError:
             return False
 
-    def _launch(self) -> subprocess.Popen:
+    def _launch(self) -> subprocess.Popen[bytes]:
         cmd = [self.binary, "--port", str(self.port), "--bind", self.host, "--save", "", "--appendonly", "no",
                "--dir", str(self.dir), "--logfile", str(self.log_path), "--daemonize", "no",
                "--protected-mode", "yes"]
@@ -253,7 +255,7 @@ class BackendProcesses:
         self.startup_timeout = startup_timeout
         self.grace = grace
         self.workers = [tuple(q) for q in workers]
-        self._procs: list[subprocess.Popen] = []
+        self._procs: list[subprocess.Popen[bytes]] = []
 
     @property
     def url(self) -> str:
@@ -266,7 +268,7 @@ class BackendProcesses:
     def describe(self) -> str:
         return f"backend {self.url} (gunicorn) and {describe_workers(self.workers)}"
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         with open(self.log_dir / f"{name}.log", "wb") as log:  # the child keeps its own descriptor
             return subprocess.Popen([sys.executable, "-m", "backend.cli", *args], cwd=REPO_ROOT, env=self.env,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -297,5 +299,5 @@ class BackendProcesses:
     def __enter__(self) -> BackendProcesses:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -138,7 +138,8 @@ def held_out_accuracy(backend: BackendHttp, project: LoopProject, test: Any, bat
             "predict_seconds": round(time.perf_counter() - t0, 2), "predict_503_retries": backend.retried_503 - retried}
 
 
-def loop_env(config: BackendBenchConfig, seed: int, ls_srv: Any, redis_url: str, root: Path) -> tuple[dict, dict]:
+def loop_env(config: BackendBenchConfig, seed: int, ls_srv: Any, redis_url: str,
+             root: Path) -> tuple[dict[str, str], dict[str, str]]:
     """(the backend's environment, the settings this run names). Every other setting is the
     backend's default: the caller's own setting variables are dropped."""
     settings = {"ACQUISITION_MODEL": bench_model(config.model)}
@@ -215,10 +216,11 @@ def run_one(config: BackendBenchConfig, spec: str, seed: int, deployment: str, l
     return out
 
 
-def measure(config: BackendBenchConfig, ls_srv: Any, redis_url: str, root: Path, out_dir: Path) -> list[dict]:
+def measure(config: BackendBenchConfig, ls_srv: Any, redis_url: str, root: Path,
+            out_dir: Path) -> list[dict[str, Any]]:
     """Every run of the configuration against a running Label Studio and Redis (`ls_srv`:
     ``.url`` / ``.token``); each run's JSON is written as soon as it ends."""
-    runs = []
+    runs: list[dict[str, Any]] = []
     for spec in config.loop.corpus:
         for seed in config.loop.seeds:
             for deployment in config.loop.workers:

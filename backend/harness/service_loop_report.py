@@ -74,7 +74,8 @@ def _cell(curve: Curve | None, labeled: int, width: int) -> str:
     return f"{text:>{width}}"
 
 
-def format_table(runs: list[dict[str, Any]], loop: dict, compare: dict) -> str:
+def format_table(runs: list[dict[str, Any]], loop: dict[str, dict[str, Curve]],
+                 compare: dict[str, dict[str, Curve]]) -> str:
     """Per corpus: accuracy at each budget, loop deployments then bench-labels methods; then one
     line per run: update latency, misses, iterations, wall time."""
     lines, width = [], 22
@@ -98,7 +99,7 @@ def format_table(runs: list[dict[str, Any]], loop: dict, compare: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(loop: dict, compare: dict, path: Path) -> Path:
+def plot(loop: dict[str, dict[str, Curve]], compare: dict[str, dict[str, Curve]], path: Path) -> Path:
     """One panel per corpus: the loop's deployments (solid) and bench-labels' methods (dashed, ±std band)."""
     import matplotlib
 
