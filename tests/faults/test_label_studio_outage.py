@@ -30,7 +30,11 @@ FETCH = b"GET /api/tasks/"  # fetch_training_data's labeled-task listing (the fi
 PUSH = b"/import/predictions"  # push_predictions' bulk import
 # The transport's words, which depend on timing: a reset ("ReadError: [Errno 104] Connection reset
 # by peer") or a close ("RemoteProtocolError: Server disconnected without sending a response.").
-RESET = r"(ReadError: \[Errno 104\] Connection reset by peer|RemoteProtocolError: Server disconnected without sending a response\.|WriteError: \[Errno (32|104)\] [A-Za-z ]+)"
+RESET = (
+    r"(ReadError: \[Errno 104\] Connection reset by peer"
+    r"|RemoteProtocolError: Server disconnected without sending a response\."
+    r"|WriteError: \[Errno (32|104)\] [A-Za-z ]+)"
+)
 REFUSED = r"ConnectError: \[Errno 111\] Connection refused"
 # (stop Label Studio when this request arrives (None: before the training), failing stage, why);
 # stopped before the training, a new connection is refused, but a keep-alive connection the worker
@@ -189,7 +193,8 @@ def outage(stack, ls, project, label_studio, marker: bytes | None, stage: str, r
     state = stack.wait(f"the training failed during {stage}", failed, timeout=120)
     error = state["last_error"]
     assert f"{stage} failed: LabelStudioUnavailableError" in error, error
-    assert re.search(rf"Label Studio at {re.escape(proxy.url)} is unreachable \({reason}\) while trying to ", error), error
+    unreachable = rf"Label Studio at {re.escape(proxy.url)} is unreachable \({reason}\) while trying to "
+    assert re.search(unreachable, error), error
     assert label_studio.token not in error
     job = stack.get(f"/jobs/{state['last_error_job']}").json()
     assert job["pipeline_status"] == "failed" and job["error"] == error, job  # (push: the finisher failed)

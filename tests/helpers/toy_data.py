@@ -33,13 +33,17 @@ def toy_tagging(n: int, seed: int = 0) -> list[TaggingExample]:
         for _ in range(rng.randint(3, 7)):
             roll = rng.random()
             if roll < 0.2:
-                words.append(rng.choice(PEOPLE)); tags.append("B-PER")
+                words.append(rng.choice(PEOPLE))
+                tags.append("B-PER")
                 if rng.random() < 0.3:
-                    words.append(rng.choice(PEOPLE)); tags.append("I-PER")
+                    words.append(rng.choice(PEOPLE))
+                    tags.append("I-PER")
             elif roll < 0.35:
-                words.append(rng.choice(PLACES)); tags.append("B-LOC")
+                words.append(rng.choice(PLACES))
+                tags.append("B-LOC")
             else:
-                words.append(rng.choice(FILLER)); tags.append("O")
+                words.append(rng.choice(FILLER))
+                tags.append("O")
         examples.append(TaggingExample(words, tags))
     return examples
 

@@ -63,7 +63,8 @@ def stack_env(label_studio, redis_server, tiny_bert, root, **overrides: str) -> 
         "EPOCHS": "3", "LEARNING_RATE": "0.001", "TRAIN_EVERY_N": "0", "FULL_RESCORE_ITERATIONS": "1",
         "SCORE_CHUNK_SIZE": "8", "BASIC_AUTH_USER": AUTH[0], "BASIC_AUTH_PASS": AUTH[1],
         "MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES), "WORKERS": "1", "THREADS": "4",
-        "FAST_PATH": "off",  # these suites check the full iterations' order; tests/integration/test_fast_path.py the fast one
+        # these suites check the full iterations' order; tests/integration/test_fast_path.py the fast one
+        "FAST_PATH": "off",
         **overrides,
     }
 

@@ -3,7 +3,8 @@
 The API-level tests prove that ``/api/projects/<id>/next`` serves the least confident task; this
 one proves what an annotator actually sees: log in to the session's Label Studio 1.23.2 with its
 username and password, open the project's Data Manager, press "Label All Tasks" and read the text
-the labeling view (``/projects/<id>/data?labeling=1``) renders. The project holds predictions of one version with distinct
+the labeling view (``/projects/<id>/data?labeling=1``) renders. The project holds predictions of one
+version with distinct
 scores, its ``model_version`` is that version and its sampling is "Uncertainty sampling", so the
 view must show the unlabeled task with the lowest score (one lower-scored task is annotated first,
 so "lowest overall" and "lowest unlabeled" differ). A screenshot of that view is saved in the
@@ -169,7 +170,8 @@ def test_labeling_stream_shows_least_confident_unlabeled_task(browser, label_stu
         others = [text for t, (text, _) in tasks.items() if t != expected_id and text in shown]
         assert not others, f"the labeling view shows other tasks' texts too: {others}"
 
-        screenshot = README_SCREENSHOT if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path / README_SCREENSHOT.name
+        update = os.environ.get("UPDATE_SCREENSHOTS") == "1"
+        screenshot = README_SCREENSHOT if update else tmp_path / README_SCREENSHOT.name
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(screenshot))
     except Exception:

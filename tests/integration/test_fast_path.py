@@ -77,12 +77,13 @@ def test_one_annotation_switches_label_studio_to_a_fast_version(stack, ls):
         served = ls.next_task(pid)
         t0 = time.perf_counter()
         ls.create_annotation(int(served["id"]), label_of[int(served["id"])])  # the annotator labels what /next served
-        version = wait_for(lambda: (v := ls.get_project(pid)["model_version"]) != before and v,
+        version = wait_for(lambda before=before: (v := ls.get_project(pid)["model_version"]) != before and v,
                            SWITCH_TIMEOUT, "LS's model_version switching to a new fast version", stack)
         latencies.append(time.perf_counter() - t0)
         assert version.startswith("fast-")
         # wait for the update that includes this annotation (a burst may publish twice)
-        status = wait_for(lambda: (s := fast_status(stack, pid)).get("version") == version and s, 5, "status", stack)
+        status = wait_for(lambda version=version: (s := fast_status(stack, pid)).get("version") == version and s,
+                          5, "status", stack)
         scores = version_scores(ls, pid, version)
         assert status["pushed_before_switch"] <= len(scores) <= status["pushed"] == TOP_K  # the rest follow the switch
         nxt = ls.next_task(pid)

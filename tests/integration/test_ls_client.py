@@ -153,7 +153,8 @@ def test_import_predictions_rejects_bad_input(ls_client, project):
     with pytest.raises(ValueError):
         ls_client.import_predictions(project["id"], [{"result": []}])
     with pytest.raises(ValueError):
-        ls_client.import_predictions(project["id"], [{"task": project["task_ids"][0], "result": [], "score": float("nan")}])
+        nan_score = {"task": project["task_ids"][0], "result": [], "score": float("nan")}
+        ls_client.import_predictions(project["id"], [nan_score])
     with pytest.raises(LabelStudioError) as info:
         ls_client.import_predictions(project["id"], [{"task": 10**9, "result": choice("pos"), "score": 0.5}])
     assert info.value.status_code == 400

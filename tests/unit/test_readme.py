@@ -1,6 +1,7 @@
 """The README works as written: every `feasible-al ...` command in its bash blocks parses with the
-real CLI parser, every repository path it (and docker/, label_config_examples/ READMEs) names exists, its layout section lists every module of
-`backend/`, and its settings table is the one `feasible-al settings --markdown` generates."""
+real CLI parser, every repository path it (and docker/, label_config_examples/ READMEs) names exists, its layout
+section lists every module of `backend/`, and its settings table is the one
+`feasible-al settings --markdown` generates."""
 from __future__ import annotations
 
 import re

@@ -51,7 +51,7 @@ def test_restart_policies(services):
 def test_named_volumes_declared_and_used(compose, services):
     declared = set(compose["volumes"])
     used: dict[str, set[str]] = {}
-    for name, service in services.items():
+    for _name, service in services.items():
         for spec in service.get("volumes", []):
             source, _, target = str(spec).partition(":")
             if not source.startswith((".", "/", "~")):
@@ -142,7 +142,8 @@ def test_build_args_match_the_dockerfile(services):
     for name, value in args.items():
         var = files.variable(value)
         assert var == (name, defaults[name]), name
-    assert (Path(files.COMPOSE.parent, services["backend"]["build"]["context"]) / "Dockerfile").resolve() == files.DOCKERFILE
+    context = Path(files.COMPOSE.parent, services["backend"]["build"]["context"])
+    assert (context / "Dockerfile").resolve() == files.DOCKERFILE
 
 
 def test_label_studio_on_postgres(services):

@@ -75,7 +75,7 @@ def test_offline_packages_are_the_same_as_setup_sh():
     out = subprocess.run([sys.executable, "-c", code], cwd=files.ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == offline
     setup = (files.ROOT / "scripts" / "setup.sh").read_text().replace("\\\n", " ")
-    line = next(l for l in setup.splitlines() if "pip_install --no-deps" in l)
+    line = next(ln for ln in setup.splitlines() if "pip_install --no-deps" in ln)
     assert sorted(re.findall(r'"([^"]+)"', line)) == sorted(offline)
     # every package the engine reads files from is in that list
     pip_names = {re.split(r"[<>=!~]", spec)[0] for spec in offline}
@@ -100,7 +100,9 @@ def _ignored(path: str, patterns: list[str]) -> bool:
 
 
 def test_dockerignore_keeps_what_the_image_copies_and_drops_local_state():
-    patterns = [l.strip() for l in files.DOCKERIGNORE.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    patterns = [
+        ln.strip() for ln in files.DOCKERIGNORE.read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
     copied = [src for i in _keyword("COPY") for src in i.args.split()[:-1]]
     assert copied == ["pyproject.toml", "README.md", "backend", "label_config_examples"]
     for src in copied + ["backend/service/settings.py", "backend/cli.py"]:

@@ -157,7 +157,7 @@ call NN I-NP O
 \t
 Peter NNP B-NP I-PER
 Blackburn NNP I-NP I-PER
-   
+\x20\x20\x20
 """
 
 

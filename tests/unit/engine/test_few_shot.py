@@ -32,7 +32,9 @@ def test_min_steps_raise_the_epochs_of_small_label_sets_only():
 def test_fit_on_20_labels_takes_min_steps(tiny_bert):
     seen: list[tuple[int, int]] = []
     config = TrainingConfig(min_steps=30, batch_size=16, device="cpu")
-    report = TransformerModel(tiny_bert, CLS, config).fit(toy_classification(20), progress=lambda d, t: seen.append((d, t)))
+    report = TransformerModel(tiny_bert, CLS, config).fit(
+        toy_classification(20), progress=lambda d, t: seen.append((d, t))
+    )
     assert report.steps == 30 and seen[-1] == (30, 30)  # 15 epochs of 2 batches, not 5
     paper = TrainingConfig(min_steps=0, batch_size=16, device="cpu")
     assert TransformerModel(tiny_bert, CLS, paper).fit(toy_classification(20)).steps == 10
@@ -78,7 +80,8 @@ def test_lp_ft_off_keeps_the_random_head_and_fits_are_seeded(tiny_bert):
     examples = toy_classification(40)
     runs = []
     for _ in range(2):
-        model = TransformerModel(tiny_bert, CLS, TrainingConfig(min_steps=20, seed=1, device="cpu", linear_probe_init=True))
+        config = TrainingConfig(min_steps=20, seed=1, device="cpu", linear_probe_init=True)
+        model = TransformerModel(tiny_bert, CLS, config)
         model.fit(examples)
         runs.append(model.predict(examples).probs)
     np.testing.assert_allclose(runs[0], runs[1], atol=1e-5)  # LP-FT keeps a seeded run reproducible

@@ -99,7 +99,7 @@ def test_teachers_hold_out_disjoint_dev_folds():
     assert folds[0] == split_gold(gold, 0.1, seed=0)  # one teacher: the usual split
     devs = [{id(e) for e in dev} for _, dev in folds]
     assert [len(d) for d in devs] == [5, 5, 5] and len(set().union(*devs)) == 15
-    for (train, dev), ids in zip(folds, devs):
+    for (train, _dev), ids in zip(folds, devs):
         assert len(train) == 45 and ids.isdisjoint({id(e) for e in train})
     with pytest.raises(NotEnoughLabelsError):
         split_folds(gold[:10], 0.1, seed=0, folds=10)  # 10 folds of 1 leave no training example

@@ -123,7 +123,9 @@ def _round_trip_cases():
     ]
 
 
-@pytest.mark.parametrize(("name", "strategy", "preds"), _round_trip_cases(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    ("name", "strategy", "preds"), _round_trip_cases(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_save_load_round_trip_gives_identical_scores(tmp_path, name, strategy, preds):
     save_strategy(strategy, tmp_path)
     loaded = load_strategy(tmp_path)

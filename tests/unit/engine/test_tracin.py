@@ -99,8 +99,10 @@ def test_self_influence_flags_flipped_labels():
     both classes; the top-20 holds at least 3x the chance share of them)."""
     examples = toy_classification(200)
     flipped = set(range(0, 200, 20)) | set(range(7, 200, 20))
-    noisy = [ClassificationExample(e.text, (("neg",) if e.labels == ("pos",) else ("pos",)) if i in flipped else e.labels)
-             for i, e in enumerate(examples)]
+    noisy = [
+        ClassificationExample(e.text, (("neg",) if e.labels == ("pos",) else ("pos",)) if i in flipped else e.labels)
+        for i, e in enumerate(examples)
+    ]
     wrapper = make_model("cnn", CLS, TrainingConfig(epochs=8, batch_size=16, seed=0, device="cpu"))
     tracker = TracInCheckpoints(wrapper, noisy, checkpoints=3)
     wrapper.fit(noisy, progress=tracker.progress)

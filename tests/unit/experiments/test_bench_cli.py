@@ -15,7 +15,8 @@ def test_ups_share_matches_paper_figure():
 def test_bench_cli_prints_table_and_writes_json(tmp_path, tiny_bert, capsys):
     data = write_toy_csv(tmp_path / "toy.csv", 120)
     code = main(["bench", "--dataset", str(data), "--model", str(tiny_bert), "--pool-size", "80",
-                 "--repeats", "1", "--train-size", "40", "--ups-pool-size", "2000", "--device", "cpu", "--output-dir", str(tmp_path / "b")])
+                 "--repeats", "1", "--train-size", "40", "--ups-pool-size", "2000", "--device", "cpu",
+                 "--output-dir", str(tmp_path / "b")])
     assert code == 0
     payload = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert [r["texts"] for r in payload["scoring"]] == [80, 80]

@@ -45,7 +45,9 @@ def test_every_method_and_budget_side_by_side(tmp_path, tiny_bert, capsys):
     for method in (OLD, FEWSHOT, ALIGNED):
         assert [r["labeled"] for r in summary[method]] == list(FINETUNE_BUDGETS)
     # the aligned head reads the few-shot fine-tune's own features: its own figure, same label sets
-    fewshot = {(r["seed"], r["labeled"]): r for r in payload["records"] if r["method"] == FEWSHOT and r["corpus"] == "toy"}
+    fewshot = {
+        (r["seed"], r["labeled"]): r for r in payload["records"] if r["method"] == FEWSHOT and r["corpus"] == "toy"
+    }
     for r in (r for r in payload["records"] if r["method"] == ALIGNED):
         assert r["metrics"] == fewshot[(r["seed"], r["labeled"])]["detail"]["aligned_proxy"]
     for rows in summary.values():

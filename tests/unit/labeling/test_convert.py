@@ -202,7 +202,9 @@ def test_classification_examples_and_parallel_task_ids():
     ]
     report = tasks_to_examples(tasks, SENTIMENT)
     assert report.task_ids == [1, 3]
-    assert report.examples == [ClassificationExample("great film", ("Positive",)), ClassificationExample("dull", ("Negative",))]
+    assert report.examples == [
+        ClassificationExample("great film", ("Positive",)), ClassificationExample("dull", ("Negative",))
+    ]
     assert report.skipped == {"no_annotation": 1}
     assert len(report) == 2 and report.n_skipped == 1
 
@@ -251,7 +253,9 @@ def test_text_problems_are_counted_never_raised():
 
 
 def test_unknown_label_skips_the_task_with_a_warning():
-    report = tasks_to_examples([task(8, "ok", ann([choice("Mixed")])), task(9, "ok", ann([choice("Neutral")]))], SENTIMENT)
+    report = tasks_to_examples(
+        [task(8, "ok", ann([choice("Mixed")])), task(9, "ok", ann([choice("Neutral")]))], SENTIMENT
+    )
     assert report.task_ids == [9]
     assert report.skipped == {"unknown_label": 1}
     assert "task 8" in report.warnings[0] and "Mixed" in report.warnings[0]
@@ -408,7 +412,8 @@ def test_huge_text_converts_without_crashing():
     words = ["word"] * 200_000
     text = " ".join(words)
     t0 = time.perf_counter()
-    report = tasks_to_examples([task(1, text, ann([span(0, 4, "MISC", "word"), span(len(text) - 4, len(text), "LOC", "word")]))], NER)
+    spans = [span(0, 4, "MISC", "word"), span(len(text) - 4, len(text), "LOC", "word")]
+    report = tasks_to_examples([task(1, text, ann(spans))], NER)
     ex = report.examples[0]
     assert len(ex.words) == 200_000 and ex.tags[0] == "B-MISC" and ex.tags[-1] == "B-LOC"
     # a model that truncated to 512 words still gets results for what it saw
@@ -469,7 +474,9 @@ def test_classification_results_reject_bad_input():
 
 def test_iob2_decoding_is_lenient():
     tags = ["I-PER", "I-PER", "O", "B-LOC", "I-ORG", "B-LOC", "B-LOC", "I-LOC", "O", "I-MISC"]
-    assert iob2_spans(tags) == [(0, 2, "PER"), (3, 4, "LOC"), (4, 5, "ORG"), (5, 6, "LOC"), (6, 8, "LOC"), (9, 10, "MISC")]
+    assert iob2_spans(tags) == [
+        (0, 2, "PER"), (3, 4, "LOC"), (4, 5, "ORG"), (5, 6, "LOC"), (6, 8, "LOC"), (9, 10, "MISC")
+    ]
     assert iob2_spans(["B-geo-loc", "I-geo-loc"]) == [(0, 2, "geo-loc")]
     assert iob2_spans([]) == []
 
@@ -481,7 +488,9 @@ def test_tagging_results_decode_spans_with_mean_confidence():
     probs = one_hot(["I-PER", "I-PER", "O", "O", "B-LOC"], names)
     probs[1] = one_hot(["I-PER"], names, p=0.5)[0]
     results = tagging_results(ex, probs, NER)
-    assert [(r["value"]["text"], r["value"]["labels"]) for r in results] == [("Alice Smith", ["PER"]), ("Rome", ["LOC"])]
+    assert [(r["value"]["text"], r["value"]["labels"]) for r in results] == [
+        ("Alice Smith", ["PER"]), ("Rome", ["LOC"])
+    ]
     assert results[0]["score"] == pytest.approx(0.7) and results[1]["score"] == pytest.approx(0.9)
 
 
@@ -515,6 +524,8 @@ def test_gold_tagging_results_round_trip_through_tasks_to_examples():
     words, tags = ["Barack", "Obama", "visited", "New", "York", "."], ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O"]
     text, regions = gold_tagging_results(words, tags, NER)
     assert text == "Barack Obama visited New York ."
-    assert [(r["value"]["text"], r["value"]["labels"]) for r in regions] == [("Barack Obama", ["PER"]), ("New York", ["LOC"])]
+    assert [(r["value"]["text"], r["value"]["labels"]) for r in regions] == [
+        ("Barack Obama", ["PER"]), ("New York", ["LOC"])
+    ]
     assert all(r["from_name"] == NER.control_name and r["to_name"] == NER.object_name for r in regions)
     assert tasks_to_examples([task(1, text, ann(regions))], NER).examples[0].tags == tags

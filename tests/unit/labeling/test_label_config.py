@@ -18,14 +18,19 @@ EXAMPLES = ROOT / "label_config_examples"
 DATA = Path(__file__).parent / "data"
 
 EXPECTED = {
-    "text_classification.xml": ("sentiment", "Choices", TaskType.CLASSIFICATION, ("Positive", "Negative", "Neutral"), False),
+    "text_classification.xml": (
+        "sentiment", "Choices", TaskType.CLASSIFICATION, ("Positive", "Negative", "Neutral"), False,
+    ),
     "multi_label_classification.xml": (
         "topics", "Choices", TaskType.CLASSIFICATION, ("business", "entertainment", "politics", "sport", "tech"), True,
     ),
     "ner.xml": ("label", "Labels", TaskType.TAGGING, ("PER", "ORG", "LOC", "MISC"), False),
     "ner_wnut16.xml": (
         "label", "Labels", TaskType.TAGGING,
-        ("company", "facility", "geo-loc", "movie", "musicartist", "other", "person", "product", "sportsteam", "tvshow"),
+        (
+            "company", "facility", "geo-loc", "movie", "musicartist", "other", "person", "product", "sportsteam",
+            "tvshow",
+        ),
         False,
     ),
 }
@@ -146,7 +151,8 @@ def test_choices_on_a_non_text_object_is_unsupported():
 def test_to_name_pointing_nowhere_is_reported():
     with pytest.raises(UnsupportedLabelConfigError, match="no object named 'nowhere'"):
         parse_label_config(
-            '<View><Text name="t" value="$text"/><Choices name="c" toName="nowhere"><Choice value="a"/></Choices></View>'
+            '<View><Text name="t" value="$text"/>'
+            '<Choices name="c" toName="nowhere"><Choice value="a"/></Choices></View>'
         )
 
 
@@ -196,13 +202,17 @@ def test_per_region_choices_are_not_taken_as_text_classification():
 
 def test_text_without_task_field_is_unsupported():
     with pytest.raises(UnsupportedLabelConfigError, match=r"\$text"):
-        parse_label_config('<View><Text name="t" value="John went home"/><Choices name="c" toName="t"><Choice value="a"/></Choices></View>')
+        parse_label_config(
+            '<View><Text name="t" value="John went home"/>'
+            '<Choices name="c" toName="t"><Choice value="a"/></Choices></View>'
+        )
 
 
 def test_text_loaded_from_url_is_unsupported():
     with pytest.raises(UnsupportedLabelConfigError, match="valueType"):
         parse_label_config(
-            '<View><Text name="t" value="$url" valueType="url"/><Choices name="c" toName="t"><Choice value="a"/></Choices></View>'
+            '<View><Text name="t" value="$url" valueType="url"/>'
+            '<Choices name="c" toName="t"><Choice value="a"/></Choices></View>'
         )
 
 
@@ -214,7 +224,8 @@ def test_dynamic_choices_without_static_ones_are_unsupported():
 def test_duplicate_labels_are_a_config_error():
     with pytest.raises(LabelConfigError, match="twice"):
         parse_label_config(
-            '<View><Text name="t" value="$text"/><Labels name="l" toName="t"><Label value="A"/><Label value="A"/></Labels></View>'
+            '<View><Text name="t" value="$text"/>'
+            '<Labels name="l" toName="t"><Label value="A"/><Label value="A"/></Labels></View>'
         )
 
 

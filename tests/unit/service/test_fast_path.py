@@ -121,7 +121,8 @@ def test_annotations_give_a_fast_version_in_label_studio(backend):
     assert scores[ls.next_task()] == pytest.approx(min(scores.values())), "LS serves the lowest score first"
 
     # a new task nobody encoded: /predict encodes it on demand
-    new = client.post("/predict", json={"project": f"{PID}.1", "tasks": [{"id": 999, "data": {"text": "good fun"}}]}).json
+    new_task = {"id": 999, "data": {"text": "good fun"}}
+    new = client.post("/predict", json={"project": f"{PID}.1", "tasks": [new_task]}).json
     assert new["results"][0]["result"][0]["value"]["choices"][0] in SENTIMENT.values()
 
     # the next annotation: a newer fast version; the superseded one's predictions are deleted
@@ -399,6 +400,7 @@ def test_an_update_overtaken_by_a_newer_one_leaves_the_newer_status(backend):
     published = fast_status(client)
     assert published["status"] == "published" and published["seq"] >= 1
 
-    late = run_fast_update(backend, PID, "an iteration's update", seq=published["seq"] - 1 if published["seq"] > 1 else 0)
+    earlier_seq = published["seq"] - 1 if published["seq"] > 1 else 0
+    late = run_fast_update(backend, PID, "an iteration's update", seq=earlier_seq)
     assert late.status is FastStatus.SUPERSEDED
     assert fast_status(client) == published and ls.model_version == published["version"]
