@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers.backend import CLASSIFICATION_XML
 from backend.harness.processes import HOST
+from tests.helpers.backend import CLASSIFICATION_XML
 from tests.helpers.servers import BackendProcesses, RedisServer, redis_server_binary
 
 MAX_REQUEST_BYTES = 1 << 20

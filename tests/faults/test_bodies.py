@@ -9,8 +9,8 @@ import time
 
 import requests
 
-from backend.service.limits import TOTAL_READ_FACTOR
 from backend.harness.processes import HOST
+from backend.service.limits import TOTAL_READ_FACTOR
 from tests.faults.conftest import BODY_READ_TIMEOUT, MAX_REQUEST_BYTES
 
 VALID = b'{"tasks": [], "project": 7}'

@@ -8,8 +8,8 @@ from pathlib import Path
 from backend.engine.acquisition.strategies import make_strategy
 from backend.engine.models.transformer import TransformerModel
 from backend.engine.types import ClassificationExample
-from backend.service.settings import Settings
 from backend.service.checkpoints import checkpoint_dir, write_checkpoint_extras
+from backend.service.settings import Settings
 from backend.service.store import ProjectStore
 from tests.helpers.toy_data import toy_classification
 

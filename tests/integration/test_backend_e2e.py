@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import io
 import os
-import tarfile
 import secrets
+import tarfile
 import time
 from dataclasses import dataclass
 

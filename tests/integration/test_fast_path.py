@@ -14,7 +14,10 @@ from tests.helpers.backend import CLASSIFICATION_XML
 from tests.helpers.ls_admin import UNCERTAINTY_SAMPLING
 from tests.helpers.servers import BackendProcesses
 from tests.integration.test_backend_e2e import (  # noqa: F401  (module fixture `ls`)
-    Stack, classification_tasks, ls, stack_env,
+    Stack,
+    classification_tasks,
+    ls,
+    stack_env,
 )
 
 pytestmark = pytest.mark.integration

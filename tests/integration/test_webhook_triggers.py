@@ -17,12 +17,16 @@ import time
 import pytest
 import requests
 
+from tests.helpers.backend import CLASSIFICATION_XML
 from tests.helpers.ls_admin import LabelStudioTestClient
 from tests.helpers.servers import BackendProcesses
 from tests.integration.test_backend_e2e import (  # noqa: F401  (module fixture `ls`)
-    Stack, classification_tasks, ls, stack_env, wait_for_iteration,
+    Stack,
+    classification_tasks,
+    ls,
+    stack_env,
+    wait_for_iteration,
 )
-from tests.helpers.backend import CLASSIFICATION_XML
 
 pytestmark = pytest.mark.integration
 

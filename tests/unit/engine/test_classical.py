@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
-from backend.engine.models.classical import CRF, build_word_tokenizer, iob2_transition_mask
 from backend.engine.metrics import evaluate
+from backend.engine.models.classical import CRF, build_word_tokenizer, iob2_transition_mask
 from backend.engine.models.factory import ClassicalModel, classical_kind, load_model, make_model
 from backend.engine.models.transformer import TrainingConfig, TransformerModel
 from backend.engine.types import ClassificationExample, LabelSchema, TaggingExample, TaskType

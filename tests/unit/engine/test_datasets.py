@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from backend.engine import packaged
-from backend.engine.data import PACKAGED_DATASETS, Dataset, load_dataset, to_iob2, train_test_split
-from backend.engine.data import corpora
+from backend.engine.data import PACKAGED_DATASETS, Dataset, corpora, load_dataset, to_iob2, train_test_split
 from backend.engine.errors import DatasetError
 from backend.engine.types import ClassificationExample, LabelSchema, TaggingExample, TaskType
 

@@ -8,6 +8,9 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, BertConfig, BertForMaskedLM
 
+from backend.engine.errors import Cancelled
+from backend.engine.metrics import evaluate
+from backend.engine.models.transformer import TrainingConfig, TransformerModel
 from backend.engine.plasm.distill import (
     REPORT_FILE,
     DistillConfig,
@@ -17,9 +20,6 @@ from backend.engine.plasm.distill import (
     make_student,
     student_layers,
 )
-from backend.engine.errors import Cancelled
-from backend.engine.metrics import evaluate
-from backend.engine.models.transformer import TrainingConfig, TransformerModel
 from backend.engine.types import LabelSchema, TaskType
 from tests.helpers.tiny_models import build_tiny_model, build_wordpiece_tokenizer
 from tests.helpers.toy_data import corpus_lines, toy_classification

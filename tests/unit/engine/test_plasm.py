@@ -3,20 +3,20 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 import subprocess
 import sys
 import tarfile
-from pathlib import Path
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from backend.engine.errors import Cancelled, NotEnoughLabelsError, StageError
 from backend.engine.models import factory as factory_module
 from backend.engine.models.factory import ClassicalModel, ModelFactory
+from backend.engine.models.transformer import TrainingConfig
 from backend.engine.plasm import export as export_module
 from backend.engine.plasm import pipeline as plasm_module
 from backend.engine.plasm.export import build_and_export, export_successor
@@ -32,7 +32,6 @@ from backend.engine.plasm.pipeline import (
     split_gold,
     strip_labels,
 )
-from backend.engine.models.transformer import TrainingConfig
 from backend.engine.types import LabelSchema, Predictions, TaskType
 from tests.helpers.toy_data import toy_classification, toy_tagging
 

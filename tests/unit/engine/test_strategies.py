@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 
 from backend.engine.acquisition.strategies import (
-    MNLP, STRATEGIES, Entropy, LeastConfidence, MahalanobisDistance, Margin, RandomBaseline, load_strategy,
-    make_strategy, save_strategy,
+    MNLP,
+    STRATEGIES,
+    Entropy,
+    LeastConfidence,
+    MahalanobisDistance,
+    Margin,
+    RandomBaseline,
+    load_strategy,
+    make_strategy,
+    save_strategy,
 )
 from backend.engine.types import Predictions, TaskType
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from backend.engine.models.factory import make_model
+from backend.engine.models.transformer import IGNORE_INDEX, TrainingConfig
 from backend.engine.plasm.tracin import (
     TracInCheckpoints,
     checkpoint_steps,
@@ -13,7 +14,6 @@ from backend.engine.plasm.tracin import (
     linear_schedule_lr,
     output_layer,
 )
-from backend.engine.models.transformer import IGNORE_INDEX, TrainingConfig
 from backend.engine.types import ClassificationExample, LabelSchema, TaskType
 from tests.helpers.toy_data import toy_classification, toy_tagging
 

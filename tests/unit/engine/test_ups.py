@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from backend.engine.errors import EmptyPoolError
+from backend.engine.acquisition.sampling import UPS, FullPool, PoolScorer, RandomSubsample
 from backend.engine.acquisition.strategies import LeastConfidence
+from backend.engine.errors import EmptyPoolError
 from backend.engine.types import Predictions, TaskType
-from backend.engine.acquisition.sampling import UPS, FullPool, RandomSubsample, PoolScorer
 
 
 def test_top_gamma_share_is_always_kept():

@@ -1,8 +1,8 @@
 import json
 
-from backend.experiments.bench import ups_shares
-from backend.engine.packaged import resolve_model
 from backend.cli import main
+from backend.engine.packaged import resolve_model
+from backend.experiments.bench import ups_shares
 from tests.helpers.toy_data import write_toy_csv
 
 

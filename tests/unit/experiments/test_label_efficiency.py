@@ -4,7 +4,15 @@ import json
 
 from backend.cli import main
 from backend.experiments.label_efficiency import (
-    ALIGNED, FEWSHOT, HYBRID, METHODS, OLD, RANDOM, UNCERTAINTY, LabelEfficiency, LabelEfficiencyConfig,
+    ALIGNED,
+    FEWSHOT,
+    HYBRID,
+    METHODS,
+    OLD,
+    RANDOM,
+    UNCERTAINTY,
+    LabelEfficiency,
+    LabelEfficiencyConfig,
 )
 from tests.helpers.toy_data import toy_tagging, write_toy_csv
 

@@ -2,11 +2,11 @@ import json
 
 import pytest
 
+from backend.cli import main
 from backend.engine.data import Dataset
-from backend.experiments.simulate import Simulation, SimulationConfig, summarize
 from backend.engine.models.transformer import TrainingConfig
 from backend.engine.types import LabelSchema, TaskType
-from backend.cli import main
+from backend.experiments.simulate import Simulation, SimulationConfig, summarize
 from tests.helpers.toy_data import toy_classification, toy_tagging, write_toy_csv
 
 FAST = TrainingConfig(epochs=10, learning_rate=3e-3, device="cpu")
