@@ -71,8 +71,9 @@ def targets(summary: Summary, config: LabelEfficiencyConfig) -> dict[str, Any]:
             checks[str(b)] = None if h is None or f is None else {
                 "hybrid": h["mean"], "frozen": f["mean"], "met": h["mean"] >= f["mean"], "seeds": h["seeds"]}
         out["hybrid_vs_frozen"][corpus] = checks
-        last = max(b for b in config.budgets if _row(summary, corpus, RANDOM, b))
-        goal = _row(summary, corpus, RANDOM, last)["mean"]  # type: ignore[index]
+        random_rows = {b: row for b in config.budgets if (row := _row(summary, corpus, RANDOM, b))}
+        last = max(random_rows)
+        goal = random_rows[last]["mean"]
         reached = next((r["labeled"] for r in methods[UNCERTAINTY] if r["mean"] >= goal), None)
         out["uncertainty_labels_to_random_last"][corpus] = {
             "random_budget": last, "random_accuracy": goal, "labels_needed": reached,
