@@ -34,7 +34,7 @@ from backend.engine.acquisition.order import ColdStart, PoolOrder, ProxyScorer, 
 from backend.engine.errors import EmptyPoolError, NotEnoughLabelsError
 from backend.engine.proxy import ProxyHead
 from backend.engine.selection import ModelEstimate, ServingDecision
-from backend.engine.types import IndexArray
+from backend.engine.types import IndexArray, classification_examples
 from backend.labeling import ConversionReport, LabelConfig, parse_label_config, tasks_to_examples
 from backend.service.checkpoints import FAST_PREFIX, checkpoint_dir
 from backend.service.fast_versions import entry, save_fast_version
@@ -210,11 +210,11 @@ class _FastUpdate:
 
     def run(self) -> FastOutcome:
         state, config = self._open()
-        report, pool_ids = self._fetch(config)
+        report, conversion, pool_ids = self._fetch(config)
         self._lap("fetch_labels")
         features, notes = features_for(self.ctx, self.project_id, state, report, pool_ids)
         self._lap("encode")
-        labels = self._labels_with_features(report, features, notes, config)
+        labels = self._labels_with_features(report, conversion, features, notes, config)
         head, plan = self._fit(features, labels, config, state)
         self._lap("fit")
         scored_ids, order = self._order(features, pool_ids, head, state, len(labels.y))
@@ -240,7 +240,7 @@ class _FastUpdate:
                         "first fast update follows when they are ready", notes=FeatureNotes(features_job=build))
         return state, parse_label_config(state.label_config, state.control_name or None)
 
-    def _fetch(self, config: LabelConfig) -> tuple[ConversionReport, list[int]]:
+    def _fetch(self, config: LabelConfig) -> tuple[ConversionReport, dict[str, Any], list[int]]:
         labeled = self.ctx.ls.labeled_tasks(self.project_id)
         report = tasks_to_examples(labeled, config)
         conversion = report.as_dict(max_warnings=5)
@@ -249,7 +249,7 @@ class _FastUpdate:
         if not report.examples:
             raise _Skip(FastStatus.SKIPPED, f"no usable labeled task yet ({report.summary()}); the order is "
                         "unchanged", conversion=conversion)
-        seen = sorted({label for ex in report.examples for label in getattr(ex, "labels", ())})
+        seen = sorted({label for ex in classification_examples(report.examples) for label in ex.labels})
         if not config.schema.multi_label and len(seen) < 2:
             raise _Skip(FastStatus.SKIPPED, f"the labels hold one class only ({', '.join(seen)}); the proxy head "
                         "needs two classes to order the pool, the order is unchanged", conversion=conversion,
@@ -257,14 +257,14 @@ class _FastUpdate:
         if not pool_ids:
             raise _Skip(FastStatus.SKIPPED, "the pool is empty (every task is labeled): nothing to order",
                         conversion=conversion, labeled=len(report.examples))
-        return report, pool_ids
+        return report, conversion, pool_ids
 
-    def _labels_with_features(self, report: ConversionReport, features: FeatureSet, notes: FeatureNotes,
-                              config: LabelConfig) -> _Labels:
-        conversion = report.as_dict(max_warnings=5)
+    def _labels_with_features(self, report: ConversionReport, conversion: dict[str, Any], features: FeatureSet,
+                              notes: FeatureNotes, config: LabelConfig) -> _Labels:
         rows, found = features.rows([int(i) for i in report.task_ids])
         kept = np.flatnonzero(found)
-        y = [list(getattr(report.examples[i], "labels", ())) for i in kept]
+        examples = classification_examples(report.examples)  # the fast path is classification-only (gate)
+        y = [list(examples[i].labels) for i in kept]
         if not config.schema.multi_label and len({row[0] for row in y}) < 2:
             raise _Skip(FastStatus.WAITING_FOR_FEATURES, "features of the labeled tasks are still being computed; "
                         "the order is unchanged", conversion=conversion, notes=notes)

@@ -11,6 +11,7 @@ import numpy as np
 from backend.engine.errors import NotEnoughLabelsError
 from backend.engine.proxy import ProxyHead
 from backend.engine.selection import ModelEstimate, ServingDecision, decide_serving
+from backend.engine.types import classification_examples
 from backend.labeling import ConversionReport, LabelConfig, result_choices
 from backend.service.checkpoints import checkpoint_dir
 from backend.service.features import finetuned_key
@@ -39,7 +40,8 @@ def measure_serving(ctx: JobContext, project_id: int, state: ProjectState, repor
     blocker = fast_path_blocker(ctx, without_win(state))
     if blocker is not None:
         return ServingDecision(serve="finetuned", finetune_won=False, why=blocker, rule=SERVING_RULE)
-    labeled = {int(t): ex for t, ex in zip(report.task_ids, report.examples, strict=True)}
+    examples = classification_examples(report.examples)  # the gate passed: a classification project
+    labeled = {int(t): set(ex.labels) for t, ex in zip(report.task_ids, examples, strict=True)}
     finetuned = _finetuned_estimate(ctx, project_id, state.acq_version, labeled)
     proxy = _proxy_estimate(ctx, project_id, state, report, config)
     return decide_serving(finetuned, proxy, ctx.settings.finetune_min_heldout, SERVING_RULE)
@@ -53,8 +55,7 @@ def _finetuned_estimate(ctx: JobContext, project_id: int, prev: str, labeled: Ma
         return ModelEstimate(note=f"{prev}'s training labels are not recorded")
     later = [t for t in labeled if t not in trained_on]
     entries = ctx.store.get_scores(project_id, prev, later)
-    hits = [set(result_choices(entries[t].result)) == set(getattr(labeled[t], "labels", ())) for t in later
-            if t in entries]
+    hits = [set(result_choices(entries[t].result)) == labeled[t] for t in later if t in entries]
     return ModelEstimate(accuracy=round(sum(hits) / len(hits), 4) if hits else None, labels=len(hits), version=prev,
                          note=f"accuracy of {prev} on the labels that arrived after it was trained")
 
@@ -67,7 +68,8 @@ def _proxy_estimate(ctx: JobContext, project_id: int, state: ProjectState, repor
         return ModelEstimate(note="no pool features yet")
     features = ctx.features.load(project_id, base_feature_target(ctx).key)
     rows, found = features.rows([int(t) for t in report.task_ids])
-    labels = [list(getattr(report.examples[i], "labels", ())) for i in np.flatnonzero(found)]
+    examples = classification_examples(report.examples)
+    labels = [list(examples[i].labels) for i in np.flatnonzero(found)]
     missing = int((~found).sum())
     try:
         head = ProxyHead(config.schema, ctx.settings.seed).fit(features.matrix[rows[found]], labels)
