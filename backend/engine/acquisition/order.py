@@ -15,9 +15,10 @@ confidence first, the order Label Studio's *Uncertainty sampling* serves them in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Generic, Literal, Protocol, Self, cast
 
 import numpy as np
+from typing_extensions import TypeVar  # `default=` (PEP 696) on Python 3.11
 
 from backend.engine.acquisition.strategies import LeastConfidence, QueryStrategy, make_strategy
 from backend.engine.errors import EmptyPoolError
@@ -27,29 +28,48 @@ from backend.engine.types import BoolArray, FloatArray, IndexArray, Predictions,
 OrderPhase = Literal["typical", "uncertainty"]
 
 
+class RowOutputs(Protocol):
+    """Per-item outputs that are not one array row per item (tagging's per-word probabilities and
+    tags of each sentence): they select items themselves."""
+
+    def __len__(self) -> int: ...
+
+    def take(self, rows: IndexArray) -> Self: ...
+
+
+# What a scorer's items are stored as and what its outputs are: by default one array row per item
+# (classification's feature rows and class probabilities).
+FeaturesT_contra = TypeVar("FeaturesT_contra", contravariant=True, default=FloatArray)
+OutputsT = TypeVar("OutputsT", bound="FloatArray | RowOutputs", default=FloatArray)
+
+
 @dataclass(frozen=True)
-class PoolScores:
+class PoolScores(Generic[OutputsT]):
     """Per pool item: `confidence` (what Label Studio sorts by, ascending), `uncertainty` (higher =
     more informative), `empty` (nothing to label: ordered last, never pushed) and the head's raw
-    output the results are built from (class probabilities for classification)."""
+    output the results are built from (class probabilities for classification, one row per item;
+    or a `RowOutputs`, e.g. tagging's per-word probabilities and tags)."""
 
     confidence: FloatArray
     uncertainty: FloatArray
     empty: BoolArray
-    outputs: FloatArray
+    outputs: OutputsT
 
     def __len__(self) -> int:
         return len(self.confidence)
 
-    def take(self, rows: IndexArray) -> PoolScores:
+    def take(self, rows: IndexArray) -> PoolScores[OutputsT]:
         """The scores of `rows` only (e.g. the pool's rows of a feature set holding labeled ones too)."""
-        return PoolScores(self.confidence[rows], self.uncertainty[rows], self.empty[rows], self.outputs[rows])
+        outputs = self.outputs[rows] if isinstance(self.outputs, np.ndarray) else self.outputs.take(rows)
+        return PoolScores(self.confidence[rows], self.uncertainty[rows], self.empty[rows],
+                          cast(OutputsT, outputs))
 
 
-class PoolScorer(Protocol):
-    """A fitted head that scores the pool from its stored features, one row per item."""
+class PoolScorer(Protocol[FeaturesT_contra, OutputsT]):
+    """A fitted head that scores the pool from its stored features, one score per item
+    (classification: a feature row per text; tagging: a sentence's word features)."""
 
-    def score_pool(self, features: FloatArray) -> PoolScores: ...
+    def score_pool(self, features: FeaturesT_contra) -> PoolScores[OutputsT]: ...
 
 
 def proxy_strategy(name: str = "auto") -> QueryStrategy:
