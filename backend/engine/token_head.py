@@ -1,0 +1,265 @@
+"""Tagging's fast-path head: multinomial logistic regression per word over IOB2 tags, on frozen
+word features (`word_features.WordFeatures`), decoded by constrained Viterbi, scored by MNLP.
+
+Decoding never emits an invalid IOB2 sequence: I-X only after B-X or I-X (so never first). The
+transitions are constraints only (allowed or not), so Viterbi maximises the sum of the words'
+log-probabilities over valid sequences, and a step costs O(tags) per word, not O(tags²): O and B-X
+follow any tag (the previous best), I-X follows the better of B-X and I-X.
+
+A sentence's uncertainty is MNLP, the mean negative log-probability of its decoded tags
+(DESIGN §2); its confidence exp(-MNLP). Sentences without words are `empty`.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits
+
+from backend.engine.acquisition.order import PoolScores
+from backend.engine.errors import NotEnoughLabelsError
+from backend.engine.types import IndexArray, LabelSchema, TaskType
+from backend.engine.word_features import SHAPE_BITS, WordFeatures, ragged_rows, unpack_shapes
+
+F32 = NDArray[np.float32]
+I64 = NDArray[np.int64]
+
+# sklearn's C (inverse L2 strength) on unit-norm word vectors. Unlike the sentence proxy's
+# schedule (C = 1000 / n within 1..100), one value: on WNUT-16 (random sentences, 3 seeds, class
+# balance 0.5) span F1 was flat from C = 30 to 100 at 20-200 sentences, while C <= 10 left the head
+# predicting almost all O below 100 sentences (0.004 / 0.03 / 0.03 at 20 / 50 / 100 with C 5 / 2 / 1).
+DEFAULT_C = 30.0
+# class weighting (see `TokenHead`): measured on WNUT-16 (C 30-100, 3 seeds) 0 left the rare tags
+# unpredicted at 20-50 sentences (0.04-0.05 / 0.14-0.15), 1 ("balanced") led there (0.09 / 0.21)
+# but over-predicted entities by 200 (0.25-0.26); 0.5 held up at both ends (0.07 / 0.20 / 0.25 / 0.29).
+BALANCE = 0.5
+SHAPE_SCALE = 1.0  # the shape columns' value when set (word vectors are unit-norm)
+SCORE_CHUNK_WORDS = 4096  # word rows converted to float32 at a time when scoring
+UNSEEN_BIAS = -10.0  # the intercept of tags no label has shown: never predicted, little mass
+
+
+# ---------------------------------------------------------------------------------- decoding
+def _layout(n_tags: int) -> tuple[I64, I64]:
+    """(B indices, I indices) of `LabelSchema.output_names`' layout: O, B-X1, I-X1, B-X2, ..."""
+    if n_tags < 1 or n_tags % 2 == 0:
+        raise ValueError(f"{n_tags} tags is not O plus B/I pairs")
+    return np.arange(1, n_tags, 2, dtype=np.int64), np.arange(2, n_tags, 2, dtype=np.int64)
+
+
+def _forward(log_probs: F32, offsets: I64, order: I64, lengths: I64) -> tuple[I64, NDArray[np.bool_], I64]:
+    """Viterbi's forward pass: (best previous tag per word for O/B targets, per word and label
+    whether I-X came from B-X, the final tag of each sentence)."""
+    n_tags = log_probs.shape[1]
+    b_idx, i_idx = _layout(n_tags)
+    best_prev = np.zeros(len(log_probs), np.int64)
+    from_b = np.zeros((len(log_probs), len(b_idx)), bool)
+    final = np.zeros(len(lengths), np.int64)
+    score: NDArray[np.float64] = np.zeros((0, n_tags), np.float64)
+    for t in range(int(lengths.max(initial=0))):
+        n = int(np.count_nonzero(lengths > t))  # `order` is longest first: the active prefix
+        rows = offsets[order[:n]] + t
+        emit = log_probs[rows].astype(np.float64)
+        if t == 0:
+            score = emit
+            score[:, i_idx] = -np.inf
+        else:
+            prev = score[:n]
+            best_prev[rows] = prev.argmax(axis=1)
+            from_b[rows] = prev[:, b_idx] >= prev[:, i_idx]
+            new = emit + prev.max(axis=1, keepdims=True)
+            new[:, i_idx] = emit[:, i_idx] + np.maximum(prev[:, b_idx], prev[:, i_idx])
+            score = new
+        ending = lengths[order[:n]] == t + 1
+        final[order[:n][ending]] = score[ending].argmax(axis=1)
+    return best_prev, from_b, final
+
+
+def viterbi_iob2(log_probs: F32, offsets: I64) -> I64:
+    """The most probable valid IOB2 tag sequence of each sentence, as flat (words,) tag indices
+    into `LabelSchema.output_names` (O, B-X1, I-X1, ...), given per-word log-probabilities
+    (words, tags) and sentence offsets."""
+    lengths = np.diff(offsets)
+    order = np.argsort(-lengths, kind="stable")
+    best_prev, from_b, final = _forward(np.asarray(log_probs, np.float32), offsets, order, lengths)
+    tags = np.zeros(len(log_probs), np.int64)
+    current = final[order].copy()  # per sentence (longest first): the tag at the position being read
+    for t in range(int(lengths.max(initial=0)) - 1, -1, -1):
+        n = int(np.count_nonzero(lengths > t))
+        rows = offsets[order[:n]] + t
+        cur = current[:n]
+        tags[rows] = cur
+        if t:
+            is_inside = (cur > 0) & (cur % 2 == 0)
+            label = np.maximum(cur - 1, 0) // 2
+            came_from_b = from_b[rows, label]
+            current[:n] = np.where(is_inside, np.where(came_from_b, 2 * label + 1, 2 * label + 2), best_prev[rows])
+    return tags
+
+
+def is_valid_iob2(tags: Sequence[str]) -> bool:
+    """True when every I-X follows B-X or I-X."""
+    previous = "O"
+    for tag in tags:
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            return False
+        previous = tag
+    return True
+
+
+# ------------------------------------------------------------------------------------ outputs
+@dataclass(frozen=True)
+class TagOutputs:
+    """Per pool sentence, what the results are built from: `probs` (words, tags) float16 per-word
+    tag probabilities, `tags` (words,) decoded tag indices (valid IOB2), flat with `offsets`
+    (sentences + 1,); `names` the tags (`LabelSchema.output_names`)."""
+
+    probs: NDArray[np.float16]
+    tags: NDArray[np.int16]
+    offsets: I64
+    names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def take(self, rows: IndexArray) -> TagOutputs:
+        """The outputs of sentences `rows` only, in that order."""
+        flat, offsets = ragged_rows(self.offsets, rows)
+        return TagOutputs(self.probs[flat], self.tags[flat], offsets, self.names)
+
+    def sentence_tags(self, i: int) -> list[str]:
+        """The decoded IOB2 tags of sentence `i`."""
+        return [self.names[t] for t in self.tags[self.offsets[i] : self.offsets[i + 1]]]
+
+    def all_tags(self) -> list[list[str]]:
+        return [self.sentence_tags(i) for i in range(len(self))]
+
+
+# --------------------------------------------------------------------------------------- head
+class TokenHead:
+    """Multinomial logistic regression per word over the schema's IOB2 tags, on the word vector
+    plus (with `shape_bits`) the shape columns. Each seen tag's words weigh
+    (words / (tags seen * its words)) ** `balance`: 0 unweighted, 1 sklearn's "balanced"."""
+
+    def __init__(self, schema: LabelSchema, seed: int = 0, *, shape_bits: bool = True,
+                 balance: float = BALANCE) -> None:
+        if schema.task_type is not TaskType.TAGGING:
+            raise ValueError("the token head tags words; classification uses the proxy head")
+        self.schema = schema
+        self.seed = seed
+        self.shape_bits = shape_bits
+        self.balance = balance
+        self.coef: F32 | None = None  # (tags, dim + shape columns)
+        self.intercept: F32 | None = None  # (tags,)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.schema.output_names
+
+    def targets(self, tags: Sequence[Sequence[str]]) -> I64:
+        """Flat tag indices of the labeled sentences' words."""
+        index = {name: i for i, name in enumerate(self.names)}
+        unknown = sorted({t for row in tags for t in row if t not in index})
+        if unknown:
+            raise ValueError(f"tags outside the schema: {unknown[:5]}")
+        return np.array([index[t] for row in tags for t in row], np.int64)
+
+    def inputs(self, features: WordFeatures, rows: I64) -> F32:
+        """(len(rows), columns) float32 design matrix of flat word `rows`."""
+        x = features.matrix[rows].astype(np.float32)
+        if not self.shape_bits:
+            return x
+        return np.concatenate([x, unpack_shapes(features.shapes[rows]) * SHAPE_SCALE], axis=1)
+
+    def fit(self, features: WordFeatures, tags: Sequence[Sequence[str]], c: float | None = None) -> TokenHead:
+        """Fit on labeled sentences: `features` holds them (one sentence per `tags` row, same word
+        counts). C defaults to `DEFAULT_C`. Raises `NotEnoughLabelsError`
+        without labeled words."""
+        if len(features) != len(tags) or [len(t) for t in tags] != features.lengths.tolist():
+            raise ValueError("features and tags differ in sentences or words")
+        y = self.targets(tags)
+        if len(y) == 0:
+            raise NotEnoughLabelsError("no labeled words to fit the token head on")
+        x = self.inputs(features, np.arange(len(y), dtype=np.int64))
+        c = DEFAULT_C if c is None else float(c)
+        with threadpool_limits(limits=1):  # a few thousand rows: more BLAS threads only contend
+            self.coef, self.intercept = self._fit_arrays(x, y, c)
+        return self
+
+    def _fit_arrays(self, x: F32, y: I64, c: float) -> tuple[F32, F32]:
+        n_tags = len(self.names)
+        coef, intercept = np.zeros((n_tags, x.shape[1]), np.float32), np.full(n_tags, UNSEEN_BIAS, np.float32)
+        classes = np.unique(y)
+        if len(classes) == 1:  # one tag seen (all O): a constant prediction for it
+            intercept[classes[0]] = -UNSEEN_BIAS
+            return coef, intercept
+        from sklearn.linear_model import LogisticRegression
+
+        counts = np.bincount(y, minlength=n_tags)[classes]
+        weights = (len(y) / (len(classes) * counts)) ** self.balance
+        lr = LogisticRegression(C=c, max_iter=300, random_state=self.seed,
+                                class_weight={int(k): float(w) for k, w in zip(classes, weights, strict=True)})
+        lr.fit(x, y)
+        if len(classes) == 2:  # sklearn's binary form: one row for the second class
+            a, b = int(classes[0]), int(classes[1])
+            coef[b], intercept[b] = lr.coef_[0] / 2, lr.intercept_[0] / 2
+            coef[a], intercept[a] = -lr.coef_[0] / 2, -lr.intercept_[0] / 2
+        else:
+            coef[classes], intercept[classes] = lr.coef_, lr.intercept_
+        return coef, intercept
+
+    def log_proba(self, features: WordFeatures) -> F32:
+        """(words, tags) float32 log-probabilities of every word, a cache-sized chunk at a time."""
+        if self.coef is None or self.intercept is None:
+            raise RuntimeError("the token head is not fitted")
+        dim = features.dim
+        weight = np.ascontiguousarray(self.coef[:, :dim].T, np.float32)
+        shape_weight = np.ascontiguousarray(self.coef[:, dim:].T, np.float32)
+        out = np.empty((len(features.matrix), len(self.names)), np.float32)
+        buffer = np.empty((min(SCORE_CHUNK_WORDS, len(out)), dim), np.float32)
+        for start in range(0, len(out), SCORE_CHUNK_WORDS):
+            chunk = buffer[: len(features.matrix[start : start + SCORE_CHUNK_WORDS])]
+            chunk[...] = features.matrix[start : start + len(chunk)]
+            np.matmul(chunk, weight, out=out[start : start + len(chunk)])
+        if self.shape_bits:  # each of the few shape columns adds its weight row where set
+            for bit in range(len(SHAPE_BITS)):
+                out[(features.shapes >> bit) & 1 == 1] += shape_weight[bit] * SHAPE_SCALE
+        out += self.intercept
+        out -= out.max(axis=1, keepdims=True)
+        out -= np.log(np.exp(out).sum(axis=1, keepdims=True))
+        return out
+
+    def predict(self, features: WordFeatures) -> TagOutputs:
+        """Per-word probabilities and the decoded (valid IOB2) tags of every sentence."""
+        log_probs = self.log_proba(features)
+        tags = viterbi_iob2(log_probs, features.offsets)
+        return TagOutputs(np.exp(log_probs).astype(np.float16), tags.astype(np.int16), features.offsets, self.names)
+
+
+def mnlp(log_probs: F32, tags: IndexArray, offsets: I64) -> F32:
+    """Per sentence, the mean negative log-probability of its decoded tags (0 without words)."""
+    picked = -np.asarray(log_probs, np.float64)[np.arange(len(tags)), np.asarray(tags, np.int64)]
+    sums = np.concatenate([[0.0], np.cumsum(picked)])
+    lengths = np.diff(offsets)
+    means: F32 = ((sums[offsets[1:]] - sums[offsets[:-1]]) / np.maximum(lengths, 1)).astype(np.float32)
+    return means
+
+
+@dataclass(frozen=True)
+class TokenScorer:
+    """Tagging's `PoolScorer`: a fitted `TokenHead` over a pool's `WordFeatures`. Uncertainty
+    is MNLP, confidence exp(-MNLP); sentences without words are empty (confidence 1, uncertainty 0)."""
+
+    head: TokenHead
+
+    def score_pool(self, features: WordFeatures) -> PoolScores[TagOutputs]:
+        log_probs = self.head.log_proba(features)
+        tags = viterbi_iob2(log_probs, features.offsets)
+        uncertainty = mnlp(log_probs, tags, features.offsets)
+        empty = features.lengths == 0
+        uncertainty[empty] = 0.0
+        confidence = np.exp(-uncertainty).astype(np.float32)
+        outputs = TagOutputs(np.exp(log_probs).astype(np.float16), tags.astype(np.int16), features.offsets,
+                             self.head.names)
+        return PoolScores(confidence, uncertainty, empty, outputs)

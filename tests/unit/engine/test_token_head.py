@@ -1,0 +1,234 @@
+"""Tagging's fast path: per-word features from a frozen encoder, the per-word head, valid IOB2
+decoding, and MNLP scores through the engine's one ordering (`order_pool`)."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from backend.engine.acquisition.order import ColdStart, PoolScores, order_pool
+from backend.engine.errors import NotEnoughLabelsError
+from backend.engine.proxy import FEATURE_DTYPE, FeatureEncoder
+from backend.engine.token_head import TagOutputs, TokenHead, TokenScorer, is_valid_iob2, mnlp, viterbi_iob2
+from backend.engine.types import LabelSchema, TaskType
+from backend.engine.word_features import (
+    SHAPE_BITS,
+    WordEncoder,
+    WordFeatures,
+    offsets_of,
+    sentence_shapes,
+    unpack_shapes,
+)
+from tests.helpers.toy_data import toy_tagging
+
+SCHEMA = LabelSchema(TaskType.TAGGING, ("PER", "LOC"))
+NAMES = SCHEMA.output_names  # O, B-PER, I-PER, B-LOC, I-LOC
+
+
+def bits(word_shapes: np.ndarray) -> list[set[str]]:
+    return [{SHAPE_BITS[i] for i in np.flatnonzero(row)} for row in unpack_shapes(word_shapes)]
+
+
+# ------------------------------------------------------------------------------- word features
+def test_shape_bits_carry_the_casing_an_uncased_encoder_drops():
+    shapes = bits(sentence_shapes(["Alice", "NASA", "iPhone", "3rd", "?!", "paris", "McDonald", "I"]))
+    assert shapes[0] == {"capitalised", "sentence_initial"}
+    assert shapes[1] == {"capitalised", "all_caps"}
+    assert shapes[2] == {"inner_capitals"}
+    assert shapes[3] == {"has_digit"}
+    assert shapes[4] == {"punctuation_only"}
+    assert shapes[5] == set()
+    assert shapes[6] == {"capitalised", "inner_capitals"}
+    assert shapes[7] == {"capitalised"}  # one letter: not "all caps"
+
+
+def test_a_word_split_into_sub_tokens_gets_one_row_the_mean_of_its_sub_tokens(tiny_bert):
+    words = ["bob", "aliceparis", "oslo"]  # the middle word is five word pieces
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    encoded = tokenizer(words, is_split_into_words=True, return_tensors="pt")
+    word_ids = encoded.word_ids(0)
+    assert word_ids.count(1) > 1
+    model = AutoModel.from_pretrained(tiny_bert).eval()
+    with torch.inference_mode():
+        hidden = model(**encoded).last_hidden_state[0]
+    expected = torch.stack([hidden[[k for k, w in enumerate(word_ids) if w == i]].mean(0) for i in range(3)])
+    expected = torch.nn.functional.normalize(expected, dim=-1).numpy()
+
+    features = WordEncoder(FeatureEncoder(tiny_bert, device="cpu")).encode([words])
+    assert features.matrix.dtype == FEATURE_DTYPE and features.matrix.shape == (3, features.dim)
+    assert features.offsets.tolist() == [0, 3]
+    np.testing.assert_allclose(features.matrix.astype(np.float32), expected, atol=3e-3)
+
+
+def test_encoding_is_batch_invariant_keeps_input_order_and_empty_sentences(tiny_bert):
+    sentences = [["alice", "went", "to", "the", "movie", "in", "paris"], [], ["bob"], ["the", "plot", "oslo"]]
+    encoder = WordEncoder(FeatureEncoder(tiny_bert, device="cpu", batch_size=2))
+    features = encoder.encode(sentences)
+    assert len(features) == 4 and features.lengths.tolist() == [7, 0, 1, 3]
+    np.testing.assert_allclose(np.linalg.norm(features.matrix.astype(np.float32), axis=1), 1.0, atol=3e-3)
+    for i, sentence in enumerate(sentences):
+        alone = encoder.encode([sentence])
+        np.testing.assert_allclose(alone.matrix.astype(np.float32), features.sentence(i)[0].astype(np.float32),
+                                   atol=3e-3)
+    assert len(encoder.encode([])) == 0 and len(encoder.encode([[]])) == 1
+
+
+def test_words_past_the_encoders_max_length_keep_a_row_with_a_zero_vector(tiny_bert):
+    sentence = ["alice"] * 20
+    features = WordEncoder(FeatureEncoder(tiny_bert, device="cpu", max_length=8)).encode([sentence])
+    assert features.lengths.tolist() == [20]
+    seen = features.matrix.astype(np.float32).any(axis=1)
+    assert seen[:6].all() and not seen[6:].any()  # 8 tokens: [CLS], six words, [SEP]
+
+
+def test_projection_stores_fewer_unit_norm_dims_the_same_way_every_time(tiny_bert):
+    sentences = [["alice", "went", "to", "paris"], ["bob"]]
+    encoder = WordEncoder(FeatureEncoder(tiny_bert, device="cpu"), projection_dim=8)
+    features = encoder.encode(sentences)
+    assert features.dim == 8 and features.matrix.shape == (5, 8)
+    np.testing.assert_allclose(np.linalg.norm(features.matrix.astype(np.float32), axis=1), 1.0, atol=3e-3)
+    again = WordEncoder(FeatureEncoder(tiny_bert, device="cpu"), projection_dim=8).encode(sentences)
+    np.testing.assert_array_equal(again.matrix, features.matrix)
+
+
+def test_word_features_take_and_concat_select_whole_sentences():
+    lengths = [2, 0, 3, 1]
+    offsets = offsets_of(lengths)
+    matrix = np.arange(6 * 2, dtype=FEATURE_DTYPE).reshape(6, 2)
+    features = WordFeatures(matrix, np.arange(6, dtype=np.uint8), offsets)
+    picked = features.take(np.array([2, 1, 0]))
+    assert picked.lengths.tolist() == [3, 0, 2]
+    assert picked.shapes.tolist() == [2, 3, 4, 0, 1]
+    np.testing.assert_array_equal(picked.matrix, matrix[[2, 3, 4, 0, 1]])
+    joined = WordFeatures.concat([features, picked])
+    assert len(joined) == 7 and joined.lengths.tolist() == lengths + [3, 0, 2]
+    assert features.nbytes == matrix.nbytes + 6 + offsets.nbytes
+    with pytest.raises(ValueError):
+        WordFeatures(matrix, np.zeros(5, np.uint8), offsets)
+
+
+# ------------------------------------------------------------------------------------ decoding
+def valid_sequences(length: int) -> list[tuple[int, ...]]:
+    return [seq for seq in itertools.product(range(len(NAMES)), repeat=length)
+            if is_valid_iob2([NAMES[t] for t in seq])]
+
+
+def test_viterbi_is_the_best_valid_sequence_by_brute_force():
+    rng = np.random.default_rng(0)
+    lengths = [1, 2, 3, 4, 0, 3, 4, 2]
+    log_probs = np.log(rng.dirichlet(np.full(len(NAMES), 0.3), sum(lengths))).astype(np.float32)
+    offsets = offsets_of(lengths)
+    tags = viterbi_iob2(log_probs, offsets)
+    for i, n in enumerate(lengths):
+        rows = log_probs[offsets[i] : offsets[i + 1]]
+        if n == 0:
+            continue
+        best = max(valid_sequences(n), key=lambda seq: sum(rows[k, t] for k, t in enumerate(seq)))
+        got = tuple(int(t) for t in tags[offsets[i] : offsets[i + 1]])
+        assert np.isclose(sum(rows[k, t] for k, t in enumerate(got)), sum(rows[k, t] for k, t in enumerate(best)))
+        assert is_valid_iob2([NAMES[t] for t in got])
+
+
+@pytest.mark.parametrize("adversary", ["inside_everywhere", "inside_of_the_other_label", "random_peaked"])
+def test_decoding_never_puts_i_x_after_o_or_after_b_y(adversary):
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(0, 30, 200)
+    n = int(lengths.sum())
+    probs = np.full((n, len(NAMES)), 1e-6)
+    if adversary == "inside_everywhere":  # I tags most likely at every word, the first included
+        probs[:, [2, 4]] = rng.uniform(0.4, 0.5, (n, 2))
+    elif adversary == "inside_of_the_other_label":  # B-PER then I-LOC, over and over
+        probs[0::2, 1], probs[1::2, 4] = 0.99, 0.99
+    else:  # peaked, with exact zeros (log-probability -inf) among them
+        probs = rng.dirichlet(np.full(len(NAMES), 0.05), n)
+    with np.errstate(divide="ignore"):
+        log_probs = np.log(probs / probs.sum(1, keepdims=True)).astype(np.float32)
+    tags = viterbi_iob2(log_probs, offsets_of(lengths))
+    outputs = TagOutputs(probs.astype(np.float16), tags.astype(np.int16), offsets_of(lengths), NAMES)
+    assert all(is_valid_iob2(sentence) for sentence in outputs.all_tags())
+
+
+def test_mnlp_is_the_mean_negative_log_probability_of_the_decoded_tags():
+    log_probs = np.log(np.array([[0.5, 0.5, 0, 0, 0], [0.9, 0.1, 0, 0, 0], [0.2, 0.8, 0, 0, 0]]) + 1e-12)
+    offsets = offsets_of([2, 0, 1])
+    scores = mnlp(log_probs.astype(np.float32), np.array([0, 0, 1]), offsets)
+    np.testing.assert_allclose(scores, [-(np.log(0.5) + np.log(0.9)) / 2, 0.0, -np.log(0.8)], rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------- head
+@pytest.fixture(scope="module")
+def toy(tiny_bert):
+    examples = toy_tagging(80, seed=3)
+    features = WordEncoder(FeatureEncoder(tiny_bert, device="cpu")).encode([e.words for e in examples])
+    return examples, features
+
+
+def test_head_fits_and_predicts_a_toy_tagging_set(toy):
+    examples, features = toy
+    train = np.arange(60)
+    head = TokenHead(SCHEMA).fit(features.take(train), [examples[i].tags for i in train])
+    outputs = head.predict(features)
+    assert outputs.probs.shape == (len(features.matrix), len(NAMES))
+    np.testing.assert_allclose(outputs.probs.astype(np.float32).sum(1), 1.0, atol=1e-2)
+    predicted = outputs.all_tags()
+    gold = [e.tags for e in examples]
+    accuracy = np.mean([p == g for ps, gs in zip(predicted, gold, strict=True) for p, g in zip(ps, gs, strict=True)])
+    assert accuracy >= 0.9
+    assert all(is_valid_iob2(sentence) for sentence in predicted)
+
+
+def test_head_with_only_o_seen_predicts_o_and_rejects_bad_labels(toy):
+    examples, features = toy
+    rows = np.array([0, 1])
+    all_o = [["O"] * len(examples[i].words) for i in rows]
+    head = TokenHead(SCHEMA).fit(features.take(rows), all_o)
+    assert {t for sentence in head.predict(features).all_tags() for t in sentence} == {"O"}
+    with pytest.raises(ValueError, match="outside the schema"):
+        TokenHead(SCHEMA).fit(features.take(rows), [["B-ORG"] * len(examples[i].words) for i in rows])
+    with pytest.raises(ValueError, match="differ"):
+        TokenHead(SCHEMA).fit(features.take(rows), all_o[:1])
+    with pytest.raises(NotEnoughLabelsError):
+        TokenHead(SCHEMA).fit(WordFeatures.empty(features.dim), [])
+    with pytest.raises(ValueError):
+        TokenHead(LabelSchema(TaskType.CLASSIFICATION, ("a", "b")))
+
+
+# ------------------------------------------------------------------------------------- ordering
+def test_token_scorer_orders_the_pool_through_order_pool(toy):
+    examples, features = toy
+    two_empty = WordFeatures(features.matrix[:0], features.shapes[:0], np.zeros(3, np.int64))
+    pool = WordFeatures.concat([features, two_empty])  # 80 sentences, then two without words
+    labeled = np.zeros(len(pool), bool)
+    labeled[:10] = True
+    head = TokenHead(SCHEMA).fit(pool.take(np.arange(10)), [examples[i].tags for i in range(10)])
+    scores = TokenScorer(head).score_pool(pool)
+    assert len(scores) == len(pool) == 82 and len(scores.outputs) == 82
+    assert scores.empty.tolist() == [False] * 80 + [True, True]
+    np.testing.assert_allclose(scores.confidence, np.exp(-scores.uncertainty), rtol=1e-5)
+    assert (scores.confidence[80:] == 1.0).all() and (scores.uncertainty[80:] == 0.0).all()
+
+    order = order_pool(scores, labeled, 5, n_labeled=10)
+    assert order.phase == "uncertainty" and len(order.top) == 5
+    assert not labeled[order.top].any() and not scores.empty[order.top].any()
+    unlabeled = np.flatnonzero(~labeled[:80])
+    assert scores.uncertainty[order.top].min() >= np.sort(scores.uncertainty[unlabeled])[-5] - 1e-7
+
+    typical = np.array([60, 3, 40, 12, 7, 55])
+    cold = order_pool(scores, labeled, 3, n_labeled=10, cold_start=ColdStart(30, typical))
+    assert cold.phase == "typical" and set(cold.top.tolist()) == {60, 40, 12}
+
+    part = scores.take(order.top)
+    assert isinstance(part, PoolScores) and isinstance(part.outputs, TagOutputs)
+    assert [part.outputs.sentence_tags(k) for k in range(5)] == [scores.outputs.sentence_tags(int(i))
+                                                                 for i in order.top]
+
+
+def test_classification_pool_scores_still_take_array_rows():
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.5, 0.5]], np.float32)
+    scores = PoolScores(probs.max(1), 1 - probs.max(1), np.zeros(3, bool), probs)
+    part = scores.take(np.array([2, 0]))
+    np.testing.assert_array_equal(part.outputs, probs[[2, 0]])
+    np.testing.assert_array_equal(part.confidence, probs[[2, 0]].max(1))
