@@ -47,6 +47,7 @@ from backend.service.records import FastStatus
 from backend.service.settings import Settings
 
 DEFAULT_OUTPUT = "docs/benchmarks/service-loop"
+LOG_ROOT = Path("runs/service-loop-logs")  # the backend's logs of each run (gunicorn, workers), kept
 POLL_S = 0.05
 # fast outcomes that publish nothing: no update to wait for
 SETTLED = (FastStatus.SKIPPED.value, FastStatus.OFF.value, FastStatus.FAILED.value)
@@ -71,6 +72,7 @@ class Annotator:
     backend: BackendHttp
     project: LoopProject
     timeout: float
+    queues: Any = None  # () -> {queue kind: jobs waiting}, read after each wait
     labeled: int = 0
     log: list[dict[str, Any]] = field(default_factory=list)
 
@@ -93,7 +95,10 @@ class Annotator:
                   "waited_s": round(waited.at - t0, 3), "fast_status": status.get("status"),
                   "order": status.get("order") if waited.published else None,
                   "training": bool(state.get("running_job") or state.get("queued_job")),
+                  "training_running": bool(state.get("running_job")), "iteration": state.get("iteration"),
                   "serving": (state.get("serving") or {}).get("model"), "version": state.get("version")}
+        if self.queues is not None:
+            record["waiting_jobs"] = self.queues()
         self.log.append(record)
         return record
 
@@ -138,6 +143,18 @@ def held_out_accuracy(backend: BackendHttp, project: LoopProject, test: Any, bat
             "predict_seconds": round(time.perf_counter() - t0, 2), "predict_503_retries": backend.retried_503 - retried}
 
 
+def waiting_jobs(redis_url: str, prefix: str) -> Any:
+    """A reader of how many jobs wait in each of the backend's queues (RQ, `<prefix>-<kind>`)."""
+    import redis
+    from rq import Queue
+
+    from backend.service.runtime import QUEUE_KINDS
+
+    connection = redis.Redis.from_url(redis_url)
+    queues = {kind: Queue(f"{prefix}-{kind}", connection=connection) for kind in QUEUE_KINDS}
+    return lambda: {kind: queue.count for kind, queue in queues.items()}
+
+
 def loop_env(config: BackendBenchConfig, seed: int, ls_srv: Any, redis_url: str,
              root: Path) -> tuple[dict[str, str], dict[str, str]]:
     """(the backend's environment, the settings this run names). Every other setting is the
@@ -177,12 +194,16 @@ def summarize_log(log: list[dict[str, Any]]) -> dict[str, Any]:
             "outcomes": dict(Counter(r["outcome"] for r in log)),
             "misses_by_status": dict(Counter(str(r["fast_status"]) for r in log if r["outcome"] == "miss")),
             "misses_while_training": sum(r["outcome"] == "miss" and r["training"] for r in log),
-            "served_with_prediction": sum(bool(r["held_predictions_of"]) for r in log)}
+            "served_with_prediction": sum(bool(r["held_predictions_of"]) for r in log),
+            "annotations_while_a_finetune_ran": sum(bool(r.get("training_running")) for r in log),
+            "most_jobs_waiting": {k: max((r.get("waiting_jobs") or {}).get(k, 0) for r in log)
+                                  for k in ("fast", "scoring", "training")} if log else {}}
 
 
 def run_one(config: BackendBenchConfig, spec: str, seed: int, deployment: str, ls_srv: Any, redis_url: str,
-            root: Path) -> dict[str, Any]:
-    """One corpus x seed x deployment, on a backend started (and stopped) here."""
+            root: Path, log_root: Path) -> dict[str, Any]:
+    """One corpus x seed x deployment, on a backend started (and stopped) here; its logs stay in
+    `log_root`/<corpus>-<deployment>-seed<k>/."""
     from backend.experiments.label_efficiency import load_corpus
 
     loop, started = config.loop, time.perf_counter()
@@ -198,12 +219,14 @@ def run_one(config: BackendBenchConfig, spec: str, seed: int, deployment: str, l
         "settings": settings, "pool": len(corpus.pool), "test": len(corpus.test),
         "labels": list(corpus.pool.schema.labels), "budgets": budgets, "update_timeout_s": loop.update_timeout,
         "machine": {"cpus": os.cpu_count(), "load_start": load_avg()}}
-    with BackendProcesses(env, root / "logs", startup_timeout=300, workers=workers) as stack:
+    logs = log_root / f"{corpus.name}-{deployment}-seed{seed}"
+    out["logs"] = str(logs)
+    with BackendProcesses(env, logs, startup_timeout=300, workers=workers) as stack:
         try:
             backend = BackendHttp(stack.url)
             project = create_project(ls, backend, corpus, f"service-loop {corpus.name} {deployment} {seed} "
                                      f"{secrets.token_hex(2)}")
-            annotator = Annotator(ls, backend, project, loop.update_timeout)
+            annotator = Annotator(ls, backend, project, loop.update_timeout, waiting_jobs(redis_url, env["KEY_PREFIX"]))
             out["points"] = annotate(annotator, budgets,
                                      lambda: held_out_accuracy(backend, project, corpus.test, loop.predict_batch))
             final = backend.state(project.id)
@@ -216,17 +239,19 @@ def run_one(config: BackendBenchConfig, spec: str, seed: int, deployment: str, l
     return out
 
 
-def measure(config: BackendBenchConfig, ls_srv: Any, redis_url: str, root: Path,
-            out_dir: Path) -> list[dict[str, Any]]:
+def measure(config: BackendBenchConfig, ls_srv: Any, redis_url: str, root: Path, out_dir: Path,
+            log_root: Path | None = None) -> list[dict[str, Any]]:
     """Every run of the configuration against a running Label Studio and Redis (`ls_srv`:
-    ``.url`` / ``.token``); each run's JSON is written as soon as it ends."""
+    ``.url`` / ``.token``); each run's JSON is written as soon as it ends (the backend's logs under
+    `log_root`, default `root`/logs)."""
     runs: list[dict[str, Any]] = []
     for spec in config.loop.corpus:
         for seed in config.loop.seeds:
             for deployment in config.loop.workers:
                 print(f"service loop: {spec}, seed {seed}, {deployment} workers...", file=sys.stderr, flush=True)
                 run_root = root / f"{len(runs)}"
-                run = run_one(config, spec, seed, deployment, ls_srv, redis_url, run_root)
+                logs = log_root or root / "logs"
+                run = run_one(config, spec, seed, deployment, ls_srv, redis_url, run_root, logs)
                 write_run(out_dir, run)
                 runs.append(run)
     return runs
@@ -238,7 +263,7 @@ def run_service_loop(config: BackendBenchConfig) -> int:
     with tempfile.TemporaryDirectory(prefix="service-loop-") as tmp, RedisServer() as redis_srv:
         print("starting Label Studio...", file=sys.stderr)
         with LabelStudioServer(data_dir=Path(tmp) / "ls", startup_timeout=600) as ls_srv:
-            measure(config, ls_srv, redis_srv.url, Path(tmp), out_dir)
+            measure(config, ls_srv, redis_srv.url, Path(tmp), out_dir, LOG_ROOT)
     text, json_path, png_path = report(out_dir, config.loop.compare)
     print(text)
     print(f"\nwrote {json_path} and {png_path}")
