@@ -9,6 +9,7 @@ import logging
 import pytest
 from rq import SimpleWorker
 
+from backend.model import FeasibleALModel
 from backend.service.app import create_app
 from backend.service.jobs.common import describe_job
 from backend.service.jobs.iteration import request_training
@@ -78,7 +79,7 @@ def test_training_records_and_logs_what_conversion_skipped(backend, caplog):
     assert held[record["version"]] == record["pushed"] == 8, held  # the training's push: one per pool task
     assert ls.model_version == state.version and state.version in held
 
-    project = create_app(backend=backend).test_client().get(f"/projects/{PID}").json
+    project = create_app(FeasibleALModel, backend=backend).test_client().get(f"/projects/{PID}").json
     _check(project["last_iteration"]["conversion"])
     described = describe_job(backend, req.job_id)
     assert described["pipeline_status"] == "finished" and described["stage"] == "done"
@@ -89,7 +90,7 @@ def test_training_records_and_logs_what_conversion_skipped(backend, caplog):
 
 
 def test_successor_job_status_carries_the_conversion_report(backend, caplog):
-    client = create_app(backend=backend).test_client()
+    client = create_app(FeasibleALModel, backend=backend).test_client()
     assert client.post("/setup", json={"project": PID, "schema": CLASSIFICATION_XML}).status_code == 200
     with caplog.at_level(logging.WARNING, logger="backend.service.jobs"):
         r = client.post("/successor", json={"project": PID, "epochs": 1, "learning_rate": 1e-3,

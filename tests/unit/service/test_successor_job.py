@@ -15,9 +15,10 @@ import torch
 from rq import SimpleWorker
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from backend.model import FeasibleALModel
+from backend.service.app import create_app
 from backend.service.jobs.common import describe_job
 from backend.service.runtime import Backend, set_context
-from backend.service.app import create_app
 from tests.helpers.backend import (
     CLASSIFICATION_XML,
     make_settings,
@@ -60,7 +61,7 @@ def backend(redis_url, tmp_path, tiny_bert, tiny_electra):
 
 @pytest.fixture
 def client(backend):
-    client = create_app(backend=backend).test_client()
+    client = create_app(FeasibleALModel, backend=backend).test_client()
     r = client.post("/setup", json={"project": f"{PID}.1700000000", "schema": CLASSIFICATION_XML})
     assert r.status_code == 200
     return client
@@ -190,7 +191,7 @@ def test_a_failed_build_records_the_error_leaves_no_export_and_releases_the_lock
 
 def test_auth_guards_the_successor_endpoints(redis_url, tmp_path, tiny_bert):
     settings = make_settings(redis_url, tmp_path, tiny_bert, basic_auth_user="u", basic_auth_pass="p")
-    client = create_app(settings=settings).test_client()
+    client = create_app(FeasibleALModel, settings=settings).test_client()
     assert client.post("/successor", json={"project": PID}).status_code == 401
     assert client.get("/successor/successor-11-000000000000/download").status_code == 401
 
