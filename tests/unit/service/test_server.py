@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from backend.service.runtime import Backend, set_context
+from backend.model import FeasibleALModel
 from backend.service.app import create_app
+from backend.service.runtime import Backend, set_context
 from backend.service.store import UNTRAINED, ScoreEntry
 from tests.helpers.backend import (
     CLASSIFICATION_XML,
@@ -37,7 +38,7 @@ def backend(redis_url, tmp_path, tiny_bert):
 
 @pytest.fixture
 def client(backend):
-    return create_app(backend=backend).test_client()
+    return create_app(FeasibleALModel, backend=backend).test_client()
 
 
 def setup_project(client, project: str = "7.1700000000", xml: str = CLASSIFICATION_XML):
@@ -218,7 +219,7 @@ def test_webhook_task_events_maintain_the_pool_cache(client, backend):
 
 def test_training_without_label_studio_settings_is_refused_clearly(redis_url, tmp_path):
     backend = Backend.from_settings(make_settings(redis_url, tmp_path))
-    client = create_app(backend=backend).test_client()
+    client = create_app(FeasibleALModel, backend=backend).test_client()
     setup_project(client)
     r = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 7}})
     assert r.status_code == 503 and r.json["error"] == "label_studio_not_configured"
@@ -227,7 +228,7 @@ def test_training_without_label_studio_settings_is_refused_clearly(redis_url, tm
 
 def test_basic_auth(redis_url, tmp_path):
     settings = make_settings(redis_url, tmp_path, basic_auth_user="ls", basic_auth_pass="s3cret")
-    client = create_app(backend=Backend.from_settings(settings)).test_client()
+    client = create_app(FeasibleALModel, backend=Backend.from_settings(settings)).test_client()
     r = client.get("/health")
     assert r.status_code == 401 and r.json["error"] == "unauthorized" and "WWW-Authenticate" in r.headers
     bad = base64.b64encode(b"ls:wrong").decode()
@@ -262,7 +263,7 @@ def test_unknown_job(client):
 def test_redis_down_gives_503_json_not_a_hang(tmp_path):
     with RedisServer() as server:
         settings = make_settings(server.url, tmp_path, redis_timeout=0.5)
-        client = create_app(backend=Backend.from_settings(settings)).test_client()
+        client = create_app(FeasibleALModel, backend=Backend.from_settings(settings)).test_client()
         assert setup_project(client).status_code == 200
         server.stop()
         started = time.perf_counter()
