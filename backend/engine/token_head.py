@@ -56,11 +56,11 @@ def _forward(log_probs: F32, offsets: I64, order: I64, lengths: I64) -> tuple[I6
     best_prev = np.zeros(len(log_probs), np.int64)
     from_b = np.zeros((len(log_probs), len(b_idx)), bool)
     final = np.zeros(len(lengths), np.int64)
-    score: NDArray[np.float64] = np.zeros((0, n_tags), np.float64)
+    score: F32 = np.zeros((0, n_tags), np.float32)
     for t in range(int(lengths.max(initial=0))):
         n = int(np.count_nonzero(lengths > t))  # `order` is longest first: the active prefix
         rows = offsets[order[:n]] + t
-        emit = log_probs[rows].astype(np.float64)
+        emit = log_probs[rows]
         if t == 0:
             score = emit
             score[:, i_idx] = -np.inf
@@ -210,24 +210,27 @@ class TokenHead:
         return coef, intercept
 
     def log_proba(self, features: WordFeatures) -> F32:
-        """(words, tags) float32 log-probabilities of every word, a cache-sized chunk at a time."""
+        """(words, tags) float32 log-probabilities of every word, a cache-sized chunk at a time
+        (float16 rows to float32, the product, the shape columns' contribution looked up by shape
+        byte, log-softmax: each chunk while it is in cache)."""
         if self.coef is None or self.intercept is None:
             raise RuntimeError("the token head is not fitted")
         dim = features.dim
         weight = np.ascontiguousarray(self.coef[:, :dim].T, np.float32)
-        shape_weight = np.ascontiguousarray(self.coef[:, dim:].T, np.float32)
+        # the bias of each of the 2^bits shape bytes: intercept plus the set columns' weights
+        by_shape = np.broadcast_to(self.intercept, (1 << len(SHAPE_BITS), len(self.names))).copy()
+        if self.shape_bits:
+            by_shape += unpack_shapes(np.arange(1 << len(SHAPE_BITS), dtype=np.uint8)) @ self.coef[:, dim:].T
         out = np.empty((len(features.matrix), len(self.names)), np.float32)
         buffer = np.empty((min(SCORE_CHUNK_WORDS, len(out)), dim), np.float32)
         for start in range(0, len(out), SCORE_CHUNK_WORDS):
             chunk = buffer[: len(features.matrix[start : start + SCORE_CHUNK_WORDS])]
             chunk[...] = features.matrix[start : start + len(chunk)]
-            np.matmul(chunk, weight, out=out[start : start + len(chunk)])
-        if self.shape_bits:  # each of the few shape columns adds its weight row where set
-            for bit in range(len(SHAPE_BITS)):
-                out[(features.shapes >> bit) & 1 == 1] += shape_weight[bit] * SHAPE_SCALE
-        out += self.intercept
-        out -= out.max(axis=1, keepdims=True)
-        out -= np.log(np.exp(out).sum(axis=1, keepdims=True))
+            logits = out[start : start + len(chunk)]
+            np.matmul(chunk, weight, out=logits)
+            logits += by_shape[features.shapes[start : start + len(chunk)]]
+            logits -= logits.max(axis=1, keepdims=True)
+            logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))
         return out
 
     def predict(self, features: WordFeatures) -> TagOutputs:
