@@ -12,5 +12,8 @@ Four parts, and imports only run downwards through them:
 
 `backend/model.py` (the model class) and `backend/_wsgi.py` (the gunicorn entry) sit at the top,
 where a Label Studio ML backend keeps them; `backend.cli` is the `feasible-al` command and
-`backend.demo` its `demo`, the product run end to end on a real Label Studio.
+`backend.demo` its `demo`, the product run end to end on a real Label Studio. `backend.harness`
+(benchmark stacks, process launchers, Label Studio project set-up) drives the product from outside:
+the CLI, the demo and the tests import it, the web process and the workers never do
+(`tests/unit/test_architecture.py` checks this, the layers and the sizes).
 """
