@@ -74,6 +74,7 @@ class Annotator:
     timeout: float
     queues: Any = None  # () -> {queue kind: jobs waiting}, read after each wait
     labeled: int = 0
+    started: float = field(default_factory=time.perf_counter)
     log: list[dict[str, Any]] = field(default_factory=list)
 
     def step(self) -> dict[str, Any]:
@@ -90,7 +91,8 @@ class Annotator:
         waited = self.backend.wait_fast_update(pid, before, self.labeled, self.timeout, poll=POLL_S, settled=SETTLED)
         status, state = waited.status, waited.state
         outcome = {"published": "published", "settled": str(status.get("status")), "timeout": "miss"}[waited.outcome]
-        record = {"n": self.labeled, "task": task_id, "from_next": True, "held_predictions_of": held,
+        record = {"n": self.labeled, "at_s": round(t0 - self.started, 1), "task": task_id, "from_next": True,
+                  "held_predictions_of": held,
                   "outcome": outcome, "latency_s": round(waited.at - t0, 3) if waited.published else None,
                   "waited_s": round(waited.at - t0, 3), "fast_status": status.get("status"),
                   "order": status.get("order") if waited.published else None,
