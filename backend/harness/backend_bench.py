@@ -35,7 +35,7 @@ from backend.harness.common import (
 from backend.harness.config import BackendBenchConfig
 from backend.harness.label_studio import LabelStudioServer
 from backend.harness.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioAdmin
-from backend.harness.processes import BackendProcesses, RedisServer
+from backend.harness.processes import BackendProcesses, RedisServer, stopped_on_sigterm
 
 DEFAULT_OUTPUT = "runs/bench-backend"
 EXTRA_LABELS = 10  # annotated before the second (UPS) iteration
@@ -52,7 +52,8 @@ def run_bench(config: BackendBenchConfig) -> int:
                                "full_rescore_iterations": config.rescore,
                                "torch_threads": config.torch_threads,
                                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
-    with tempfile.TemporaryDirectory(prefix="bench-backend-") as tmp, RedisServer() as redis_srv:
+    with stopped_on_sigterm(), tempfile.TemporaryDirectory(prefix="bench-backend-") as tmp, \
+            RedisServer() as redis_srv:
         root = Path(tmp)
         print("starting Label Studio (first start runs migrations, ~30 s)...", file=sys.stderr)
         with LabelStudioServer(data_dir=root / "ls") as ls_srv:

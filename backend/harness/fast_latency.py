@@ -44,7 +44,7 @@ from backend.harness.config import BackendBenchConfig, FastLatencyConfig
 from backend.harness.fast_compute import compute_benchmark
 from backend.harness.label_studio import LabelStudioServer
 from backend.harness.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioAdmin
-from backend.harness.processes import EVERY_QUEUE, BackendProcesses, RedisServer
+from backend.harness.processes import EVERY_QUEUE, BackendProcesses, RedisServer, stopped_on_sigterm
 
 DEFAULT_OUTPUT = "docs/benchmarks/fast-latency"
 SEED_PER_CLASS = 5  # labels per class before the measured annotations (CV needs >= 2 per class)
@@ -225,7 +225,8 @@ def predictions_held(args: FastLatencyConfig, probe: FastProbe, ls: LabelStudioA
 def run_fast_latency(config: BackendBenchConfig) -> int:
     """Run the fast-path latency benchmark; print its table, write JSON (+ PNG) under --output-dir."""
     out_dir = Path(config.output_dir or DEFAULT_OUTPUT)
-    with tempfile.TemporaryDirectory(prefix="bench-fast-") as tmp, RedisServer() as redis_srv:
+    with stopped_on_sigterm(), tempfile.TemporaryDirectory(prefix="bench-fast-") as tmp, \
+            RedisServer() as redis_srv:
         ls_srv = LabelStudioServer(data_dir=Path(tmp) / "ls") if config.fast.pool_sizes else None
         if ls_srv is not None:
             print("starting Label Studio...", file=sys.stderr)

@@ -23,7 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
@@ -120,6 +121,21 @@ def stop_process_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> No
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:  # pragma: no cover - unkillable process
         pass
+
+
+@contextmanager
+def stopped_on_sigterm() -> Iterator[None]:
+    """Within this block SIGTERM raises `SystemExit` (as Ctrl-C raises `KeyboardInterrupt`), so the
+    `with` blocks around the servers stop them: a benchmark killed by its caller leaves no Redis,
+    Label Studio, gunicorn or worker behind. The previous handler is restored after."""
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def tail(path: Path, chars: int = 8000) -> str:

@@ -41,7 +41,7 @@ from backend.harness.common import BackendHttp, bench_model, choice_result, chos
 from backend.harness.config import BackendBenchConfig
 from backend.harness.label_studio import LabelStudioServer
 from backend.harness.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioAdmin
-from backend.harness.processes import DEPLOYMENTS, BackendProcesses, RedisServer, describe_workers
+from backend.harness.processes import DEPLOYMENTS, BackendProcesses, RedisServer, describe_workers, stopped_on_sigterm
 from backend.harness.service_loop_report import report, write_run
 from backend.service.records import FastStatus
 from backend.service.settings import Settings
@@ -262,7 +262,8 @@ def measure(config: BackendBenchConfig, ls_srv: Any, redis_url: str, root: Path,
 def run_service_loop(config: BackendBenchConfig) -> int:
     """Run every configured loop, then print and write the report (table, JSON, PNG)."""
     out_dir = Path(config.output_dir or DEFAULT_OUTPUT)
-    with tempfile.TemporaryDirectory(prefix="service-loop-") as tmp, RedisServer() as redis_srv:
+    with stopped_on_sigterm(), tempfile.TemporaryDirectory(prefix="service-loop-") as tmp, \
+            RedisServer() as redis_srv:
         print("starting Label Studio...", file=sys.stderr)
         with LabelStudioServer(data_dir=Path(tmp) / "ls", startup_timeout=600) as ls_srv:
             measure(config, ls_srv, redis_srv.url, Path(tmp), out_dir, LOG_ROOT)

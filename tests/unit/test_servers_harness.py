@@ -4,13 +4,14 @@ and the backend's processes started as the README's quick start deploys them."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 
 import pytest
 import redis
 
-from backend.harness.processes import DEPLOYMENTS, describe_workers
+from backend.harness.processes import DEPLOYMENTS, describe_workers, stopped_on_sigterm
 from tests.helpers.servers import (
     README_WORKERS,
     BackendProcesses,
@@ -144,3 +145,17 @@ def test_readme_deployment_starts_a_worker_on_every_queue_and_one_on_the_fast_qu
             assert queues == sorted([every, ["harness-workers-fast"]]), backend.log_tail()
     finally:
         client.close()
+
+
+@needs_redis
+def test_a_sigterm_stops_what_the_block_started():
+    """A benchmark killed with SIGTERM (a CI timeout, a `kill`) stops its servers on the way out."""
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit):
+        with stopped_on_sigterm(), RedisServer() as server:
+            port = server.port
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the signal arrives first
+    assert signal.getsignal(signal.SIGTERM) is previous
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
