@@ -102,12 +102,14 @@ def _checked_source(
     return offsets, text
 
 
-def tagging_results(example: TaggingExample, word_probs: FloatArray, config: LabelConfig) -> list[JSONObject]:
+def tagging_results(example: TaggingExample, word_probs: FloatArray, config: LabelConfig,
+                    tags: Sequence[int] | None = None) -> list[JSONObject]:
     """Span results for one task from per-word tag probabilities (columns = ``output_names``).
 
-    Rows may be fewer than words (the model truncated a long text): later words get no span.
-    Offsets are code points, ``text`` is exactly ``example.text[start:end]``, and ``score`` is the
-    mean of the span's words' highest probabilities.
+    `tags` are the decoded tag indices (a valid IOB2 sequence, e.g. the token head's Viterbi path);
+    without them each word takes its most probable tag. Rows may be fewer than words (the model
+    truncated a long text): later words get no span. Offsets are code points, ``text`` is exactly
+    ``example.text[start:end]``, and ``score`` is the mean probability of the span's words' tags.
     """
     _require(config, TaskType.TAGGING)
     names = config.schema.output_names
@@ -115,8 +117,10 @@ def tagging_results(example: TaggingExample, word_probs: FloatArray, config: Lab
     offsets, text = _checked_source(example, probs, names)
     if probs.shape[0] == 0:
         return []
-    best = probs.argmax(axis=1)
-    best_p = probs.max(axis=1)
+    best = probs.argmax(axis=1) if tags is None else np.asarray(tags, np.int64)[: probs.shape[0]]
+    if len(best) != probs.shape[0]:
+        raise ValueError(f"{len(best)} decoded tags for {probs.shape[0]} probability rows")
+    best_p = probs[np.arange(len(best)), best]
     results = []
     for first, end, label in iob2_spans([names[i] for i in best]):
         start_char = offsets[first][0]

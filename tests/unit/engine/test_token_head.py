@@ -12,7 +12,16 @@ from transformers import AutoModel, AutoTokenizer
 from backend.engine.acquisition.order import ColdStart, PoolScores, order_pool
 from backend.engine.errors import NotEnoughLabelsError
 from backend.engine.proxy import FEATURE_DTYPE, FeatureEncoder
-from backend.engine.token_head import TagOutputs, TokenHead, TokenScorer, is_valid_iob2, mnlp, viterbi_iob2
+from backend.engine.token_head import (
+    TagOutputs,
+    TokenHead,
+    TokenScorer,
+    WordLogProbs,
+    decode,
+    is_valid_iob2,
+    mnlp,
+    viterbi_iob2,
+)
 from backend.engine.types import LabelSchema, TaskType
 from backend.engine.word_features import (
     SHAPE_BITS,
@@ -146,8 +155,7 @@ def test_decoding_never_puts_i_x_after_o_or_after_b_y(adversary):
         probs = rng.dirichlet(np.full(len(NAMES), 0.05), n)
     with np.errstate(divide="ignore"):
         log_probs = np.log(probs / probs.sum(1, keepdims=True)).astype(np.float32)
-    tags = viterbi_iob2(log_probs, offsets_of(lengths))
-    outputs = TagOutputs(probs.astype(np.float16), tags.astype(np.int16), offsets_of(lengths), NAMES)
+    outputs = decode(log_probs, offsets_of(lengths), NAMES)
     assert all(is_valid_iob2(sentence) for sentence in outputs.all_tags())
 
 
@@ -171,8 +179,8 @@ def test_head_fits_and_predicts_a_toy_tagging_set(toy):
     train = np.arange(60)
     head = TokenHead(SCHEMA).fit(features.take(train), [examples[i].tags for i in train])
     outputs = head.predict(features)
-    assert outputs.probs.shape == (len(features.matrix), len(NAMES))
-    np.testing.assert_allclose(outputs.probs.astype(np.float32).sum(1), 1.0, atol=1e-2)
+    assert outputs.tag_probs.shape == outputs.tags.shape == (len(features.matrix),)
+    assert ((outputs.tag_probs > 0) & (outputs.tag_probs <= 1)).all()
     predicted = outputs.all_tags()
     gold = [e.tags for e in examples]
     accuracy = np.mean([p == g for ps, gs in zip(predicted, gold, strict=True) for p, g in zip(ps, gs, strict=True)])
@@ -221,9 +229,11 @@ def test_token_scorer_orders_the_pool_through_order_pool(toy):
     assert cold.phase == "typical" and set(cold.top.tolist()) == {60, 40, 12}
 
     part = scores.take(order.top)
-    assert isinstance(part, PoolScores) and isinstance(part.outputs, TagOutputs)
-    assert [part.outputs.sentence_tags(k) for k in range(5)] == [scores.outputs.sentence_tags(int(i))
-                                                                 for i in order.top]
+    assert isinstance(part, PoolScores) and isinstance(part.outputs, WordLogProbs)
+    shown, everything = part.outputs.decode(), scores.outputs.decode()
+    assert isinstance(shown, TagOutputs)
+    assert [shown.sentence_tags(k) for k in range(5)] == [everything.sentence_tags(int(i)) for i in order.top]
+    assert everything.all_tags() == head.predict(pool).all_tags()
 
 
 def test_classification_pool_scores_still_take_array_rows():
@@ -232,3 +242,17 @@ def test_classification_pool_scores_still_take_array_rows():
     part = scores.take(np.array([2, 0]))
     np.testing.assert_array_equal(part.outputs, probs[[2, 0]])
     np.testing.assert_array_equal(part.confidence, probs[[2, 0]].max(1))
+
+
+def test_cross_validation_save_and_load(toy, tmp_path):
+    examples, features = toy
+    rows = np.arange(40)
+    tags = [examples[i].tags for i in rows]
+    head = TokenHead(SCHEMA, seed=1).fit(features.take(rows), tags)
+    estimate = head.cross_validate(features.take(rows), tags)
+    assert estimate.folds == 5 and estimate.sentences == 40 and estimate.f1 is not None and estimate.f1 > 0.5
+    assert TokenHead(SCHEMA).cross_validate(features.take(rows[:5]), tags[:5]).f1 is None  # too few to split
+    head.save(tmp_path)
+    again = TokenHead.load(tmp_path)
+    assert again.schema == head.schema and again.balance == head.balance
+    np.testing.assert_array_equal(again.log_proba(features), head.log_proba(features))
