@@ -52,12 +52,18 @@ def main_metric_name(schema: LabelSchema) -> str:
     return "macro-F1" if schema.multi_label else "accuracy"
 
 
+def strict_span_f1(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> float:
+    """Strict IOB2 span F1 over sentences (seqeval; 0 where nothing is predicted or labeled)."""
+    return float(span_f1([list(g) for g in gold], [list(p) for p in predicted], mode="strict", scheme=IOB2,
+                         zero_division=0))
+
+
 def evaluate(predictions: Predictions, examples: Sequence[Example], schema: LabelSchema) -> dict[str, float]:
     """The metrics a user compares models by; `main` is the one learning curves plot."""
     if schema.task_type is TaskType.TAGGING:
         gold_tags = [list(ex.tags) for ex in tagging_examples(examples)]
-        f1 = span_f1(gold_tags, decode_tags(predictions, schema), mode="strict", scheme=IOB2, zero_division=0)
-        return {"main": float(f1), "span_f1": float(f1)}
+        f1 = strict_span_f1(gold_tags, decode_tags(predictions, schema))
+        return {"main": f1, "span_f1": f1}
     predicted = decode_classes(predictions, schema)
     gold = [ex.labels for ex in classification_examples(examples)]
     if schema.multi_label:

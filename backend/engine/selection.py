@@ -96,9 +96,10 @@ class ServingDecision:
 
 
 def decide_serving(finetuned: ModelEstimate, proxy: ModelEstimate, min_heldout: int = 1,
-                   rule: str = "") -> ServingDecision:
+                   rule: str = "", metric: str = "accuracy") -> ServingDecision:
     """The proxy head serves unless the fine-tune, measured on at least `min_heldout` labels, beats
-    it by more than the switch margin; with no estimate at all the fine-tuned model serves."""
+    it by more than the switch margin; with no estimate at all the fine-tuned model serves.
+    `metric` names what the estimates measure (tagging: strict span F1 over the sentences)."""
     ft_acc = finetuned.accuracy if finetuned.labels >= max(min_heldout, 1) else None
     px_acc = proxy.accuracy
     margin = None if ft_acc is None or px_acc is None else round(switch_margin(ft_acc, px_acc, finetuned.labels), 4)
@@ -108,13 +109,13 @@ def decide_serving(finetuned: ModelEstimate, proxy: ModelEstimate, min_heldout: 
                                margin=margin, rule=rule)
 
     if ft_acc is not None and (px_acc is None or finetune_beats_proxy(ft_acc, px_acc, finetuned.labels)):
-        why = (f"fine-tuned held-out accuracy {ft_acc} > proxy CV accuracy {px_acc} + margin {margin}"
-               if px_acc is not None else f"fine-tuned held-out accuracy {ft_acc}; the proxy has no CV estimate")
+        why = (f"fine-tuned held-out {metric} {ft_acc} > proxy CV {metric} {px_acc} + margin {margin}"
+               if px_acc is not None else f"fine-tuned held-out {metric} {ft_acc}; the proxy has no CV estimate")
         return decision("finetuned", True, why)
     if px_acc is not None:
-        why = (f"fine-tuned held-out accuracy {ft_acc} <= proxy CV accuracy {px_acc} + margin {margin} "
+        why = (f"fine-tuned held-out {metric} {ft_acc} <= proxy CV {metric} {px_acc} + margin {margin} "
                f"({finetuned.labels} held-out labels)" if ft_acc is not None else
-               f"proxy CV accuracy {px_acc}; the fine-tune has no held-out estimate yet "
+               f"proxy CV {metric} {px_acc}; the fine-tune has no held-out estimate yet "
                f"({finetuned.labels} of {min_heldout} labels)")
         return decision("proxy", False, why)
     return decision("finetuned", False, "neither model has an estimate yet (too few labels per class, or no "

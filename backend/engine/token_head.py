@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from backend.engine.acquisition.order import PoolScores
 from backend.engine.errors import NotEnoughLabelsError
+from backend.engine.metrics import strict_span_f1
 from backend.engine.types import IndexArray, LabelSchema, TaskType
 from backend.engine.word_features import SHAPE_BITS, WordFeatures, ragged_rows, unpack_shapes
 
@@ -291,9 +292,6 @@ class TokenHead:
                        folds: int = CV_FOLDS) -> TagEstimate:
         """Strict span F1 of this configuration over `folds` sentence folds (seeded); the fitted
         weights are left as they were."""
-        from seqeval.metrics import f1_score
-        from seqeval.scheme import IOB2
-
         n = len(tags)
         folds = min(folds, n)
         if n < MIN_CV_SENTENCES or folds < 2:
@@ -310,9 +308,7 @@ class TokenHead:
             out = head.predict(features.take(test))
             for k, i in enumerate(test):
                 predicted[int(i)] = out.sentence_tags(k)
-        gold = [list(t) for t in tags]
-        f1 = f1_score(gold, predicted, mode="strict", scheme=IOB2, zero_division=0)
-        return TagEstimate(round(float(f1), 4), folds, n)
+        return TagEstimate(round(strict_span_f1(tags, predicted), 4), folds, n)
 
     def save(self, directory: str | os.PathLike[str]) -> None:
         """`token_head.npz` + `token_head.json` (no pickle)."""

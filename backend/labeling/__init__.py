@@ -10,7 +10,14 @@ from .label_config import (
     UnsupportedLabelConfigError,
     parse_label_config,
 )
-from .results import classification_results, gold_tagging_results, iob2_spans, prediction_entry, tagging_results
+from .results import (
+    classification_results,
+    decoded_tagging_results,
+    gold_tagging_results,
+    iob2_spans,
+    prediction_entry,
+    tagging_results,
+)
 from .tasks import (
     ConversionReport,
     MissingTextFieldError,
@@ -34,6 +41,7 @@ __all__ = [
     "SkipReason",
     "UnsupportedLabelConfigError",
     "classification_results",
+    "decoded_tagging_results",
     "gold_tagging_results",
     "index_to_utf16",
     "iob2_spans",

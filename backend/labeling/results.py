@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from backend.engine.types import FloatArray, TaggingExample, TaskType
+from backend.engine.types import FloatArray, IndexArray, TaggingExample, TaskType
 
 from .label_config import LabelConfig
 from .ls_json import JSONObject
@@ -102,25 +102,35 @@ def _checked_source(
     return offsets, text
 
 
-def tagging_results(example: TaggingExample, word_probs: FloatArray, config: LabelConfig,
-                    tags: Sequence[int] | None = None) -> list[JSONObject]:
-    """Span results for one task from per-word tag probabilities (columns = ``output_names``).
+def tagging_results(example: TaggingExample, word_probs: FloatArray, config: LabelConfig) -> list[JSONObject]:
+    """Span results for one task from per-word tag probabilities (columns = ``output_names``),
+    each word taking its most probable tag (see `decoded_tagging_results`)."""
+    _require(config, TaskType.TAGGING)
+    probs = np.asarray(word_probs, dtype=float)
+    _checked_source(example, probs, config.schema.output_names)
+    if probs.shape[0] == 0:
+        return []
+    return decoded_tagging_results(example, probs.argmax(axis=1), probs.max(axis=1), config)
 
-    `tags` are the decoded tag indices (a valid IOB2 sequence, e.g. the token head's Viterbi path);
-    without them each word takes its most probable tag. Rows may be fewer than words (the model
-    truncated a long text): later words get no span. Offsets are code points, ``text`` is exactly
-    ``example.text[start:end]``, and ``score`` is the mean probability of the span's words' tags.
+
+def decoded_tagging_results(example: TaggingExample, tags: Sequence[int] | IndexArray, tag_probs: FloatArray,
+                            config: LabelConfig) -> list[JSONObject]:
+    """Span results for one task from decoded tag indices into ``output_names`` (a valid IOB2
+    sequence, e.g. the token head's Viterbi path) and each tag's probability.
+
+    Tags may be fewer than words (the model truncated a long text): later words get no span.
+    Offsets are code points, ``text`` is exactly ``example.text[start:end]``, and ``score`` is the
+    mean probability of the span's words' tags.
     """
     _require(config, TaskType.TAGGING)
     names = config.schema.output_names
-    probs = np.asarray(word_probs, dtype=float)
-    offsets, text = _checked_source(example, probs, names)
-    if probs.shape[0] == 0:
-        return []
-    best = probs.argmax(axis=1) if tags is None else np.asarray(tags, np.int64)[: probs.shape[0]]
-    if len(best) != probs.shape[0]:
-        raise ValueError(f"{len(best)} decoded tags for {probs.shape[0]} probability rows")
-    best_p = probs[np.arange(len(best)), best]
+    best = np.asarray(tags, dtype=np.int64)
+    best_p = np.asarray(tag_probs, dtype=float)
+    if best.ndim != 1 or best.shape != best_p.shape:
+        raise ValueError(f"tags {best.shape} and their probabilities {best_p.shape} differ")
+    if len(best) and (best.min() < 0 or best.max() >= len(names)):
+        raise ValueError(f"tag indices outside the {len(names)} tags {list(names)}")
+    offsets, text = _checked_source(example, np.zeros((len(best), len(names))), names)
     results = []
     for first, end, label in iob2_spans([names[i] for i in best]):
         start_char = offsets[first][0]

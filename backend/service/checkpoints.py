@@ -36,7 +36,7 @@ from backend.labeling import (
     task_text,
     text_to_example,
 )
-from backend.service.fast_versions import FastCheckpoint
+from backend.service.fast_versions import FastCheckpoint, TaggingFastCheckpoint, is_tagging_version
 from backend.service.features import FEATURES_DIR, EncoderCache
 from backend.service.records import ScoreEntry
 
@@ -182,6 +182,9 @@ def load_checkpoint(directory: Path, project_id: int, version: str, device: str)
     return LoadedCheckpoint(project_id, version, model, config, strategy, threading.Lock())
 
 
+AnyCheckpoint = LoadedCheckpoint | FastCheckpoint | TaggingFastCheckpoint
+
+
 class CheckpointCache:
     """Keeps the last few loaded checkpoints per process; loads lazily, once, under a lock."""
 
@@ -189,11 +192,11 @@ class CheckpointCache:
         self.model_dir = Path(model_dir)
         self.size = size
         self.device = device
-        self._items: OrderedDict[tuple[int, str], LoadedCheckpoint | FastCheckpoint] = OrderedDict()
+        self._items: OrderedDict[tuple[int, str], AnyCheckpoint] = OrderedDict()
         self._lock = threading.Lock()
         self.encoders: EncoderCache | None = None  # for fast versions (set by the runtime)
 
-    def get(self, project_id: int, version: str) -> LoadedCheckpoint | FastCheckpoint:
+    def get(self, project_id: int, version: str) -> AnyCheckpoint:
         key = (int(project_id), version)
         with self._lock:
             if key in self._items:
@@ -201,13 +204,15 @@ class CheckpointCache:
                 return self._items[key]
             start = time.perf_counter()
             directory = checkpoint_dir(self.model_dir, *key)
-            loaded: LoadedCheckpoint | FastCheckpoint
+            loaded: AnyCheckpoint
             if version.startswith(FAST_PREFIX):
                 if not (directory / "scores.npz").is_file():
                     raise CheckpointMissingError(f"fast version {version} of project {project_id} not found at "
                                                  f"{directory}; the web process and the workers must share MODEL_DIR")
-                loaded = FastCheckpoint.load(directory, *key)
-                loaded.encoders = self.encoders
+                kind = TaggingFastCheckpoint if is_tagging_version(directory) else FastCheckpoint
+                fast = kind.load(directory, *key)
+                fast.encoders = self.encoders
+                loaded = fast
             else:
                 loaded = load_checkpoint(directory, *key, self.device)
             log.info("loaded project %s version %s in %.2fs (pid %s)", project_id, version,

@@ -22,12 +22,23 @@ from backend.engine.acquisition.order import proxy_strategy, score_probabilities
 from backend.engine.acquisition.strategies import QueryStrategy
 from backend.engine.io import atomic_directory
 from backend.engine.proxy import ProxyHead
-from backend.engine.types import FloatArray, IndexArray
-from backend.labeling import LabelConfig, MissingTextFieldError, classification_results, parse_label_config, task_text
+from backend.engine.token_head import TagOutputs, TokenHead, TokenScorer
+from backend.engine.types import FloatArray, IndexArray, TaggingExample
+from backend.engine.word_features import WordEncoder, offsets_of
+from backend.labeling import (
+    LabelConfig,
+    MissingTextFieldError,
+    classification_results,
+    decoded_tagging_results,
+    parse_label_config,
+    task_text,
+    text_to_example,
+)
 from backend.service.features import EncoderCache
 from backend.service.records import ScoreEntry
 
 SCORES_FILE = "scores.npz"
+SHOWN_FILE = "shown.npz"  # tagging: the decoded tags of the sentences pushed to Label Studio
 META_FILE = "backend_meta.json"
 LABEL_CONFIG_FILE = "label_config.xml"
 NO_TEXT = ScoreEntry([], 1.0, 0.0)  # same as checkpoints.NO_TEXT_ENTRY: sorts last
@@ -119,3 +130,95 @@ class FastCheckpoint:
             for i, pos in enumerate(positions):
                 entries[pos] = entry(probs[i], conf[i], unc[i], self.config)
         return entries, len(texts)
+
+
+# ------------------------------------------------------------------------------------ tagging
+def save_tagging_version(
+    directory: Path, head: TokenHead, label_config_xml: str, task_ids: IndexArray, confidence: FloatArray,
+    uncertainty: FloatArray, shown_ids: IndexArray, shown: TagOutputs, meta: dict[str, Any],
+) -> None:
+    """A tagging fast version: the token head, every scored pool task's confidence and
+    uncertainty, and the decoded tags of the sentences shown (the rest decode on demand)."""
+    with atomic_directory(directory) as tmp:
+        head.save(tmp)
+        order = np.argsort(task_ids, kind="stable")
+        np.savez(tmp / SCORES_FILE, ids=np.asarray(task_ids, np.int64)[order], confidence=confidence[order],
+                 uncertainty=uncertainty[order])
+        np.savez(tmp / SHOWN_FILE, ids=np.asarray(shown_ids, np.int64), tags=shown.tags, tag_probs=shown.tag_probs,
+                 lengths=np.diff(shown.offsets))
+        (tmp / LABEL_CONFIG_FILE).write_text(label_config_xml, encoding="utf-8")
+        (tmp / META_FILE).write_text(json.dumps({**meta, "task": "tagging"}, indent=2), encoding="utf-8")
+
+
+def is_tagging_version(directory: Path) -> bool:
+    return (directory / SHOWN_FILE).is_file()
+
+
+@dataclass
+class TaggingFastCheckpoint:
+    """A loaded tagging fast version: answers /predict with the head's spans (stored for the
+    sentences shown, decoded on demand for the rest) and the pool score of each task."""
+
+    project_id: int
+    version: str
+    head: TokenHead
+    config: LabelConfig
+    ids: IndexArray
+    confidence: FloatArray
+    uncertainty: FloatArray
+    shown: dict[int, tuple[IndexArray, FloatArray]]
+    encoder_source: str
+    encoders: EncoderCache | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def load(cls, directory: Path, project_id: int, version: str) -> TaggingFastCheckpoint:
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        config = parse_label_config((directory / LABEL_CONFIG_FILE).read_text(encoding="utf-8"),
+                                    meta.get("control_name") or None)
+        with np.load(directory / SCORES_FILE, allow_pickle=False) as data:
+            ids, confidence, uncertainty = data["ids"], data["confidence"], data["uncertainty"]
+        with np.load(directory / SHOWN_FILE, allow_pickle=False) as data:
+            offsets = offsets_of(data["lengths"])
+            shown = {int(t): (data["tags"][offsets[k]:offsets[k + 1]], data["tag_probs"][offsets[k]:offsets[k + 1]])
+                     for k, t in enumerate(data["ids"].tolist())}
+        return cls(project_id, version, TokenHead.load(directory), config, ids, confidence, uncertainty, shown,
+                   str(meta["encoder"]))
+
+    def _pool_score(self, task_id: int) -> tuple[float, float] | None:
+        if len(self.ids) == 0:
+            return None
+        p = int(np.clip(np.searchsorted(self.ids, task_id), 0, len(self.ids) - 1))
+        return (float(self.confidence[p]), float(self.uncertainty[p])) if self.ids[p] == task_id else None
+
+    def score(self, tasks: Sequence[dict[str, Any]]) -> tuple[list[ScoreEntry], int]:
+        """One entry per task, in order, and how many sentences the encoder ran on."""
+        entries: list[ScoreEntry] = [NO_TEXT] * len(tasks)
+        todo: list[tuple[int, TaggingExample, tuple[float, float] | None]] = []
+        for pos, task in enumerate(tasks):
+            task_id = task.get("id") if isinstance(task, dict) else None
+            try:
+                text = task_text(task, self.config) if isinstance(task, dict) else ""
+            except MissingTextFieldError:
+                text = ""
+            example = text_to_example(text, self.config)
+            if not isinstance(example, TaggingExample):
+                continue
+            known = self._pool_score(task_id) if isinstance(task_id, int) else None
+            stored = self.shown.get(task_id) if isinstance(task_id, int) else None
+            if stored is not None and len(stored[0]) == len(example.words) and known is not None:
+                entries[pos] = ScoreEntry(decoded_tagging_results(example, *stored, self.config), *known)
+            else:
+                todo.append((pos, example, known))
+        if todo:
+            if self.encoders is None:
+                raise RuntimeError("no encoder cache attached to the fast version")
+            with self.lock:
+                features = WordEncoder(self.encoders.get(self.encoder_source)).encode([e.words for _, e, _ in todo])
+            scores = TokenScorer(self.head).score_pool(features)
+            decoded = scores.outputs.decode()
+            for k, (pos, example, known) in enumerate(todo):
+                confidence, uncertainty = known or (float(scores.confidence[k]), float(scores.uncertainty[k]))
+                entries[pos] = ScoreEntry(decoded_tagging_results(example, *decoded.sentence(k), self.config),
+                                          confidence, uncertainty)
+        return entries, len(todo)

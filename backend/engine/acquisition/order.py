@@ -119,17 +119,17 @@ class ColdStart:
 
 
 @dataclass(frozen=True)
-class PoolOrder:
+class PoolOrder(Generic[OutputsT]):
     """The items to show next (`top`: pool positions, lowest confidence first, at most K), the
     scores of the whole pool (None when the cold start ordered without a head), and which rule chose."""
 
     top: IndexArray
-    scores: PoolScores | None
+    scores: PoolScores[OutputsT] | None
     phase: OrderPhase
 
 
-def order_pool(scores: PoolScores | None, labeled: BoolArray, k: int, n_labeled: int,
-               cold_start: ColdStart | None = None) -> PoolOrder:
+def order_pool(scores: PoolScores[OutputsT] | None, labeled: BoolArray, k: int, n_labeled: int,
+               cold_start: ColdStart | None = None) -> PoolOrder[OutputsT]:
     """The next `k` pool items to label. `labeled` flags pool positions already labeled (or
     otherwise out of the order); `n_labeled` is the label count the cold start rule reads.
     `scores` may be None only while the cold start chooses (no head before the first labels).

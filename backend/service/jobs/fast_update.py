@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,17 +34,18 @@ from backend.engine.acquisition.order import ColdStart, PoolOrder, ProxyScorer, 
 from backend.engine.errors import EmptyPoolError, NotEnoughLabelsError
 from backend.engine.proxy import ProxyHead
 from backend.engine.selection import ModelEstimate, ServingDecision
-from backend.engine.types import IndexArray, classification_examples
-from backend.labeling import ConversionReport, LabelConfig, parse_label_config, tasks_to_examples
-from backend.service.checkpoints import FAST_PREFIX, checkpoint_dir
+from backend.engine.types import IndexArray, TaskType, classification_examples
+from backend.labeling import ConversionReport, LabelConfig
+from backend.service.checkpoints import checkpoint_dir
 from backend.service.fast_versions import entry, save_fast_version
 from backend.service.features import FeatureSet
 from backend.service.jobs.common import META_PROJECT, enqueue
 from backend.service.jobs.fast_followups import CvPlan, cv_plan, request_cv, request_extend
-from backend.service.jobs.feature_jobs import FeatureNotes, features_for, request_features
-from backend.service.jobs.gate import base_feature_target, fast_path_blocker, features_note
+from backend.service.jobs.fast_steps import FIRST_PUSH, FastOutcome, FastSkip, FastSteps
+from backend.service.jobs.fast_tagging import TaggingFastUpdate
+from backend.service.jobs.feature_jobs import FeatureNotes, features_for
+from backend.service.jobs.gate import base_feature_target, fast_path_blocker
 from backend.service.jobs.ls_sync import request_prune
-from backend.service.jobs.serving import SERVING_RULE
 from backend.service.ls_errors import LabelStudioError
 from backend.service.records import FastStatus, ProjectState
 from backend.service.runtime import JobContext, context
@@ -52,48 +53,6 @@ from backend.service.runtime import JobContext, context
 log = logging.getLogger(__name__)
 
 FAST_JOB_TIMEOUT = 600
-FIRST_PUSH = 4  # of the FAST_TOP_K predictions, created before LS's switch (each POST costs LS ~21 ms idle,
-# ~250 ms on a loaded 2-core machine); the rest follow in a "scoring" job after it. /next orders by
-# score, so it serves the first ones (the most uncertain) either way.
-
-
-@dataclass
-class FastOutcome:
-    """One fast update's result: what ``GET /projects/<id>`` shows under ``fast_path``."""
-
-    status: FastStatus
-    message: str
-    reason: str = ""
-    job: str | None = None
-    seq: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
-    version: str | None = None
-    labeled: int | None = None
-    pool_size: int | None = None
-    order: str | None = None
-    scored: int | None = None
-    pushed: int | None = None
-    pushed_before_switch: int | None = None
-    empty_texts: int | None = None
-    estimate: dict[str, Any] | None = None
-    conversion: dict[str, Any] | None = None
-    classes: list[str] | None = None
-    notes: FeatureNotes = field(default_factory=FeatureNotes)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if v is not None and k != "notes"}
-        out["status"] = self.status.value
-        return {**out, **self.notes.to_dict()}
-
-
-class _Skip(Exception):
-    """A defined outcome that publishes nothing: the status and message say why."""
-
-    def __init__(self, status: FastStatus, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.message, self.extra = status, message, extra
-
-
 # ------------------------------------------------------------------------------------ requests
 
 
@@ -147,7 +106,9 @@ def features_ready(project_id: int, key: str, source: str, version: str, build_i
     if version and (state is None or not state.finetune_won or state.acq_version != version):
         return {"skipped": f"{version} no longer serves; its features are not used"}  # pruned by the next switch
     ctx.store.set_fields(project_id, feature_key=key, feature_source=source, feature_source_version=version)
-    ctx.features.drop_others(project_id, {key, base_feature_target(ctx).key})  # the serving choice reads the base
+    # the serving choice reads the base set
+    task_type = (state.task_type if state is not None else None) or TaskType.CLASSIFICATION
+    ctx.features.drop_others(project_id, {key, base_feature_target(ctx, task_type).key})
     return request_fast_update(ctx, project_id, f"features of {version} ready" if version else "pool features ready")
 
 
@@ -172,8 +133,8 @@ def run_fast_update(ctx: JobContext, project_id: int, reason: str, seq: int | No
     t0 = time.perf_counter()
     seq = ctx.store.next_fast_seq(project_id) if seq is None else seq
     try:
-        outcome = _FastUpdate(ctx, project_id, seq, t0, decision).run()
-    except _Skip as skip:
+        outcome = _steps_for(ctx, project_id)(ctx, project_id, seq, t0, decision).run()
+    except FastSkip as skip:
         outcome = FastOutcome(skip.status, skip.message, **skip.extra)
     except LabelStudioError as exc:
         outcome = FastOutcome(FastStatus.FAILED, f"Label Studio: {exc}"[:1000])
@@ -185,6 +146,11 @@ def run_fast_update(ctx: JobContext, project_id: int, reason: str, seq: int | No
     return outcome
 
 
+def _steps_for(ctx: JobContext, project_id: int) -> type[_FastUpdate] | type[TaggingFastUpdate]:
+    state = ctx.store.get_project(project_id)
+    return TaggingFastUpdate if state is not None and state.task_type is TaskType.TAGGING else _FastUpdate
+
+
 @dataclass
 class _Labels:
     report: ConversionReport
@@ -194,25 +160,16 @@ class _Labels:
     rows: IndexArray  # and their rows in the feature set
 
 
-class _FastUpdate:
-    """The steps of one fast update, each timed: gather, fit, order, save, publish."""
-
-    def __init__(self, ctx: JobContext, project_id: int, seq: int, t0: float,
-                 decision: ServingDecision | None) -> None:
-        self.ctx, self.project_id, self.seq, self.t0, self.decision = ctx, project_id, seq, t0, decision
-        self.seconds: dict[str, float] = {}
-        self._mark = time.perf_counter()
-
-    def _lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.seconds[name] = now - self._mark
-        self._mark = now
+class _FastUpdate(FastSteps):
+    """Classification's fast update: fit the proxy head on the texts' features, order, save, publish."""
 
     def run(self) -> FastOutcome:
         state, config = self._open()
         report, conversion, pool_ids = self._fetch(config)
         self._lap("fetch_labels")
-        features, notes = features_for(self.ctx, self.project_id, state, report, pool_ids)
+        found, notes = features_for(self.ctx, self.project_id, state, report, pool_ids)
+        assert isinstance(found, FeatureSet)  # a classification project's set holds a vector per text
+        features = found
         self._lap("encode")
         labels = self._labels_with_features(report, conversion, features, notes, config)
         head, plan = self._fit(features, labels, config, state)
@@ -221,7 +178,7 @@ class _FastUpdate:
         self._lap("score")
         version, predictions = self._save(state, config, head, scored_ids, order, len(labels.y))
         self._lap("save")
-        pushed = self._publish(version, predictions, head, len(labels.y))
+        pushed = self._publish(version, predictions, self._estimate(head, len(labels.y)))
         if predictions[FIRST_PUSH:]:
             request_extend(self.ctx, self.project_id, version, predictions[FIRST_PUSH:])
         request_prune(self.ctx, self.project_id)
@@ -229,35 +186,21 @@ class _FastUpdate:
             request_cv(self.ctx, self.project_id, state.feature_key, labels.task_ids, labels.y)
         return self._outcome(version, order, scored_ids, pool_ids, pushed, predictions, head, labels, notes)
 
-    def _open(self) -> tuple[ProjectState, LabelConfig]:
-        state = self.ctx.store.get_project(self.project_id)
-        blocker = fast_path_blocker(self.ctx, state)
-        if blocker is not None or state is None:
-            raise _Skip(FastStatus.OFF, blocker or "unknown project")
-        if not state.feature_key or not self.ctx.store.pool_exists(self.project_id):
-            build = request_features(self.ctx, self.project_id, "first fast update")
-            raise _Skip(FastStatus.WAITING_FOR_FEATURES, f"pool features are being computed (job {build}); the "
-                        "first fast update follows when they are ready", notes=FeatureNotes(features_job=build))
-        return state, parse_label_config(state.label_config, state.control_name or None)
-
-    def _fetch(self, config: LabelConfig) -> tuple[ConversionReport, dict[str, Any], list[int]]:
-        labeled = self.ctx.ls.labeled_tasks(self.project_id)
-        report = tasks_to_examples(labeled, config)
-        conversion = report.as_dict(max_warnings=5)
-        self.ctx.store.pool_remove(self.project_id, {int(task["id"]) for task in labeled})
-        pool_ids = self.ctx.store.pool_ids(self.project_id)
-        if not report.examples:
-            raise _Skip(FastStatus.SKIPPED, f"no usable labeled task yet ({report.summary()}); the order is "
-                        "unchanged", conversion=conversion)
+    def _check_labels(self, report: ConversionReport, config: LabelConfig, conversion: dict[str, Any]) -> None:
         seen = sorted({label for ex in classification_examples(report.examples) for label in ex.labels})
         if not config.schema.multi_label and len(seen) < 2:
-            raise _Skip(FastStatus.SKIPPED, f"the labels hold one class only ({', '.join(seen)}); the proxy head "
-                        "needs two classes to order the pool, the order is unchanged", conversion=conversion,
-                        classes=seen)
-        if not pool_ids:
-            raise _Skip(FastStatus.SKIPPED, "the pool is empty (every task is labeled): nothing to order",
-                        conversion=conversion, labeled=len(report.examples))
-        return report, conversion, pool_ids
+            raise FastSkip(FastStatus.SKIPPED, f"the labels hold one class only ({', '.join(seen)}); the proxy "
+                           "head needs two classes to order the pool, the order is unchanged",
+                           conversion=conversion, classes=seen)
+
+    def _typical_order(self, features: FeatureSet) -> IndexArray:
+        return typical_order(features.matrix, self.ctx.settings.fast_cold_start, self.ctx.settings.seed)
+
+    @staticmethod
+    def _estimate(head: ProxyHead, n_labeled: int) -> ModelEstimate:
+        estimate = head.estimate
+        return ModelEstimate(accuracy=estimate.accuracy if estimate else None, labels=n_labeled,
+                             folds=estimate.folds if estimate else 0, c=estimate.c if estimate else None)
 
     def _labels_with_features(self, report: ConversionReport, conversion: dict[str, Any], features: FeatureSet,
                               notes: FeatureNotes, config: LabelConfig) -> _Labels:
@@ -266,7 +209,7 @@ class _FastUpdate:
         examples = classification_examples(report.examples)  # the fast path is classification-only (gate)
         y = [list(examples[i].labels) for i in kept]
         if not config.schema.multi_label and len({row[0] for row in y}) < 2:
-            raise _Skip(FastStatus.WAITING_FOR_FEATURES, "features of the labeled tasks are still being computed; "
+            raise FastSkip(FastStatus.WAITING_FOR_FEATURES, "features of the labeled tasks are still being computed; "
                         "the order is unchanged", conversion=conversion, notes=notes)
         return _Labels(report, conversion, y, [int(report.task_ids[i]) for i in kept], rows[found])
 
@@ -277,7 +220,7 @@ class _FastUpdate:
             head = ProxyHead(config.schema, self.ctx.settings.seed).fit(features.matrix[labels.rows], labels.y,
                                                                          estimate=False)
         except NotEnoughLabelsError as exc:
-            raise _Skip(FastStatus.SKIPPED, str(exc), conversion=labels.conversion) from None
+            raise FastSkip(FastStatus.SKIPPED, str(exc), conversion=labels.conversion) from None
         head.estimate = plan.last
         return head, plan
 
@@ -295,30 +238,14 @@ class _FastUpdate:
             order = order_pool(scores, np.zeros(len(scored_ids), bool), self.ctx.settings.fast_top_k, n_labeled,
                                cold_start)
         except EmptyPoolError:
-            raise _Skip(FastStatus.SKIPPED, "no pool task has text to order (all empty)") from None
+            raise FastSkip(FastStatus.SKIPPED, "no pool task has text to order (all empty)") from None
         return scored_ids, order
-
-    def _typical_positions(self, feature_key: str, features: FeatureSet, scored_ids: IndexArray,
-                           n_labeled: int) -> IndexArray:
-        """Positions in `scored_ids` of the cold start's typical tasks, most typical first, while
-        the labels are fewer than FAST_COLD_START. The typical set depends only on the features, so
-        it is computed once per feature set (~0.4 s at 10k tasks, 1.6 s at 100k) and kept."""
-        store, wanted = self.ctx.store, self.ctx.settings.fast_cold_start
-        if n_labeled >= wanted or not len(features.ids):
-            return np.zeros(0, np.int64)
-        ids = store.typical_ids(self.project_id, feature_key, wanted)
-        if ids is None:
-            ids = [int(features.ids[r]) for r in typical_order(features.matrix, wanted, self.ctx.settings.seed)]
-            store.set_typical_ids(self.project_id, feature_key, wanted, ids)
-        found = np.flatnonzero(np.isin(scored_ids, ids))  # vectorised: no per-task dict over a 100k pool
-        position = {int(scored_ids[i]): int(i) for i in found}
-        return np.asarray([position[t] for t in ids if t in position], np.int64)
 
     def _save(self, state: ProjectState, config: LabelConfig, head: ProxyHead, scored_ids: IndexArray,
               order: PoolOrder, n_labeled: int) -> tuple[str, list[dict[str, Any]]]:
         settings, scores = self.ctx.settings, order.scores
         assert scores is not None  # the fast update always has a head
-        version = f"{FAST_PREFIX}{self.seq}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+        version = self._version_name()
         save_fast_version(checkpoint_dir(settings.model_dir, self.project_id, version), head, state.label_config,
                           scored_ids, scores.outputs, scores.confidence, scores.uncertainty,
                           {"project": self.project_id, "version": version, "encoder": state.feature_source,
@@ -329,38 +256,6 @@ class _FastUpdate:
                         "result": entry(scores.outputs[i], scores.confidence[i], scores.uncertainty[i], config).result}
                        for i in order.top]
         return version, predictions
-
-    def _publish(self, version: str, predictions: list[dict[str, Any]], head: ProxyHead, n_labeled: int) -> int:
-        """Push the first predictions, switch LS, publish: under the switch lock, and only when no
-        later update published first."""
-        store, t = self.ctx.store, time.perf_counter()
-        with store.ls_switch_lock(self.project_id):
-            locked = time.perf_counter()
-            current = store.get_project(self.project_id)
-            if current is None or current.fast_published_seq >= self.seq:
-                raise _Skip(FastStatus.SUPERSEDED, "a newer fast update published first")
-            blocker = fast_path_blocker(self.ctx, current)
-            if blocker is not None:
-                raise _Skip(FastStatus.OFF, blocker)
-            pushed = self.ctx.ls.create_predictions(predictions[:FIRST_PUSH])
-            created = time.perf_counter()
-            self.ctx.ls.set_model_version(self.project_id, version)
-            switched = time.perf_counter()
-            store.publish_version(self.project_id, version, None, None, serve=True, fast_seq=self.seq)
-            store.set_fields(self.project_id, serving_model="proxy",
-                             serving_reason=self._why(current, head, n_labeled))
-        self.seconds.update(push_and_switch=switched - t, lock_wait=locked - t, create_predictions=created - locked,
-                            switch=switched - created, total=switched - self.t0)
-        return int(pushed)
-
-    def _why(self, current: ProjectState, head: ProxyHead, n_labeled: int) -> ServingDecision:
-        estimate = head.estimate
-        proxy = ModelEstimate(accuracy=estimate.accuracy if estimate else None, labels=n_labeled,
-                              folds=estimate.folds if estimate else 0, c=estimate.c if estimate else None)
-        base = self.decision or current.serving_reason or ServingDecision(
-            serve="proxy", finetune_won=False, why="no full iteration has compared the models yet: the proxy head "
-                                                   "orders the pool between them")
-        return replace(base, proxy=proxy, rule=SERVING_RULE, features=features_note(current))
 
     def _outcome(self, version: str, order: PoolOrder, scored_ids: IndexArray, pool_ids: list[int], pushed: int,
                  predictions: list[dict[str, Any]], head: ProxyHead, labels: _Labels,

@@ -1,7 +1,8 @@
 """The pool's features for the proxy head, computed once per feature set by chunk jobs:
 
     build_features  (queue "scoring")   list the pool, fan out `encode_chunk` jobs for the tasks
-    encode_chunk x N                    without features (mean-pooled float16 vectors)
+    encode_chunk x N                    without features (mean-pooled float16 vectors; per word for
+                                        tagging projects: `WordEncoder`, sub-tokens pooled per word)
     features_ready                      (`fast_update.features_ready`) the set is complete: a fast update follows
 
 A few missing tasks (FAST_ENCODE_LIMIT) are encoded inside the fast update instead (`features_for`).
@@ -19,8 +20,10 @@ from rq import get_current_job
 from rq.job import Job
 
 from backend.engine.types import FloatArray
+from backend.engine.word_features import WordEncoder, WordFeatures
 from backend.labeling import ConversionReport, parse_label_config
-from backend.service.features import FeatureSet
+from backend.labeling.text import sanitize_text, split_words
+from backend.service.features import FeatureSet, WordFeatureSet, is_word_key
 from backend.service.jobs.common import META_PROJECT, after_all, enqueue
 from backend.service.jobs.gate import FeatureTarget, current_feature_target
 from backend.service.jobs.ls_sync import sync_pool, text_or_empty
@@ -61,7 +64,7 @@ def build_features(project_id: int, key: str, source: str, version: str) -> dict
     config = parse_label_config(state.label_config, state.control_name or None)
     labeled_text = {int(t["id"]): text_or_empty(t, config) for t in ctx.ls.labeled_tasks(project_id)}
     pool_ids, _ = sync_pool(ctx, project_id, config, set(labeled_text), state.iteration)
-    features = ctx.features.load(project_id, key)
+    features = load_features(ctx, project_id, key)
     todo = features.missing(sorted(labeled_text)) + features.missing(pool_ids)
     pool_text = dict(zip(pool_ids, ctx.store.pool_texts(project_id, pool_ids), strict=True))
     texts = [labeled_text.get(t) or pool_text.get(t) or "" for t in todo]
@@ -91,10 +94,26 @@ def encode_texts(ctx: JobContext, source: str, texts: list[str]) -> FloatArray:
     return features
 
 
+def encode_words(ctx: JobContext, source: str, texts: list[str]) -> WordFeatures:
+    """Per-word features of texts, split into words as the labels are (`split_words`); a text
+    without words is a sentence of none."""
+    sentences = [[w for w, _, _ in split_words(sanitize_text(t))] if t.strip() else [] for t in texts]
+    return WordEncoder(ctx.encoders.get(source)).encode(sentences)
+
+
+def write_features(ctx: JobContext, project_id: int, key: str, source: str, task_ids: list[int],
+                   texts: list[str]) -> None:
+    """Encode `texts` as the set `key` holds them (a vector per text, or per word) and add them."""
+    if is_word_key(key):
+        ctx.features.write_words(project_id, key, task_ids, encode_words(ctx, source, texts))
+    else:
+        ctx.features.write(project_id, key, task_ids, encode_texts(ctx, source, texts))
+
+
 def encode_chunk(project_id: int, key: str, source: str, task_ids: list[int], texts: list[str]) -> dict[str, Any]:
     ctx = context()
     t = time.perf_counter()
-    ctx.features.write(project_id, key, task_ids, encode_texts(ctx, source, texts))
+    write_features(ctx, project_id, key, source, task_ids, texts)
     return {"tasks": len(task_ids), "seconds": time.perf_counter() - t}
 
 
@@ -130,25 +149,26 @@ class FeatureNotes:
         return out
 
 
+def load_features(ctx: JobContext, project_id: int, key: str) -> FeatureSet | WordFeatureSet:
+    return ctx.features.load_words(project_id, key) if is_word_key(key) else ctx.features.load(project_id, key)
+
+
 def features_for(ctx: JobContext, project_id: int, state: ProjectState, report: ConversionReport,
-                 pool_ids: list[int]) -> tuple[FeatureSet, FeatureNotes]:
+                 pool_ids: list[int]) -> tuple[FeatureSet | WordFeatureSet, FeatureNotes]:
     """The project's features, with the missing labeled and pool tasks encoded here when they are
     few (FAST_ENCODE_LIMIT), else queued for a build; the notes say what is missing."""
-    store = ctx.features
     labeled_ids = [int(i) for i in report.task_ids]
-    features = store.load(project_id, state.feature_key)
+    features = load_features(ctx, project_id, state.feature_key)
     missing_labeled, missing_pool = features.missing(labeled_ids), features.missing(pool_ids)
     missing = len(missing_labeled) + len(missing_pool)
     if not missing:
         return features, FeatureNotes()
     if missing <= ctx.settings.fast_encode_limit:
-        # fast-path projects classify (gate.fast_path_blocker): their examples always hold a text
         text_of = {int(t): ex.text or "" for t, ex in zip(report.task_ids, report.examples, strict=True)}
         texts = [text_of.get(t, "") for t in missing_labeled]
         texts += [t or "" for t in ctx.store.pool_texts(project_id, missing_pool)]
-        store.write(project_id, state.feature_key, missing_labeled + missing_pool,
-                    encode_texts(ctx, state.feature_source, texts))
-        return store.load(project_id, state.feature_key), FeatureNotes(encoded_on_demand=missing)
+        write_features(ctx, project_id, state.feature_key, state.feature_source, missing_labeled + missing_pool, texts)
+        return load_features(ctx, project_id, state.feature_key), FeatureNotes(encoded_on_demand=missing)
     build = request_features(ctx, project_id, f"{missing} tasks without features")
     return features, FeatureNotes(missing_features=missing, features_job=build,
                                   features_note=f"{len(missing_pool)} pool tasks have no features yet (job {build} "

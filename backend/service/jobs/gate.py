@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from backend.engine.types import TaskType
-from backend.service.features import base_key
+from backend.service.features import base_key, word_key
 from backend.service.records import ProjectState
 from backend.service.runtime import JobContext
 
@@ -29,9 +29,9 @@ def fast_path_blocker(ctx: JobContext, state: ProjectState | None) -> str | None
         return "unknown project"
     if not ctx.settings.label_studio_configured:
         return "the fast path needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (it pushes to Label Studio)"
-    if state.task_type is not TaskType.CLASSIFICATION:
-        return ("tagging (NER) projects have no fast path (the proxy head classifies whole texts); "
-                "full iterations order the pool")
+    if state.finetune_won and state.task_type is TaskType.TAGGING:
+        return ("the fine-tuned model serves (its span F1 measured better than the token head's); full iterations "
+                "order the pool until the token head measures better again")
     if state.finetune_won and not state.feature_source_version:
         return ("the fine-tuned model serves (it measured better than the proxy head); the fast path resumes on "
                 "its features once they are complete")
@@ -45,21 +45,23 @@ def without_win(state: ProjectState) -> ProjectState:
 
 def aligned_features_wanted(ctx: JobContext, state: ProjectState | None) -> bool:
     """Whether scoring chunks should keep the fine-tuned encoder's pool features: whenever the fast
-    path could run, whichever model serves now."""
-    return state is not None and fast_path_blocker(ctx, without_win(state)) is None
+    path could run, whichever model serves now. Classification only: the chunks keep sentence
+    vectors, and tagging's head works on the pretrained encoder's word features."""
+    return (state is not None and state.task_type is TaskType.CLASSIFICATION
+            and fast_path_blocker(ctx, without_win(state)) is None)
 
 
-def base_feature_target(ctx: JobContext) -> FeatureTarget:
-    """The pretrained encoder's features (FEATURE_MODEL)."""
+def base_feature_target(ctx: JobContext, task_type: TaskType = TaskType.CLASSIFICATION) -> FeatureTarget:
+    """The pretrained encoder's features (FEATURE_MODEL): a vector per text, or per word for tagging."""
     source = ctx.settings.feature_encoder
-    return FeatureTarget(base_key(source), source)
+    return FeatureTarget(word_key(source) if task_type is TaskType.TAGGING else base_key(source), source)
 
 
 def current_feature_target(ctx: JobContext, state: ProjectState | None) -> FeatureTarget:
     """The set the fast path uses now, or the pretrained encoder's when it has none yet."""
     if state is not None and state.feature_key:
         return FeatureTarget(state.feature_key, state.feature_source, state.feature_source_version)
-    return base_feature_target(ctx)
+    return base_feature_target(ctx, (state.task_type if state is not None else None) or TaskType.CLASSIFICATION)
 
 
 def features_note(state: ProjectState) -> str:
@@ -67,4 +69,7 @@ def features_note(state: ProjectState) -> str:
     if state.feature_source_version:
         return (f"the head works on the features of {state.feature_source_version}, the fine-tune that won the "
                 "serving choice (its CV accuracy on them is optimistic: that encoder was trained on these labels)")
+    if state.task_type is TaskType.TAGGING:
+        return (f"the token head works on the pretrained encoder's word features ({state.feature_source}) and six "
+                "word-shape bits")
     return f"the head works on the pretrained encoder's features ({state.feature_source})"

@@ -9,10 +9,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from backend.engine.errors import NotEnoughLabelsError
+from backend.engine.metrics import strict_span_f1
 from backend.engine.proxy import ProxyHead
 from backend.engine.selection import ModelEstimate, ServingDecision, decide_serving
-from backend.engine.types import classification_examples
+from backend.engine.token_head import TokenHead
+from backend.engine.types import TaggingExample, TaskType, classification_examples, tagging_examples
 from backend.labeling import ConversionReport, LabelConfig, result_choices
+from backend.labeling.spans import tagging_example
 from backend.service.checkpoints import checkpoint_dir
 from backend.service.features import finetuned_key
 from backend.service.jobs.feature_jobs import request_features
@@ -26,6 +29,9 @@ from backend.service.jobs.gate import (
 from backend.service.records import UNTRAINED, ProjectState
 from backend.service.runtime import JobContext
 
+TAGGING_SERVING_RULE = ("the fine-tuned model serves once its strict span F1 on sentences labeled after it was trained "
+                        "(at least FINETUNE_MIN_HELDOUT of them) beats the token head's cross-validated span F1 by "
+                        "more than one standard error; until then the token head serves")
 SERVING_RULE = ("the fine-tuned model serves once its accuracy on labels that arrived after it was trained "
                 "(at least FINETUNE_MIN_HELDOUT of them) beats the proxy head's cross-validated accuracy by more "
                 "than one standard error of that held-out accuracy; until then the proxy head serves")
@@ -40,11 +46,62 @@ def measure_serving(ctx: JobContext, project_id: int, state: ProjectState, repor
     blocker = fast_path_blocker(ctx, without_win(state))
     if blocker is not None:
         return ServingDecision(serve="finetuned", finetune_won=False, why=blocker, rule=SERVING_RULE)
-    examples = classification_examples(report.examples)  # the gate passed: a classification project
+    if state.task_type is TaskType.TAGGING:
+        return _measure_tagging(ctx, project_id, state, report, config)
+    examples = classification_examples(report.examples)
     labeled = {int(t): set(ex.labels) for t, ex in zip(report.task_ids, examples, strict=True)}
     finetuned = _finetuned_estimate(ctx, project_id, state.acq_version, labeled)
     proxy = _proxy_estimate(ctx, project_id, state, report, config)
     return decide_serving(finetuned, proxy, ctx.settings.finetune_min_heldout, SERVING_RULE)
+
+
+def _measure_tagging(ctx: JobContext, project_id: int, state: ProjectState, report: ConversionReport,
+                     config: LabelConfig) -> ServingDecision:
+    """Tagging's choice, on strict span F1: the previous fine-tune's spans on the sentences labeled
+    after it against the token head's cross-validated F1 on the pretrained encoder's word features."""
+    examples = tagging_examples(report.examples)
+    gold = {int(t): ex for t, ex in zip(report.task_ids, examples, strict=True)}
+    finetuned = _finetuned_span_f1(ctx, project_id, state.acq_version, gold, config)
+    proxy = _token_head_estimate(ctx, project_id, report, config)
+    return decide_serving(finetuned, proxy, ctx.settings.finetune_min_heldout, TAGGING_SERVING_RULE, metric="span F1")
+
+
+def _finetuned_span_f1(ctx: JobContext, project_id: int, prev: str, gold: Mapping[int, TaggingExample],
+                       config: LabelConfig) -> ModelEstimate:
+    if prev == UNTRAINED:
+        return ModelEstimate(note="no earlier fine-tune to measure")
+    trained_on = ctx.store.trained_on(project_id, prev)
+    if trained_on is None:
+        return ModelEstimate(note=f"{prev}'s training labels are not recorded")
+    later = [t for t in gold if t not in trained_on]
+    entries = ctx.store.get_scores(project_id, prev, later)
+    truth, predicted = [], []
+    for t in later:
+        if t not in entries or gold[t].text is None:
+            continue
+        example, _ = tagging_example(t, gold[t].text or "", entries[t].result, config, [])
+        if example is not None and len(example.tags) == len(gold[t].tags):
+            truth.append(list(gold[t].tags))
+            predicted.append(list(example.tags))
+    f1 = round(strict_span_f1(truth, predicted), 4) if truth else None
+    return ModelEstimate(accuracy=f1, labels=len(truth), version=prev,
+                         note=f"strict span F1 of {prev} on the sentences labeled after it was trained")
+
+
+def _token_head_estimate(ctx: JobContext, project_id: int, report: ConversionReport,
+                         config: LabelConfig) -> ModelEstimate:
+    features = ctx.features.load_words(project_id, base_feature_target(ctx, TaskType.TAGGING).key)
+    if not len(features.ids):
+        return ModelEstimate(note="no word features yet")
+    rows, found = features.rows([int(t) for t in report.task_ids])
+    examples = tagging_examples(report.examples)
+    lengths = features.words.lengths
+    keep = [i for i in np.flatnonzero(found) if lengths[rows[i]] == len(examples[i].words)]
+    tags = [list(examples[i].tags) for i in keep]
+    estimate = TokenHead(config.schema, ctx.settings.seed).cross_validate(features.words.take(rows[keep]), tags)
+    missing = len(examples) - len(keep)
+    note = f"{missing} labeled sentences without word features" if missing else ""
+    return ModelEstimate(accuracy=estimate.f1, labels=len(tags), folds=estimate.folds, note=note)
 
 
 def _finetuned_estimate(ctx: JobContext, project_id: int, prev: str, labeled: Mapping[int, object]) -> ModelEstimate:

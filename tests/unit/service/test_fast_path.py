@@ -30,7 +30,7 @@ from backend.service.jobs.serving import (
 )
 from backend.service.records import FastStatus
 from backend.service.runtime import Backend, set_context
-from tests.helpers.backend import CLASSIFICATION_XML, NER_XML, SENTIMENT, make_settings
+from tests.helpers.backend import CLASSIFICATION_XML, SENTIMENT, make_settings
 from tests.helpers.fake_label_studio import InMemoryLabelStudio
 from tests.helpers.servers import free_port
 from tests.helpers.toy_data import toy_classification
@@ -244,13 +244,6 @@ def test_zero_pool_and_new_tasks_without_features(backend):
     work(backend)
     status = fast_status(client)
     assert status["status"] == "skipped" and "pool is empty" in status["message"]
-
-
-def test_tagging_projects_have_no_fast_path(backend):
-    ls, client = connect(backend, ["John lives in Paris"] * 3, xml=NER_XML)
-    answer = annotate(client, ls, 1, "PER")
-    assert answer["fast"] == "off" and backend.queues.fast.count == 0
-    assert "tagging (NER) projects have no fast path" in fast_status(client)["message"]
 
 
 def test_the_fine_tuned_model_serves_only_when_its_held_out_accuracy_is_higher_by_the_margin(backend):
