@@ -10,13 +10,14 @@ import time
 
 import pytest
 
-from tests.helpers.backend import CLASSIFICATION_XML
+from tests.helpers.backend import CLASSIFICATION_XML, NER_XML
 from tests.helpers.ls_admin import UNCERTAINTY_SAMPLING
 from tests.helpers.servers import BackendProcesses
 from tests.integration.test_backend_e2e import (  # noqa: F401  (module fixture `ls`)
     Stack,
     classification_tasks,
     ls,
+    ner_tasks,
     stack_env,
 )
 
@@ -101,4 +102,41 @@ def test_one_annotation_switches_label_studio_to_a_fast_version(stack, ls):
     ours = wait_for(lambda: (held := ls.model_versions(pid)) and len([v for v in held if v.startswith("fast-")]) <= 2
                     and held, 60, "pruning of superseded fast versions", stack)
     assert sum(ours.values()) <= 2 * TOP_K, ours
+    ls.delete_project(pid)
+
+
+def test_a_tagging_annotation_gives_a_fast_version_with_spans_in_label_studio(stack, ls):
+    """NER: the token head's fast version in LS within seconds of an annotation; the predictions LS
+    holds carry ``labels`` spans LS accepted (its offsets and text match the task's text), and
+    /next serves the lowest score."""
+    pid = ls.create_project(f"fast-ner-{secrets.token_hex(3)}", NER_XML)["id"]
+    data, results = ner_tasks(POOL)
+    ids = ls.import_tasks(pid, data)
+    ls.connect_ml_backend(pid, stack.url, "feasible-al")
+    ls.set_sampling(pid, UNCERTAINTY_SAMPLING)
+    regions, text = dict(zip(ids, results)), {t: d["text"] for t, d in zip(ids, data)}
+    for task_id in ids[:10]:
+        ls.create_annotation(task_id, regions[task_id])
+    wait_for(lambda: (s := fast_status(stack, pid)).get("status") == "published" and s.get("labeled", 0) >= 10, 180,
+             "the first tagging fast version", stack)
+    before = ls.get_project(pid)["model_version"]
+    served = int(ls.next_task(pid)["id"])
+    t0 = time.perf_counter()
+    ls.create_annotation(served, regions[served])
+    version = wait_for(lambda: (v := ls.get_project(pid)["model_version"]) != before and v, SWITCH_TIMEOUT,
+                       "LS's model_version switching after a tagging annotation", stack)
+    print(f"\nNER annotation -> LS model_version switched in {time.perf_counter() - t0:.2f} s")
+    status = wait_for(lambda: (s := fast_status(stack, pid)).get("version") == version and s, 5, "status", stack)
+    assert status["status"] == "published" and set(status["classes"]) <= {"PER", "LOC"}
+    held = [(int(task["id"]), p) for task in ls.iter_tasks(pid, only_labeled=False, fields="all")
+            for p in task.get("predictions", []) if p.get("model_version") == version]
+    assert held and status["pushed_before_switch"] > 0
+    spans = [(task_id, r) for task_id, p in held for r in p["result"]]
+    assert spans, "the pushed predictions pre-annotate spans"
+    for task_id, r in spans:
+        value = r["value"]
+        assert r["type"] == "labels" and value["labels"][0] in ("PER", "LOC")
+        assert text[task_id][value["start"]:value["end"]] == value["text"]
+    scores = {task_id: float(p["score"]) for task_id, p in held}
+    assert scores[int(ls.next_task(pid)["id"])] == min(scores.values())
     ls.delete_project(pid)
