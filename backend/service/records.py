@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "UNTRAINED", "RESULT_TTL", "ScoreEntry", "TrainingRequest", "ProjectState", "IterationInfo",
-    "IterationRecord", "PipelineStatus", "FastStatus", "to_hash", "from_hash", "encode_values", "json_default",
+    "IterationRecord", "PipelineStatus", "FastStatus", "HistoryPoint", "to_hash", "from_hash", "encode_values",
+    "json_default",
 ]
 
 UNTRAINED = "untrained"
@@ -141,6 +142,37 @@ class ScoreEntry:
     def from_json(cls, raw: str) -> ScoreEntry:
         data = json.loads(raw)
         return cls(data["result"], float(data["score"]), float(data.get("u", math.nan)))
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """One published version as the project manager's curve shows it: when, on how many labels,
+    which model served, its quality estimates (each None where not measured) and what the update
+    cost. `estimate` is the honest one with its interval where the project has one (audit labels
+    or Label Studio ground truth); `cv` is the proxy head's cross-validation on all labels (chosen
+    by uncertainty: optimistic); `heldout` the fine-tune's score on labels that came after it."""
+
+    at: float
+    version: str
+    kind: Literal["fast", "iteration"]
+    labeled: int
+    serving: str
+    metric: str = "accuracy"  # or "span F1"
+    estimate: dict[str, Any] | None = None  # {"value", "low", "high", "n", "method"}
+    cv: float | None = None
+    heldout: float | None = None
+    seconds: float | None = None  # annotation -> published (fast) or the iteration's wall time
+    scored: int | None = None  # pool tasks the update re-scored
+    pool: int | None = None
+    stop: dict[str, Any] | None = None  # the stopping signal after this version
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> HistoryPoint:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 TrainingOutcome = Literal["enqueue", "queued", "deferred"]

@@ -21,6 +21,7 @@ from backend.service.jobs.successor import (
 )
 from backend.service.payloads import check_predict, check_webhook
 from backend.service.payloads import json_body as parse_json_body
+from backend.service.project_view import project_view
 from backend.service.protocol import HANDLED_EVENTS, UnknownProjectError, parse_project_id
 from backend.service.store import ProjectState, StoreUnavailableError
 from backend.service.telemetry import CONTENT_TYPE
@@ -148,13 +149,8 @@ def job_status(job_id: str) -> Response:
 
 @extras.get("/projects/<project_id>")
 def project_status(project_id: str) -> Response:
-    pid, state = known_project(project_id)
-    store = runtime().store
-    out = state.public()
-    out["pool_size"] = store.pool_size(pid)
-    out["versions"] = store.versions(pid)
-    out["last_iteration"] = store.last_iteration(pid)
-    return jsonify(out)
+    pid, _ = known_project(project_id)
+    return jsonify(project_view(runtime(), pid))
 
 
 @extras.post("/successor")

@@ -104,3 +104,28 @@ def test_a_scoring_chunk_whose_worker_died_runs_again_and_the_iteration_complete
     assert record["scored_by_model"] == record["subset_size"] == record["pool_size"] == 192
     assert record["pushed"] == 192 and trainer.alive
     stack.stop_workers()
+
+
+def test_a_job_whose_worker_was_killed_reads_as_dead_while_no_worker_is_alive(fault_stack, ls):
+    """No replacement worker: the janitor runs on GET /projects/<id> itself, so the page and the
+    JSON say failed (not running) within HEARTBEAT_TTL plus a request, and that no worker serves
+    the queues."""
+    stack = fault_stack
+    project = make_project(ls, stack, pool=30, labeled=8)
+    slow = stack.start_worker(EPOCHS="3000")
+    ls.start_training(project.backend_id)
+    job = stack.wait_stage(project.id, {"train"})
+    assert stack.project(project.id)["workers"]["alive"] >= 1
+    slow.signal(signal.SIGKILL)
+    killed = time.monotonic()
+
+    def declared():
+        state = stack.project(project.id)
+        return state if state["last_error"] and not state["running_job"] else None
+
+    state = stack.wait("the dead training declared dead without any worker", declared, timeout=60, every=0.5)
+    print(f"\nkilled worker, none alive: declared dead in {time.monotonic() - killed:.1f} s")
+    assert state["last_error_job"] == job["id"] and f"worker {slow.name}" in state["last_error"]
+    workers = state["workers"]
+    assert workers["alive"] == 0 and set(workers["unserved_queues"]) == {"fast", "scoring", "training", "successor"}
+    assert stack.get(f"/jobs/{job['id']}").json()["status"] == "failed"

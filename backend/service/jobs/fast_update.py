@@ -47,7 +47,7 @@ from backend.service.jobs.feature_jobs import FeatureNotes, features_for
 from backend.service.jobs.gate import base_feature_target, fast_path_blocker
 from backend.service.jobs.ls_sync import request_prune
 from backend.service.ls_errors import LabelStudioError
-from backend.service.records import FastStatus, ProjectState
+from backend.service.records import FastStatus, HistoryPoint, ProjectState
 from backend.service.runtime import JobContext, context
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,8 @@ def run_fast_update(ctx: JobContext, project_id: int, reason: str, seq: int | No
     outcome.seconds.setdefault("total", round(time.perf_counter() - t0, 4))
     if outcome.status is not FastStatus.SUPERSEDED:  # the newer update's status is the one to show
         ctx.store.set_fast_status(project_id, outcome.to_dict())
+    if outcome.status is FastStatus.PUBLISHED and outcome.version:
+        record_fast_point(ctx, project_id, outcome)
     log.info("project %s: fast update %s: %s", project_id, outcome.status.value, outcome.message)
     return outcome
 
@@ -149,6 +151,19 @@ def run_fast_update(ctx: JobContext, project_id: int, reason: str, seq: int | No
 def _steps_for(ctx: JobContext, project_id: int) -> type[_FastUpdate] | type[TaggingFastUpdate]:
     state = ctx.store.get_project(project_id)
     return TaggingFastUpdate if state is not None and state.task_type is TaskType.TAGGING else _FastUpdate
+
+
+def record_fast_point(ctx: JobContext, project_id: int, outcome: FastOutcome) -> None:
+    """The published fast version on the project manager's curve."""
+    state = ctx.store.get_project(project_id)
+    decision = state.serving_reason if state is not None else None
+    tagging = state is not None and state.task_type is TaskType.TAGGING
+    cv = (outcome.estimate or {}).get("cv_accuracy")
+    ctx.store.append_history(project_id, HistoryPoint(
+        at=time.time(), version=str(outcome.version), kind="fast", labeled=outcome.labeled or 0, serving="proxy",
+        metric="span F1" if tagging else "accuracy",
+        cv=cv if cv is not None else (decision.proxy.accuracy if decision else None),
+        seconds=outcome.seconds.get("total"), scored=outcome.scored, pool=outcome.pool_size))
 
 
 @dataclass

@@ -28,6 +28,7 @@ from rq import get_current_job
 from rq.job import Job, JobStatus
 
 from backend.engine.device import quiet_transformers
+from backend.engine.types import TaskType
 from backend.service.checkpoints import checkpoint_dir
 from backend.service.features import finetuned_key
 from backend.service.jobs.common import (
@@ -53,6 +54,7 @@ from backend.service.jobs.stages import (
     log_conversion,
     proxy_published,
     publish_finetuned,
+    record_iteration_point,
     start_iteration,
 )
 from backend.service.records import FastStatus, IterationInfo, IterationRecord, PipelineStatus, TrainingRequest
@@ -226,13 +228,20 @@ def publish_iteration(ctx: JobContext, project_id: int, info: IterationInfo) -> 
                                   decision=decision)
         if outcome.status in (FastStatus.PUBLISHED, FastStatus.SUPERSEDED):  # superseded: a newer proxy version
             proxy_published(ctx, project_id, info, record, outcome.version, t0)
+            record_iteration_point(ctx, project_id, record, _task_type(ctx, project_id))
             close_iteration(ctx, project_id)
             return record
         decision = replace(decision, serve="finetuned",
                            why=f"the proxy could not publish ({outcome.message}); the fine-tuned model serves")
     publish_finetuned(ctx, project_id, info, record, pool, by_task, decision, t0)
+    record_iteration_point(ctx, project_id, record, _task_type(ctx, project_id))
     close_iteration(ctx, project_id)
     return record
+
+
+def _task_type(ctx: JobContext, project_id: int) -> TaskType | None:
+    state = ctx.store.get_project(project_id)
+    return state.task_type if state is not None else None
 
 
 def on_pipeline_failure(job: Job, connection: redis.Redis, exc_type: type, exc_value: BaseException, tb: Any) -> None:

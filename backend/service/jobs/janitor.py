@@ -103,8 +103,8 @@ def declare_lost(ctx: JobContext, job_id: str, reason: str) -> bool:
 
 
 class Heartbeat:
-    """A worker's background thread: renews the running job's heartbeat every third of
-    ``HEARTBEAT_TTL`` and runs `reap_dead_jobs` every ``JANITOR_INTERVAL`` seconds. Redis errors
+    """A worker's background thread: renews the running job's heartbeat (or, idle, the worker's own)
+    every third of ``HEARTBEAT_TTL`` and runs `reap_dead_jobs` every ``JANITOR_INTERVAL`` seconds. Redis errors
     are logged and retried on the next beat (the worker loop handles the outage itself)."""
 
     def __init__(self, worker: BaseWorker, ctx: JobContext) -> None:
@@ -130,6 +130,8 @@ class Heartbeat:
                 running = self.running
                 if running is not None:
                     self.worker.maintain_heartbeats(*running)
+                else:  # idle too: `workers.workers_view` counts a worker alive while this stays fresh
+                    self.worker.heartbeat()
                 if time.monotonic() - self._last_reap >= settings.janitor_interval:
                     self._last_reap = time.monotonic()
                     reap_dead_jobs(self.ctx)

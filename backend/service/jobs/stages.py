@@ -19,12 +19,13 @@ from backend.engine.acquisition.strategies import MahalanobisDistance, QueryStra
 from backend.engine.errors import NotEnoughLabelsError
 from backend.engine.models.transformer import FitReport, TransformerModel
 from backend.engine.selection import ServingDecision
+from backend.engine.types import TaskType
 from backend.labeling import ConversionReport, LabelConfig, tasks_to_examples
 from backend.service.checkpoints import NO_TEXT_ENTRY, checkpoint_dir, prune_checkpoints, write_checkpoint_extras
 from backend.service.jobs.common import Throttle
 from backend.service.jobs.ls_sync import push_predictions
 from backend.service.jobs.serving import use_base_features
-from backend.service.records import UNTRAINED, IterationInfo, IterationRecord, ProjectState
+from backend.service.records import UNTRAINED, HistoryPoint, IterationInfo, IterationRecord, ProjectState
 from backend.service.runtime import JobContext
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,17 @@ def publish_finetuned(ctx: JobContext, project_id: int, info: IterationInfo, rec
             use_base_features(ctx, project_id)
         if already:
             store.replace_last_iteration_record(project_id, record)
+
+
+def record_iteration_point(ctx: JobContext, project_id: int, record: IterationRecord,
+                           task_type: TaskType | None) -> None:
+    """The iteration on the project manager's curve: who serves and the estimates that chose it."""
+    decision = record.selection
+    ctx.store.append_history(project_id, HistoryPoint(
+        at=time.time(), version=record.fast_version or record.version, kind="iteration", labeled=record.labeled,
+        serving=record.served, metric="span F1" if task_type is TaskType.TAGGING else "accuracy",
+        cv=decision.proxy.accuracy if decision else None, heldout=decision.finetuned.accuracy if decision else None,
+        seconds=record.seconds.get("total"), scored=record.scored_by_model, pool=record.pool_size))
 
 
 def close_iteration(ctx: JobContext, project_id: int) -> None:

@@ -15,6 +15,7 @@ Callers use one object, `ProjectStore`; it is assembled from one module per conc
 - `fastpath`: the fast update's claim, sequence numbers and its fields on the project hash
 - `status`: pipeline status records
 - `pool`: the cached pool and per-version scores
+- `history`: what each published version measured (the learning curve)
 """
 from backend.service.records import RESULT_TTL, UNTRAINED, ProjectState, ScoreEntry, TrainingRequest
 from backend.service.store.connection import REDIS_ERRORS, StoreUnavailableError, connect_redis

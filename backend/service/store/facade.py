@@ -7,13 +7,14 @@ import redis
 from backend.service.settings import Settings, redact_url
 from backend.service.store.connection import REDIS_ERRORS, StoreUnavailableError, connect_redis
 from backend.service.store.fastpath import FastPathFields
+from backend.service.store.history import QualityHistory
 from backend.service.store.pool import PoolAndScores
 from backend.service.store.status import PipelineStatusStore
 from backend.service.store.training import TrainingFlags
 from backend.service.store.versions import VersionLedger
 
 
-class ProjectStore(TrainingFlags, VersionLedger, FastPathFields, PipelineStatusStore, PoolAndScores):
+class ProjectStore(TrainingFlags, VersionLedger, FastPathFields, PipelineStatusStore, PoolAndScores, QualityHistory):
     """Typed access to the keys of `backend.service.store.keys`. Needs a client with
     ``decode_responses=True`` (every reader here expects text)."""
 

@@ -18,6 +18,7 @@ Key layout (``P`` = the settings' key prefix, ``<id>`` = the Label Studio projec
     P:project:<id>:iterations             list   `IterationRecord` JSON of finished iterations, oldest first
     P:project:<id>:versions               list   published versions (fine-tuned and fast), oldest first
     P:project:<id>:served                 list   versions that served (LS holds predictions of these)
+    P:project:<id>:history                list   `HistoryPoint` JSON per published version, oldest first (capped)
     P:project:<id>:trained-on:<version>   set    labeled task ids that version was trained on (expires)
     P:project:<id>:fast-queued            string claim: the fast update job waiting to run (at most one)
     P:project:<id>:features-build         string claim: the pool-feature build job running (at most one)
