@@ -24,6 +24,7 @@ from backend.service.protocol import ModelClass
 from backend.service.routes import extras, protocol
 from backend.service.runtime import Backend
 from backend.service.settings import Settings
+from backend.service.ui import ui
 
 _AUTH_REQUIRED = "HTTP basic auth required (BASIC_AUTH_USER / BASIC_AUTH_PASS)"
 
@@ -75,6 +76,7 @@ def create_app(model_class: ModelClass, settings: Settings | None = None, backen
     register_error_handlers(app)
     app.register_blueprint(protocol)
     app.register_blueprint(extras)
+    app.register_blueprint(ui)
     app.wsgi_app = BodyGuard(app.wsgi_app, backend.settings.max_request_bytes,  # type: ignore[method-assign]
                              backend.settings.body_read_timeout)
     return app

@@ -22,7 +22,7 @@ def project_view(backend: Backend, project_id: int) -> dict[str, Any]:
         log.warning("janitor on read: %s", exc)
     state = backend.store.get_project(project_id)
     store = backend.store
-    out = state.public() if state is not None else {"project": project_id}
+    out: dict[str, Any] = state.public() if state is not None else {"project": project_id}
     out["pool_size"] = store.pool_size(project_id)
     out["versions"] = store.versions(project_id)
     out["last_iteration"] = store.last_iteration(project_id)
