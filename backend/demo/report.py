@@ -67,6 +67,7 @@ def print_report(s: dict[str, Any]) -> None:
         f"  project:         {ls['project_url']}",
         f"  labeling stream: {ls['labeling_url']}  (Uncertainty sampling: least confident first)",
         f"backend: {s['backend_url']}  (model {s['model']}, serving version {st['version']})",
+        f"  project manager's page: {s['page_url']}  (serving model, quality curve, jobs, workers)",
         "started here: " + ("; ".join(s["started"]) or "nothing (your running services)"),
         f"held-out gold ({s['held_out']} texts, {q['metric']}):",
         f"  acquisition model (chose the labels): {q['acquisition']:.3f}",

@@ -27,6 +27,7 @@ from backend.engine.types import TaskType
 from backend.harness.common import BackendHttp
 from backend.harness.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioAdmin
 
+PAGE_FILE = "project-page.html"
 FAILED_CHECK = 3  # exit status when the successor is worse than the acquisition model
 
 
@@ -80,7 +81,9 @@ def _summary(opts: DemoOptions, stack: Stack, data: DemoData, project: Project, 
         "label_studio": {"url": ls_url, "login": list(stack.login) if stack.login else None,
                          "project_id": project.id, "project_url": f"{ls_url}/projects/{project.id}/data",
                          "labeling_url": f"{ls_url}/projects/{project.id}/data?labeling=1"},
-        "backend_url": stack.backend_url, "started": stack.started,
+        "backend_url": stack.backend_url, "page_url": f"{stack.backend_url}/ui/projects/{project.id}",
+        "page_html": str(opts.output_dir / PAGE_FILE),
+        "started": stack.started,
         "rounds": [r.to_dict() for r in records],
         "quality": {"metric": main_metric_name(data.config.schema), "acquisition": acq_q, "successor": succ_q,
                     "successor_at_least_as_good": succ_q >= acq_q},
@@ -99,11 +102,14 @@ def drive(opts: DemoOptions, stack: Stack, data: DemoData) -> dict[str, Any]:
     ls = LabelStudioAdmin(stack.label_studio_url, stack.api_key, timeout=300)
     backend = BackendHttp(stack.backend_url)
     project = create_project(ls, stack, data)
-    _say(f"project {project.id}: {len(data.pool)} tasks imported, backend connected, Uncertainty sampling on")
+    _say(f"project {project.id}: {len(data.pool)} tasks imported, backend connected, Uncertainty sampling on; "
+         f"the project manager's page: {stack.backend_url}/ui/projects/{project.id}")
     held_out = held_out_examples(data)
     rounds = Rounds(ls, backend, data, project.id, project.ml_backend_id, project.gold_by_task, held_out,
                     opts.per_round)
     records = rounds.run(opts.rounds)
+    page = backend.http.get(f"{stack.backend_url}/ui/projects/{project.id}", timeout=60)
+    (opts.output_dir / PAGE_FILE).write_text(page.text, encoding="utf-8")  # what the page showed after the rounds
     own_backend = not opts.stack.backend_url  # started here with TEACHER_MODEL = SUCCESSOR_MODEL = the model
     models = opts.stack.model if own_backend else "the backend's settings"
     _say(f"building the PLASM successor ({successor.TEACHERS} teachers and the successor: {models}; "

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 import requests
@@ -71,6 +72,10 @@ def test_demo_reports_both_models_and_where_everything_is(demo_run, label_studio
     assert "AutoModelForSequenceClassification.from_pretrained(" in printed
     assert f"serving after each round: {record['serving']}" in printed
     assert summary["successor"]["directory"] in printed
+    pid = summary["label_studio"]["project_id"]
+    assert summary["page_url"] == f"{summary['backend_url']}/ui/projects/{pid}" and summary["page_url"] in printed
+    page = Path(summary["page_html"]).read_text()  # the page, fetched while the stack ran
+    assert f"Project {pid}" in page and 'id="serving-model"' in page and 'id="curve"' in page
 
 
 def test_the_project_is_in_label_studio_ordered_by_the_new_version(demo_run, label_studio):
