@@ -55,7 +55,7 @@ def _jobs(backend: Backend, view: dict[str, Any]) -> list[dict[str, Any]]:
         described = describe_job(backend, job_id) or {"id": job_id, "status": "gone"}
         progress = described.get("progress")
         out.append({"id": job_id, "status": described.get("status"), "stage": described.get("stage") or "",
-                    "progress": f"{100 * progress:.0f}%" if isinstance(progress, float) else "",
+                    "progress": f"{100 * progress:.1f}%" if isinstance(progress, float) else "",
                     "error": described.get("error") or ""})
     return out
 

@@ -50,6 +50,8 @@ def test_the_page_shows_what_the_api_shows(redis_url, tmp_path, tiny_bert):
         assert "No worker serves" in html  # ... and the page says what that means
         updates = re.findall(r"<tr><td>[^<]*ago</td><td>fast</td>", html)
         assert len(updates) == 2, "one row per published version"
+        src = re.search(r'<img id="curve" src="([^"]+)"', html).group(1)
+        assert f"/ui/projects/{src}" == f"/ui/projects/{PID}/curve.svg", "relative to /ui/projects/"
         svg = client.get(f"/ui/projects/{PID}/curve.svg")
         assert svg.status_code == 200 and svg.mimetype == "image/svg+xml" and b"<svg" in svg.data
         index = client.get("/ui/").text
