@@ -11,7 +11,7 @@ import argparse
 import os
 import shutil
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from backend.cli.args import arguments, build
 from backend.harness.config import DEPLOYMENT_NAMES, BackendBenchConfig, FastLatencyConfig, ServiceLoopConfig
@@ -100,10 +100,13 @@ def bench_config(args: argparse.Namespace) -> BackendBenchConfig:
 
 def cmd_bench_backend(args: argparse.Namespace) -> int:
     config = bench_config(args)
+    task: Literal["classification", "ner"] = "ner" if getattr(args, "task", None) == "ner" else "classification"
+    if task != "classification" and config.mode != "fast-latency":
+        raise ValueError(f"--task {task} is a fast-latency option (--mode fast-latency)")
     if config.mode == "fast-latency":
         from backend.harness.fast_latency import run_fast_latency
 
-        return run_fast_latency(config)
+        return run_fast_latency(config, task)
     if config.mode == "label-efficiency":
         from backend.harness.service_loop import run_service_loop
 
@@ -121,8 +124,14 @@ def register(sub: Subcommands) -> None:
     bench = sub.add_parser(
         "bench-backend", dataclass_types=[Bench, FastLatency, ServiceLoop],
         help="benchmark the backend end to end (real Redis, Label Studio, gunicorn, RQ workers): iterations, "
-             "fast-path latency, or the service loop's label efficiency",
+             "fast-path latency (classification, or tagging with --task ner), or the service loop's label efficiency",
     )
+    bench.add_argument(
+        "--task", choices=("classification", "ner"), default="classification",
+        help="fast-latency: ner measures tagging's fast path (token head, spans pushed) on a span-labeling "
+             "project of a tagging corpus (--dataset, default wnut16; sentences repeat with a ' #k' suffix "
+             "beyond the corpus), its compute alone on --compute-pool synthetic sentences (~19.5 words, 384-d "
+             "float16) and the per-word features' memory; writes docs/benchmarks/fast-latency-ner by default")
     bench.set_defaults(func=cmd_bench_backend)
 
 

@@ -1,6 +1,6 @@
 """What the bench-backend modes and the demo share: the HTTP client of a running backend, the
-project the benchmarks create (a single-choice config over a corpus's labels), the backend's
-environment, and percentiles."""
+project the benchmarks create (a single-choice config over a corpus's labels, or a span-labeling
+one over a tagging corpus's entity types), the backend's environment, and percentiles."""
 from __future__ import annotations
 
 import os
@@ -14,7 +14,13 @@ from xml.sax.saxutils import quoteattr
 import requests
 
 from backend.engine.data import load_dataset
-from backend.engine.types import ClassificationExample, TaskType, classification_examples
+from backend.engine.types import (
+    ClassificationExample,
+    TaggingExample,
+    TaskType,
+    classification_examples,
+    tagging_examples,
+)
 from backend.harness.config import DEFAULT_MODEL, BackendBenchConfig
 
 CONTROL, OBJECT = "label", "text"
@@ -49,6 +55,39 @@ def label_config(labels: tuple[str, ...]) -> str:
     choices = "".join(f"<Choice value={quoteattr(label)}/>" for label in labels)
     return (f'<View><Text name="{OBJECT}" value="$text"/>'
             f'<Choices name="{CONTROL}" toName="{OBJECT}" choice="single">{choices}</Choices></View>')
+
+
+def ner_label_config(labels: tuple[str, ...]) -> str:
+    """A span-labeling (named entity) config over the entity types `labels`, laid out as
+    label_config_examples/ner_wnut16.xml."""
+    items = "".join(f"<Label value={quoteattr(label)}/>" for label in labels)
+    return (f'<View><Labels name="{CONTROL}" toName="{OBJECT}">{items}</Labels>'
+            f'<Text name="{OBJECT}" value="$text"/></View>')
+
+
+def load_tagged(spec: str, n: int) -> tuple[tuple[str, ...], list[TaggingExample]]:
+    """Up to `n` sentences of a tagging corpus (seeded subsample; all of them when it has fewer)
+    and its entity types."""
+    dataset = load_dataset(spec, max_examples=n, seed=5)
+    if dataset.task_type is not TaskType.TAGGING:
+        raise ValueError(f"--task ner needs a tagging corpus; {spec!r} is {dataset.task_type.value}")
+    return dataset.schema.labels, list(tagging_examples(dataset.examples))
+
+
+def span_count(result: list[dict[str, Any]]) -> int:
+    """The ``labels`` regions (spans) of a Label Studio result."""
+    return sum(1 for item in result or [] if item.get("type") == "labels" and (item.get("value") or {}).get("labels"))
+
+
+def process_rss(pid: int) -> int | None:
+    """Resident set size of process `pid` in bytes (Linux ``/proc``; None where unreadable)."""
+    try:
+        for line in Path(f"/proc/{int(pid)}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def choice_result(label: str) -> list[dict[str, Any]]:

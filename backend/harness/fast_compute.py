@@ -1,9 +1,16 @@
 """The fast update's compute alone, without Label Studio or Redis (`bench-backend --mode
 fast-latency`'s ``--compute-pool``): fit, score, top-K and writing the version, on synthetic
-features, so the figure is the fast path's own cost at pool sizes no test project reaches."""
+features, so the figure is the fast path's own cost at pool sizes no test project reaches.
+Classification: `compute_benchmark`; tagging (``--task ner``): `tagging_compute_benchmark`, which
+also measures the per-word feature set's memory and disk size."""
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -11,11 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from backend.engine.acquisition.order import ProxyScorer, order_pool, proxy_strategy
+from backend.engine.acquisition.cold_start import TAGGING_COLD_START_LABELS
+from backend.engine.acquisition.order import ColdStart, ProxyScorer, order_pool, proxy_strategy
 from backend.engine.proxy import ProxyHead
+from backend.engine.token_head import TokenHead, TokenScorer
 from backend.engine.types import LabelSchema, TaskType
-from backend.harness.common import load_avg
-from backend.service.fast_versions import save_fast_version
+from backend.engine.word_features import SHAPE_BITS, WordFeatures, offsets_of
+from backend.harness.common import load_avg, ner_label_config
+from backend.service.fast_versions import save_fast_version, save_tagging_version
+from backend.service.features import FeatureStore, WordFeatureSet, word_key
 
 
 def compute_benchmark(n_pool: int, n_labeled: int, dim: int = 384, repeats: int = 7, top_k: int = 32,
@@ -61,4 +72,226 @@ def compute_benchmark(n_pool: int, n_labeled: int, dim: int = 384, repeats: int 
             "compute_first_fit_s": round(med["fit_cv"] + med["score"] + med["top_k"], 4),
             "compute_s": round(med["fit"] + med["score"] + med["top_k"], 4),
             "compute_with_save_s": round(med["fit"] + med["score"] + med["top_k"] + med["save"], 4),
+            "load_avg": load_avg()}
+
+
+# ------------------------------------------------------------------------------------ tagging
+# Synthetic sentences of 1..38 words (uniform: mean 19.5, WNUT-16's is 19.4, its longest 39).
+MIN_WORDS, MAX_WORDS = 1, 38
+SHARD_SENTENCES = 1000  # sentences per shard, as the chunk jobs write them (SCORE_CHUNK_SIZE's default)
+TAGGING_LABELS = ("company", "facility", "geo-loc", "movie", "musicartist", "other", "person", "product",
+                  "sportsteam", "tvshow")  # WNUT-16's entity types: 21 IOB2 tags
+
+
+def synthetic_words(n_sentences: int, dim: int, rng: np.random.Generator) -> WordFeatures:
+    """`n_sentences` of random length with unit-norm float16 word vectors and random shape bytes,
+    generated a chunk at a time (no float32 copy of the whole matrix)."""
+    lengths = rng.integers(MIN_WORDS, MAX_WORDS + 1, n_sentences)
+    offsets = offsets_of(lengths)
+    total = int(offsets[-1])
+    matrix = np.empty((total, dim), np.float16)
+    for start in range(0, total, 1 << 17):
+        chunk = rng.standard_normal((min(1 << 17, total - start), dim), dtype=np.float32)
+        chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
+        matrix[start:start + len(chunk)] = chunk
+    shapes = rng.integers(0, 1 << len(SHAPE_BITS), total, dtype=np.uint8)
+    return WordFeatures(matrix, shapes, offsets)
+
+
+def synthetic_tags(words: WordFeatures, schema: LabelSchema, rng: np.random.Generator) -> list[list[str]]:
+    """IOB2 tags a random linear teacher gives the words (~10% in entities), made valid (an I-X
+    that does not follow X becomes B-X), so the head has something learnable to fit."""
+    names = schema.output_names
+    teacher = rng.standard_normal((len(names), words.dim)).astype(np.float32)
+    logits = words.matrix.astype(np.float32) @ teacher.T * 1.5
+    logits[:, 0] += 5.0  # O dominates (~90% of the words), as in real text
+    best = logits.argmax(axis=1)
+    out = []
+    for i in range(len(words)):
+        row, previous = [], "O"
+        for k in best[words.offsets[i]:words.offsets[i + 1]]:
+            tag = names[int(k)]
+            if tag.startswith("I-") and previous[2:] != tag[2:]:
+                tag = "B-" + tag[2:]
+            row.append(tag)
+            previous = tag
+        out.append(row)
+    return out
+
+
+def real_labeled(corpus: str, encoder: str, n: int, seed: int) -> tuple[WordFeatures, list[list[str]], LabelSchema]:
+    """`n` sentences of a tagging corpus with their gold tags, encoded as the chunk jobs encode
+    them (`WordEncoder` over the packaged encoder, on the CPU)."""
+    from backend.engine.data import load_dataset
+    from backend.engine.proxy import FeatureEncoder
+    from backend.engine.types import tagging_examples
+    from backend.engine.word_features import WordEncoder
+
+    dataset = load_dataset(corpus, max_examples=n, seed=seed)
+    if dataset.task_type is not TaskType.TAGGING:
+        raise ValueError(f"{corpus!r} is not a tagging corpus")
+    examples = tagging_examples(dataset.examples)
+    words = WordEncoder(FeatureEncoder(encoder, device="cpu")).encode([e.words for e in examples])
+    return words, [list(e.tags) for e in examples], dataset.schema
+
+
+# Loads a feature set in a fresh interpreter and prints what it cost: RSS growth, peak RSS growth
+# (VmHWM, reset after the imports by clear_refs 5) and seconds; in-process figures would be blurred
+# by what the allocator kept from the sets generated before.
+_LOAD_PROBE = """
+import json, sys, time
+from pathlib import Path
+from backend.service.features import FeatureStore
+
+def status(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+try:
+    Path("/proc/self/clear_refs").write_text("5")
+    reset = True
+except OSError:
+    reset = False
+before = status("VmRSS")
+t = time.perf_counter()
+loaded = FeatureStore(Path(sys.argv[1])).load_words(int(sys.argv[2]), sys.argv[3])
+seconds = time.perf_counter() - t
+print(json.dumps({"rss_delta_bytes": status("VmRSS") - before,
+                  "peak_rss_delta_bytes": status("VmHWM") - before if reset else None,
+                  "load_s": round(seconds, 3), "sentences": len(loaded.ids)}))
+"""
+
+
+def load_cost(root: Path, project: int, key: str) -> dict[str, Any]:
+    """`FeatureStore.load_words` of a stored set in a fresh process: RSS and peak RSS growth, seconds."""
+    done = subprocess.run([sys.executable, "-c", _LOAD_PROBE, str(root), str(project), key], capture_output=True,
+                          text=True, timeout=1800, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    cost: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return cost
+
+
+def stored_word_features(root: Path, n_sentences: int, dim: int, seed: int,
+                         load: bool = True) -> tuple[WordFeatureSet | None, dict[str, Any]]:
+    """Write `n_sentences` synthetic sentences as the chunk jobs do (`FeatureStore.write_words`,
+    one shard per `SHARD_SENTENCES`), then read them back as a fast update does (`load_words`) in
+    a fresh process (`load_cost`) and, with `load`, here (returned). The cost: bytes in memory
+    (`WordFeatures.nbytes`), on disk, and the loading process's RSS growth and peak growth."""
+    rng = np.random.default_rng(seed)
+    store = FeatureStore(root)
+    key, project = word_key("synthetic"), 1
+    t = time.perf_counter()
+    words = 0
+    for start in range(0, n_sentences, SHARD_SENTENCES):
+        n = min(SHARD_SENTENCES, n_sentences - start)
+        chunk = synthetic_words(n, dim, rng)
+        words += int(chunk.offsets[-1])
+        store.write_words(project, key, list(range(start, start + n)), chunk)
+        del chunk
+    write_s = time.perf_counter() - t
+    shards = list(store.directory(project, key).glob("shard-*.npz"))
+    disk = sum(p.stat().st_size for p in shards)
+    cost = load_cost(root, project, key)
+    nbytes = words * (dim * np.dtype(np.float16).itemsize + 1) + (n_sentences + 1) * 8  # = WordFeatures.nbytes
+    loaded = None
+    if load:
+        loaded = FeatureStore(root).load_words(project, key)
+        nbytes = loaded.words.nbytes
+    memory = {
+        "sentences": n_sentences, "words": words, "dim": dim, "mean_words": round(words / max(n_sentences, 1), 2),
+        "nbytes": nbytes, "bytes_per_sentence": round(nbytes / max(n_sentences, 1), 1),
+        "ids_bytes": n_sentences * 8, "shards": len(shards), "disk_bytes": disk,
+        "disk_bytes_per_sentence": round(disk / max(n_sentences, 1), 1),
+        "rss_delta_bytes": cost["rss_delta_bytes"], "peak_rss_delta_bytes": cost["peak_rss_delta_bytes"],
+        "write_s": round(write_s, 2), "load_s": cost["load_s"]}
+    return loaded, memory
+
+
+def tagging_compute_benchmark(n_pool: int, n_labeled: int, dim: int = 384, repeats: int = 7, top_k: int = 32,
+                              seed: int = 0, memory_sizes: tuple[int, ...] = (10_000,),
+                              torch_threads: int = 0, labeled_from: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Tagging's fast update on synthetic word features, with the code that serves: the set is
+    written and read back through `FeatureStore` (its memory and disk size measured there, also at
+    each of `memory_sizes`), then per repeat the token head fitted on the first `n_labeled`
+    sentences (`TokenHead.fit` on `WordFeatures.take`, as `TaggingFastUpdate._fit`), every sentence
+    scored (`TokenScorer.score_pool`), the pool ordered (`order_pool`, the labeled rows masked),
+    the top K decoded (Viterbi) and the version written (`save_tagging_version`); medians.
+
+    The labeled sentences are the set's first `n_labeled`, tagged by a random linear teacher
+    (`synthetic_tags`); with `labeled_from` = (tagging corpus, encoder) the head is fitted instead
+    on that many real sentences encoded by the encoder (their gold tags: the fit's iterations
+    depend on the data), and the synthetic-teacher fit is timed beside it (``fit_synthetic``,
+    not in the sum). Either way the first `n_labeled` rows of the set are out of the order."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if torch_threads > 0:
+        torch.set_num_threads(torch_threads)
+    schema = LabelSchema(TaskType.TAGGING, TAGGING_LABELS)
+    times: dict[str, list[float]] = {k: [] for k in ("fit", "score", "order", "decode_top_k", "save")}
+    memory: dict[str, Any] = {}
+    real = None
+    if labeled_from is not None:  # first: the pool's width is the encoder's
+        real = real_labeled(*labeled_from, n_labeled, seed)
+        dim = real[0].dim
+        times["fit_synthetic"] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-fast-tagging-") as tmp:
+            for size in sorted(set(memory_sizes) - {n_pool}):
+                _, memory[str(size)] = stored_word_features(Path(tmp) / f"m{size}", size, dim, seed, load=False)
+                shutil.rmtree(Path(tmp) / f"m{size}")
+            found, memory[str(n_pool)] = stored_word_features(Path(tmp) / "pool", n_pool, dim, seed)
+            assert found is not None
+            loaded, words = found, found.words
+            labeled_rows = np.arange(n_labeled, dtype=np.int64)
+            synthetic = words.take(labeled_rows)
+            synthetic_labels = synthetic_tags(synthetic, schema, np.random.default_rng(seed + 1))
+            fit_words, tags = synthetic, synthetic_labels
+            if real is not None:
+                fit_words, tags, schema = real
+            entity_words = sum(t != "O" for row in tags for t in row)
+            outside = np.zeros(len(loaded.ids), bool)
+            outside[labeled_rows] = True  # the labeled sentences are in the set, out of the order
+            xml = ner_label_config(TAGGING_LABELS)
+            for r in range(repeats):
+                if real is not None:
+                    t = time.perf_counter()
+                    TokenHead(schema, seed).fit(words.take(labeled_rows), synthetic_labels)
+                    times["fit_synthetic"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                # as `TaggingFastUpdate._fit`: the labeled sentences' rows taken from the set, then fitted
+                head = TokenHead(schema, seed).fit(words.take(labeled_rows) if real is None else fit_words, tags)
+                times["fit"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                scores = TokenScorer(head).score_pool(words)
+                times["score"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                order = order_pool(scores, outside, top_k, n_labeled,
+                                   ColdStart(TAGGING_COLD_START_LABELS, np.zeros(0, np.int64)))
+                times["order"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                shown = scores.outputs.take(order.top).decode()
+                times["decode_top_k"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                scored = np.flatnonzero(~outside)
+                save_tagging_version(Path(tmp) / f"v{r}", head, xml, loaded.ids[scored], scores.confidence[scored],
+                                     scores.uncertainty[scored], loaded.ids[order.top], shown, {"bench": True})
+                times["save"].append(time.perf_counter() - t)
+            version_bytes = sum(p.stat().st_size for p in (Path(tmp) / "v0").iterdir())
+            spans_shown = sum(tag.startswith("B-") for row in shown.all_tags() for tag in row)
+    finally:
+        torch.set_num_threads(threads)
+    med = {k: round(statistics.median(v), 4) for k, v in times.items()}
+    stages = ("fit", "score", "order", "decode_top_k", "save")
+    return {"task": "ner", "pool": n_pool, "labeled": n_labeled, "labeled_words": sum(len(t) for t in tags),
+            "labeled_entity_words": entity_words,
+            "labeled_source": (f"{labeled_from[0]} sentences encoded by {labeled_from[1]}" if labeled_from
+                               else "synthetic (random linear teacher)"),
+            "dim": dim, "tags": len(schema.output_names),
+            "words": int(words.offsets[-1]), "repeats": repeats, "top_k": top_k,
+            "torch_threads": torch_threads or threads, "median_seconds": med,
+            "compute_s": round(sum(med[k] for k in stages), 4),  # fit + score + order + decode the top K + save
+            "compute_without_save_s": round(med["fit"] + med["score"] + med["order"] + med["decode_top_k"], 4),
+            "version_bytes": version_bytes, "spans_in_top_k": spans_shown, "memory": memory,
             "load_avg": load_avg()}
