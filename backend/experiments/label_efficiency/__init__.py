@@ -23,8 +23,14 @@ Methods (all on the same pool / test split and random permutation per seed):
   so hybrid's fine-tune figures are slightly pessimistic. A k-fold estimate of a fine-tune would
   cost k fine-tunes; the proxy head's own CV accuracy is recorded beside the hold-out figures.
 
-Tagging corpora run the fine-tune schedules only (the proxy head classifies whole texts).
-Pool/test features are encoded once per corpus and cached (float16 `.npz`), and every fine-tune
+Tagging corpora (span F1, strict IOB2) run the same methods on the fast path's token head
+(`engine.token_head`, per-word features from `engine.word_features`) instead of the proxy head:
+`frozen-lr-random` fits it on random sentences, `proxy-uncertainty` follows the service's order
+(`tagging_typical_order`'s first `tagging_cold_start_labels` sentences, then MNLP, through
+`order_pool`), and `hybrid` compares the token head's and the few-shot fine-tune's span F1 on the
+same held-out sentences. There is no aligned head for tagging. Every tagging record carries the
+words labeled (`detail["tokens"]`), and the report reads the curves against tokens as well.
+Pool/test features (per word for tagging) are encoded once per corpus and cached (float16 `.npz`), and every fine-tune
 result is appended to `records.jsonl` in the cache (proxy curves to `curves/`), keyed by everything it
 depends on, so a longer run resumes where a shorter one stopped and runs can share the work.
 """

