@@ -1,4 +1,5 @@
-"""`feasible-al simulate | simulate-plasm | bench | bench-labels`: the paper's experiments and engine benchmarks."""
+"""`feasible-al simulate | simulate-plasm | bench | bench-labels | bench-pm-signals`: the paper's experiments
+and engine benchmarks."""
 from __future__ import annotations
 
 import sys
@@ -15,6 +16,7 @@ from backend.engine.acquisition.sampling import DEFAULT_FULL_RESCORE_ITERATIONS
 from backend.engine.metrics import main_metric_name
 from backend.engine.plasm.pipeline import FILTERS, PlasmOptions
 from backend.experiments.label_efficiency import METHODS, LabelEfficiencyConfig
+from backend.experiments.pm_signals.runner import PmSignalsConfig
 from backend.experiments.simulate import CONFIGURATIONS, DEFAULT_MODEL, SimulationConfig
 
 if TYPE_CHECKING:
@@ -57,6 +59,11 @@ class BenchLabelsArgs:
     output_dir: str = field(default="docs/benchmarks", metadata={"help": "label_efficiency.json and .png"})
 
 
+@dataclass
+class BenchPmSignalsArgs:
+    output_dir: str = field(default="docs/benchmarks/pm-signals", metadata={"help": "pm_signals.json and .png"})
+
+
 LOOP_FIELDS = ("strategy", "iterations", "seeds", "seed_share", "query_share", "seed_size", "query_size")
 Simulate = arguments(SimulateArgs, "output")
 Loop = arguments(SimulationConfig, "active learning", exclude=("training",), overrides={
@@ -75,6 +82,8 @@ Ups = arguments(SimulationConfig, "UPS", include=("gamma", "temperature"))
 BenchLabels = arguments(BenchLabelsArgs, "output")
 LabelEfficiency = arguments(LabelEfficiencyConfig, "label efficiency", overrides={
     "methods": {"choices": METHODS}})
+PmSignals = arguments(PmSignalsConfig, "project-manager signals")
+BenchPmSignals = arguments(BenchPmSignalsArgs, "output")
 
 
 def _progress_bar(total: int, desc: str) -> tuple[tqdm[Never], Callable[[str], None]]:
@@ -214,8 +223,23 @@ def cmd_bench_labels(args: Namespace) -> int:
     return 0
 
 
+def cmd_bench_pm_signals(args: Namespace) -> int:
+    from backend.experiments.label_efficiency import progress_to_stderr
+    from backend.experiments.pm_signals import PmSignals as Bench
+    from backend.experiments.pm_signals import write_outputs
+
+    config: PmSignalsConfig = build(args, PmSignals)
+    start = time.perf_counter()
+    runs = Bench(config, progress_to_stderr).run()
+    wall = time.perf_counter() - start
+    text, json_path, png_path = write_outputs(runs, config, Path(args.output_dir), {"wall_seconds": wall})
+    print(text)
+    print(f"\nwrote {json_path} and {png_path} ({wall:.0f}s)")
+    return 0
+
+
 def register(sub: Subcommands) -> None:
-    """Add simulate, simulate-plasm, bench and bench-labels to the `feasible-al` subcommands."""
+    """Add simulate, simulate-plasm, bench, bench-labels and bench-pm-signals to the `feasible-al` subcommands."""
     sim = sub.add_parser("simulate", help="emulate active learning on a labeled dataset (paper experiments)",
                          dataclass_types=[Data, Loop, Training, Simulate])
     sim.add_argument("--config", default=None, help=REPLAY_HELP)
@@ -229,6 +253,12 @@ def register(sub: Subcommands) -> None:
                             "schedules and the hybrid default side by side; prints a table, writes JSON + PNG",
                             dataclass_types=[LabelEfficiency, BenchLabels])
     labels.set_defaults(func=cmd_bench_labels)
+
+    signals = sub.add_parser("bench-pm-signals", help="the project manager's signals on the proxy path: quality "
+                             "estimates with intervals (audit share), a stopping signal, suspect labels; each "
+                             "against test truth, tuning and held-out corpora apart; prints tables, writes JSON + PNG",
+                             dataclass_types=[PmSignals, BenchPmSignals])
+    signals.set_defaults(func=cmd_bench_pm_signals)
 
     sp = sub.add_parser("simulate-plasm", help="emulate the PLASM experiment: (a) successor-self, (b) mismatch, "
                         "(c) PLASM, (d) PLASM without filtering",
