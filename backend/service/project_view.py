@@ -27,4 +27,8 @@ def project_view(backend: Backend, project_id: int) -> dict[str, Any]:
     out["versions"] = store.versions(project_id)
     out["last_iteration"] = store.last_iteration(project_id)
     out["workers"] = workers_view(backend.queues, backend.settings.heartbeat_ttl).to_dict()
+    # the project manager's signals (`backend.service.jobs.signals`)
+    out["quality"] = store.quality_estimate(project_id)
+    out["stopping"] = ((state.fast_status or {}).get("stopping") if state is not None else None) or None
+    out["suspects"] = store.suspects(project_id)
     return out

@@ -19,6 +19,7 @@ from backend.engine.acquisition.cold_start import COLD_START_LABELS
 from backend.engine.acquisition.sampling import DEFAULT_FULL_RESCORE_ITERATIONS
 from backend.engine.acquisition.strategies import STRATEGIES
 from backend.engine.models.transformer import TrainingConfig
+from backend.engine.quality import AUDIT_SHARE
 
 __all__ = ["Settings", "SettingsError", "SECRET_FIELDS"]
 
@@ -109,6 +110,9 @@ class Settings:
     fast_cold_start: int = field(default=COLD_START_LABELS, metadata={
         "help": "until a project has this many labels, the fast path serves the pool's most typical texts "
                 "first (k-means over the features) rather than the least confident (0: off)"})
+    audit_share: float = field(default=AUDIT_SHARE, metadata={
+        "help": "share of the fast path's pushed slots given to tasks drawn uniformly from the pool (audits): "
+                "their labels give the honest quality estimate on the project manager's page (0: off)"})
     fast_encode_limit: int = field(default=256, metadata={
         "help": "tasks without features a fast update encodes itself (more: chunk jobs on 'scoring')"})
     feature_model: str = field(default="", metadata={
@@ -163,6 +167,7 @@ class Settings:
             (self.fast_top_k >= 1, "FAST_TOP_K", "must be >= 1"),
             (self.fast_encode_limit >= 0, "FAST_ENCODE_LIMIT", "must be >= 0"),
             (self.fast_cold_start >= 0, "FAST_COLD_START", "must be >= 0"),
+            (0 <= self.audit_share < 1, "AUDIT_SHARE", "must be in [0, 1)"),
             (self.finetune_min_heldout >= 1, "FINETUNE_MIN_HELDOUT", "must be >= 1"),
             (self.label_studio_timeout > 0, "LABEL_STUDIO_TIMEOUT", "must be > 0"),
             (self.strategy == "auto" or self.strategy in STRATEGIES, "STRATEGY",

@@ -72,11 +72,13 @@ def _builds(backend: Backend, project_id: int) -> list[dict[str, Any]]:
     return out
 
 
-def _stopping(points: list[HistoryPoint]) -> str:
-    stop = next((p.stop for p in reversed(points) if p.stop), None)
+def _stopping(view: dict[str, Any], points: list[HistoryPoint]) -> str:
+    stop = view.get("stopping") or next((p.stop for p in reversed(points) if p.stop), None)
     if not stop:
-        return "No stopping signal yet: it needs a few updates on the same stop set."
-    return str(stop.get("why") or stop)
+        return "No stopping signal yet: it compares the predictions of updates 10+ labels apart on a fixed sample."
+    verdict = (f"STOP: labels stopped changing the model's predictions (fired at {stop.get('first_fired_at')} labels). "
+               if stop.get("fired") else "Keep labeling: ")
+    return verdict + str(stop.get("why") or "")
 
 
 def _table(points: list[HistoryPoint]) -> list[dict[str, Any]]:
@@ -86,7 +88,12 @@ def _table(points: list[HistoryPoint]) -> list[dict[str, Any]]:
             for p in reversed(points[-TABLE_ROWS:])]
 
 
-def _latest_estimate(points: list[HistoryPoint]) -> tuple[str, str]:
+def _latest_estimate(view: dict[str, Any], points: list[HistoryPoint]) -> tuple[str, str]:
+    quality = view.get("quality") or {}
+    if quality.get("value") is not None:
+        return (f"Estimate from {quality.get('audits')} audit labels ({quality.get('method')}, "
+                f"{quality.get('confidence', 0.9):.0%} interval)",
+                f"{quality['value']:.3f} [{quality['low']:.3f}, {quality['high']:.3f}]")
     for p in reversed(points):
         if p.estimate and p.estimate.get("value") is not None:
             e = p.estimate
@@ -95,6 +102,18 @@ def _latest_estimate(points: list[HistoryPoint]) -> tuple[str, str]:
         if p.cv is not None:
             return "Latest CV (optimistic, not an audit)", f"{p.cv:.3f}"
     return "Estimate", "none yet (too few labels per class to cross-validate)"
+
+
+def _suspects(backend: Backend, project_id: int, view: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    record = view.get("suspects") or {}
+    ls_url = backend.settings.label_studio_url
+    listed = [{**s, "link": f"{ls_url}/projects/{project_id}/data?task={s['task']}" if ls_url else "#"}
+              for s in record.get("suspects", [])]
+    if listed:
+        return listed, ""
+    if record:
+        return [], record.get("note") or f"none among {record.get('labeled')} labels: the cross-validated head agrees."
+    return [], "Not computed yet (classification projects, with the proxy head's cross-validation)."
 
 
 @ui.get("/")
@@ -130,14 +149,15 @@ def project_page(project_id: str) -> str:
     jobs = _jobs(backend, view)
     building = fast.get("status") == "building_features"
     labeled = fast.get("labeled") if fast.get("labeled") is not None else (points[-1].labeled if points else 0)
-    estimate_label, estimate = _latest_estimate(points)
+    estimate_label, estimate = _latest_estimate(view, points)
+    suspects, suspects_note = _suspects(backend, pid, view)
     return render_template(
         "ui_project.html", style=_STYLE, p=view, refresh=REFRESH_SECONDS if jobs or building else 0,
         serving_model=serving.get("model") or "none yet (no version published)", why=serving.get("why"),
         labeled=labeled, points=points, metric=points[-1].metric if points else "",
-        latest_estimate_label=estimate_label, latest_estimate=estimate, stopping=_stopping(points),
+        latest_estimate_label=estimate_label, latest_estimate=estimate, stopping=_stopping(view, points),
         table=_table(points), fast=fast, jobs=jobs, workers=view["workers"],
-        suspects=[], suspects_note="No suspect labels computed yet.", builds=_builds(backend, pid))
+        suspects=suspects, suspects_note=suspects_note, builds=_builds(backend, pid))
 
 
 @ui.get("/projects/<project_id>/curve.svg")

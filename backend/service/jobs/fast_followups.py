@@ -20,6 +20,7 @@ from backend.engine.proxy import HeadEstimate, ProxyHead
 from backend.engine.selection import ModelEstimate
 from backend.labeling import parse_label_config
 from backend.service.jobs.common import META_PROJECT, enqueue
+from backend.service.jobs.signals import classification_quality, classification_suspects
 from backend.service.ls_errors import LabelStudioError
 from backend.service.runtime import JobContext, context
 
@@ -94,7 +95,8 @@ def request_cv(ctx: JobContext, project_id: int, feature_key: str, task_ids: lis
 
 def cross_validate_job(project_id: int, feature_key: str, task_ids: list[int], y: list[list[str]]) -> dict[str, Any]:
     """The proxy head's CV accuracy on these labels: recorded as the estimate later fast updates
-    report, and as the proxy's estimate in the serving decision while the proxy serves."""
+    report, and as the proxy's estimate in the serving decision while the proxy serves; then the
+    audit-based quality estimate and the suspect labels (`signals`)."""
     ctx = context()
     job = get_current_job()
     if job is not None:
@@ -113,6 +115,12 @@ def cross_validate_job(project_id: int, feature_key: str, task_ids: list[int], y
     record = {**estimate.to_dict(), "labeled": len(labels), "classes": sorted({lab for row in labels for lab in row}),
               "feature_key": feature_key}
     ctx.store.set_fast_cv(project_id, record)
+    labeled_ids = [task_ids[i] for i in np.flatnonzero(found)]
+    labeled_features = feature_set.matrix[rows[found]]
+    pool_rows, in_pool = feature_set.rows(ctx.store.pool_ids(project_id))
+    classification_quality(ctx, project_id, config.schema, labeled_features, labels, labeled_ids,
+                           feature_set.matrix[pool_rows[in_pool]])
+    classification_suspects(ctx, project_id, config, labeled_features, labels, labeled_ids)
     state = ctx.store.get_project(project_id)
     if state is not None and state.serving_model == "proxy" and state.serving_reason is not None:
         proxy = ModelEstimate(accuracy=estimate.accuracy, labels=len(labels), folds=estimate.folds, c=estimate.c)

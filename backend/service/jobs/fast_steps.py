@@ -17,6 +17,7 @@ from backend.service.checkpoints import FAST_PREFIX
 from backend.service.jobs.feature_jobs import FeatureNotes, request_features
 from backend.service.jobs.gate import fast_path_blocker, features_note
 from backend.service.jobs.serving import SERVING_RULE
+from backend.service.jobs.signals import StopPredictions, update_stop_signal
 from backend.service.records import FastStatus, ProjectState
 from backend.service.runtime import JobContext
 
@@ -46,6 +47,8 @@ class FastOutcome:
     estimate: dict[str, Any] | None = None
     conversion: dict[str, Any] | None = None
     classes: list[str] | None = None
+    audits: int | None = None  # audit slots among the pushed (drawn uniformly from the pool)
+    stopping: dict[str, Any] | None = None  # the stopping signal after this update
     notes: FeatureNotes = field(default_factory=FeatureNotes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,11 +70,14 @@ class FastSteps:
     """One fast update's shared steps, each timed (`_lap`); subclasses add fit, order and save."""
 
     serving_rule = SERVING_RULE
+    audits: list[int]  # task ids of the audit slots this update pushed (`signals.pick_audits`)
+    stopping: dict[str, Any]  # the stopping signal after this update
 
     def __init__(self, ctx: JobContext, project_id: int, seq: int, t0: float,
                  decision: ServingDecision | None) -> None:
         self.ctx, self.project_id, self.seq, self.t0, self.decision = ctx, project_id, seq, t0, decision
         self.seconds: dict[str, float] = {}
+        self.audits, self.stopping = [], {}
         self._mark = time.perf_counter()
 
     def _lap(self, name: str) -> None:
@@ -131,6 +137,20 @@ class FastSteps:
         found = np.flatnonzero(np.isin(scored_ids, ids))  # vectorised: no per-task dict over a 100k pool
         position = {int(scored_ids[i]): int(i) for i in found}
         return np.asarray([position[t] for t in ids if t in position], np.int64)
+
+    def _after_publish(self, version: str, n_labeled: int, pool_ids: list[int],
+                       stop_predictions: StopPredictions) -> None:
+        """Remember the audits shown and move the stopping signal (neither may fail the update)."""
+        self.ctx.store.record_audits(self.project_id, self.audits, n_labeled, version)
+        self.stopping = update_stop_signal(self.ctx, self.project_id, n_labeled, stop_predictions, pool_ids)
+        self._lap("signals")
+
+    def _new_audit_labels(self, labeled_ids: list[int]) -> bool:
+        """Whether audit tasks were labeled since the last quality estimate."""
+        audits = self.ctx.store.audit_ids(self.project_id)
+        count = sum(1 for t in labeled_ids if t in audits)
+        last = self.ctx.store.quality_estimate(self.project_id) or {}
+        return count > 0 and count != last.get("audits")
 
     def _version_name(self) -> str:
         return f"{FAST_PREFIX}{self.seq}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"

@@ -30,6 +30,7 @@ from backend.service.jobs.fast_steps import FIRST_PUSH, FastOutcome, FastSkip, F
 from backend.service.jobs.feature_jobs import FeatureNotes, features_for
 from backend.service.jobs.ls_sync import request_prune
 from backend.service.jobs.serving import TAGGING_SERVING_RULE
+from backend.service.jobs.signals import StopPredictions, pick_audits, slot_scores, tagging_quality
 from backend.service.records import FastStatus, ProjectState
 
 
@@ -67,7 +68,33 @@ class TaggingFastUpdate(FastSteps):
         if predictions[FIRST_PUSH:]:
             request_extend(self.ctx, self.project_id, version, predictions[FIRST_PUSH:])
         request_prune(self.ctx, self.project_id)
+        self._after_publish(version, len(labels.tags), pool_ids, self._stop_predictions(features, head))
+        if self._new_audit_labels(labels.task_ids):
+            self._audit_quality(features, labels, config)
         return self._outcome(version, order, scored, pool_ids, pushed, predictions, shown, labels, conversion, notes)
+
+    @staticmethod
+    def _stop_predictions(features: WordFeatureSet, head: TokenHead) -> StopPredictions:
+        def predict(stop_ids: list[int]) -> IndexArray | None:  # every word's tag of the stop set's sentences
+            rows, found = features.rows(stop_ids)
+            return head.predict(features.words.take(rows)).tags.astype(np.int64) if found.all() else None
+        return predict
+
+    def _audit_quality(self, features: WordFeatureSet, labels: _TaggedLabels, config: LabelConfig) -> None:
+        """Strict span F1 on the audit sentences of a token head fitted on the other labels."""
+        audits = self.ctx.store.audit_ids(self.project_id)
+        mask = np.array([t in audits for t in labels.task_ids], bool)
+        if mask.all():
+            return
+        head = TokenHead(config.schema, self.ctx.settings.seed)
+        try:
+            head.fit(features.words.take(labels.rows[~mask]), [t for t, m in zip(labels.tags, mask) if not m])
+        except NotEnoughLabelsError:
+            return
+        predicted = head.predict(features.words.take(labels.rows[mask])).all_tags()
+        tagging_quality(self.ctx, self.project_id, [t for t, m in zip(labels.tags, mask) if m], predicted,
+                        len(labels.tags))
+        self._lap("quality")
 
     def _cold_start_labels(self) -> int:
         return TAGGING_COLD_START_LABELS if self.ctx.settings.fast_cold_start > 0 else 0
@@ -123,9 +150,14 @@ class TaggingFastUpdate(FastSteps):
         predictions with the head's spans."""
         scores = order.scores
         assert scores is not None
-        shown = scores.outputs.take(order.top).decode()
+        candidates = np.flatnonzero(~scores.empty)
+        candidates = candidates[np.isin(candidates, scored)]  # unlabeled pool sentences with words
+        picks = pick_audits(self.ctx, self.project_id, self.seq, order.top, candidates)
+        shown = scores.outputs.take(picks.items).decode()
         version = self._version_name()
-        top_ids = features.ids[order.top]
+        top_ids = features.ids[picks.items]
+        self.audits = [int(t) for t in features.ids[picks.audit_items]]
+        slot = slot_scores(picks, order.top, scores.confidence)
         save_tagging_version(
             checkpoint_dir(self.ctx.settings.model_dir, self.project_id, version), head, state.label_config,
             features.ids[scored], scores.confidence[scored], scores.uncertainty[scored], top_ids, shown,
@@ -138,9 +170,7 @@ class TaggingFastUpdate(FastSteps):
             tags, probs = shown.sentence(k)
             result = (decoded_tagging_results(example, tags, probs, config)
                       if isinstance(example, TaggingExample) and len(example.words) == len(tags) else [])
-            i = int(order.top[k])
-            predictions.append({"task": int(task_id), "score": float(scores.confidence[i]), "model_version": version,
-                                "result": result})
+            predictions.append({"task": int(task_id), "score": slot[k], "model_version": version, "result": result})
         return version, predictions, shown
 
     def _outcome(self, version: str, order: PoolOrder[WordLogProbs], scored: IndexArray, pool_ids: list[int],
@@ -163,4 +193,5 @@ class TaggingFastUpdate(FastSteps):
             scored=int(len(scored)), pushed=pushed + rest, pushed_before_switch=pushed,
             empty_texts=int(order.scores.empty[scored].sum()), conversion=conversion, notes=notes,
             classes=sorted({t[2:] for row in labels.tags for t in row if t != "O"}),
+            audits=len(self.audits), stopping=self.stopping or None,
             seconds={k: round(v, 4) for k, v in self.seconds.items()})

@@ -46,6 +46,7 @@ from backend.service.jobs.fast_tagging import TaggingFastUpdate
 from backend.service.jobs.feature_jobs import FeatureNotes, features_for
 from backend.service.jobs.gate import base_feature_target, fast_path_blocker
 from backend.service.jobs.ls_sync import request_prune
+from backend.service.jobs.signals import StopPredictions, pick_audits, slot_scores
 from backend.service.ls_errors import LabelStudioError
 from backend.service.records import FastStatus, HistoryPoint, ProjectState
 from backend.service.runtime import JobContext, context
@@ -159,11 +160,13 @@ def record_fast_point(ctx: JobContext, project_id: int, outcome: FastOutcome) ->
     decision = state.serving_reason if state is not None else None
     tagging = state is not None and state.task_type is TaskType.TAGGING
     cv = (outcome.estimate or {}).get("cv_accuracy")
+    quality = ctx.store.quality_estimate(project_id)
     ctx.store.append_history(project_id, HistoryPoint(
         at=time.time(), version=str(outcome.version), kind="fast", labeled=outcome.labeled or 0, serving="proxy",
         metric="span F1" if tagging else "accuracy",
         cv=cv if cv is not None else (decision.proxy.accuracy if decision else None),
-        seconds=outcome.seconds.get("total"), scored=outcome.scored, pool=outcome.pool_size))
+        seconds=outcome.seconds.get("total"), scored=outcome.scored, pool=outcome.pool_size,
+        estimate=quality if quality and quality.get("value") is not None else None, stop=outcome.stopping))
 
 
 @dataclass
@@ -197,9 +200,21 @@ class _FastUpdate(FastSteps):
         if predictions[FIRST_PUSH:]:
             request_extend(self.ctx, self.project_id, version, predictions[FIRST_PUSH:])
         request_prune(self.ctx, self.project_id)
-        if plan.due:  # off the fast worker: the next updates report the accuracy it estimates
+        self._after_publish(version, len(labels.y), pool_ids, self._stop_predictions(features, head, config))
+        if plan.due or self._new_audit_labels(labels.task_ids):  # off the fast worker: CV, the audit estimate
             request_cv(self.ctx, self.project_id, state.feature_key, labels.task_ids, labels.y)
         return self._outcome(version, order, scored_ids, pool_ids, pushed, predictions, head, labels, notes)
+
+    @staticmethod
+    def _stop_predictions(features: FeatureSet, head: ProxyHead,
+                          config: LabelConfig) -> StopPredictions:
+        def predict(stop_ids: list[int]) -> IndexArray | None:
+            rows, found = features.rows(stop_ids)
+            if not found.all():
+                return None
+            probs = head.predict_proba(features.matrix[rows])
+            return (probs >= 0.5).astype(np.int64) if config.schema.multi_label else probs.argmax(axis=1)
+        return predict
 
     def _check_labels(self, report: ConversionReport, config: LabelConfig, conversion: dict[str, Any]) -> None:
         seen = sorted({label for ex in classification_examples(report.examples) for label in ex.labels})
@@ -267,9 +282,11 @@ class _FastUpdate(FastSteps):
                            "feature_key": state.feature_key, "control_name": config.control_name,
                            "strategy": settings.strategy, "labeled": n_labeled,
                            "estimate": head.estimate.to_dict() if head.estimate else {}})
-        predictions = [{"task": int(scored_ids[i]), "score": float(scores.confidence[i]), "model_version": version,
+        picks = pick_audits(self.ctx, self.project_id, self.seq, order.top, np.flatnonzero(~scores.empty))
+        self.audits = [int(scored_ids[i]) for i in picks.audit_items]
+        predictions = [{"task": int(scored_ids[i]), "score": score, "model_version": version,
                         "result": entry(scores.outputs[i], scores.confidence[i], scores.uncertainty[i], config).result}
-                       for i in order.top]
+                       for i, score in zip(picks.items, slot_scores(picks, order.top, scores.confidence), strict=True)]
         return version, predictions
 
     def _outcome(self, version: str, order: PoolOrder, scored_ids: IndexArray, pool_ids: list[int], pushed: int,
@@ -288,4 +305,5 @@ class _FastUpdate(FastSteps):
             FastStatus.PUBLISHED, message, version=version, labeled=n, pool_size=len(pool_ids), order=order.phase,
             scored=int(len(scored_ids)), pushed=pushed + rest, pushed_before_switch=pushed,
             empty_texts=int(order.scores.empty.sum()), estimate=estimate, conversion=labels.conversion, notes=notes,
+            audits=len(self.audits), stopping=self.stopping or None,
             seconds={k: round(v, 4) for k, v in self.seconds.items()})

@@ -16,6 +16,7 @@ Callers use one object, `ProjectStore`; it is assembled from one module per conc
 - `status`: pipeline status records
 - `pool`: the cached pool and per-version scores
 - `history`: what each published version measured (the learning curve)
+- `signals`: audits, the stopping signal's state, the quality estimate, suspect labels
 """
 from backend.service.records import RESULT_TTL, UNTRAINED, ProjectState, ScoreEntry, TrainingRequest
 from backend.service.store.connection import REDIS_ERRORS, StoreUnavailableError, connect_redis

@@ -9,12 +9,14 @@ from backend.service.store.connection import REDIS_ERRORS, StoreUnavailableError
 from backend.service.store.fastpath import FastPathFields
 from backend.service.store.history import QualityHistory
 from backend.service.store.pool import PoolAndScores
+from backend.service.store.signals import PmSignals
 from backend.service.store.status import PipelineStatusStore
 from backend.service.store.training import TrainingFlags
 from backend.service.store.versions import VersionLedger
 
 
-class ProjectStore(TrainingFlags, VersionLedger, FastPathFields, PipelineStatusStore, PoolAndScores, QualityHistory):
+class ProjectStore(TrainingFlags, VersionLedger, FastPathFields, PipelineStatusStore, PoolAndScores, QualityHistory,
+                   PmSignals):
     """Typed access to the keys of `backend.service.store.keys`. Needs a client with
     ``decode_responses=True`` (every reader here expects text)."""
 

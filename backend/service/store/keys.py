@@ -19,6 +19,7 @@ Key layout (``P`` = the settings' key prefix, ``<id>`` = the Label Studio projec
     P:project:<id>:versions               list   published versions (fine-tuned and fast), oldest first
     P:project:<id>:served                 list   versions that served (LS holds predictions of these)
     P:project:<id>:history                list   `HistoryPoint` JSON per published version, oldest first (capped)
+    P:project:<id>:audit                  hash   task id -> {"labeled", "version"}: audit tasks the fast path showed
     P:project:<id>:trained-on:<version>   set    labeled task ids that version was trained on (expires)
     P:project:<id>:fast-queued            string claim: the fast update job waiting to run (at most one)
     P:project:<id>:features-build         string claim: the pool-feature build job running (at most one)
@@ -69,6 +70,10 @@ Fields of the project hash ``P:project:<id>`` (``ProjectState`` reads the typed 
     fast_last_event               when the last annotation reached the fast path (updates wait after it)
     fast_cv                       JSON: the last proxy-head CV (estimate, labels and classes it saw, feature key)
     typical:<feature_key>:<count> JSON task id list: the cold start's most typical tasks on that feature set
+    stop_set                      JSON task id list: the stopping signal's fixed sample of the pool
+    stop_state                    JSON: the stopping signal's state (`StabilizingPredictions.to_dict`)
+    quality_estimate              JSON: the last honest quality estimate (`QualityEstimate.to_dict`)
+    suspects                      JSON: the labels worth a second look (task, given, suggested, confidence)
 
 The training flags (``queued_job``, ``running_job``, ``stage_job``, ``dirty``, ``pending``) change only
 through the Lua scripts in `backend.service.store.scripts`; every claim and lock is released through

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 import backend.service.store.keys as keys_module
-from backend.service.records import IterationInfo, IterationRecord, PipelineStatus, ProjectState
+from backend.service.records import HistoryPoint, IterationInfo, IterationRecord, PipelineStatus, ProjectState
 from backend.service.store import ProjectStore, ScoreEntry, compare_and_delete
 from backend.service.telemetry import Metrics
 from tests.helpers.backend import CLASSIFICATION_XML
@@ -113,6 +113,13 @@ def _writers(store: ProjectStore) -> list[Callable[[], object]]:
         lambda: s.request_successor_cancel("s-1"),
         lambda: s.r.set(s.janitor_lock_key(), "token", px=60_000),  # as the janitor takes it
         lambda: Metrics(s.r, s.prefix).count_job("fast", "ok"),
+        lambda: s.append_history(PID, HistoryPoint(at=0.0, version="fast-1-x", kind="fast", labeled=3,
+                                                   serving="proxy")),
+        lambda: s.record_audits(PID, [2], 3, "fast-1-x"),
+        lambda: s.set_stop_set_ids(PID, [1, 2]),
+        lambda: s.set_stop_state(PID, {"history": []}),
+        lambda: s.set_quality_estimate(PID, {"value": None}),
+        lambda: s.set_suspects(PID, {"suspects": []}),
     ]
 
 
