@@ -105,7 +105,8 @@ def format_token_table(tokens: Summary, config: LabelEfficiencyConfig, metrics: 
                      f"interpolated; mean ± std over seeds)")
         header = f"{'tokens':>7}" + "".join(f"{m:>{width}}" for m in names)
         lines += [header, "-" * len(header)]
-        for t in sorted({r["tokens"] for m in names for r in methods[m]}):
+        # budgets every seed reaches under at least one method (the ends of the curves differ per seed)
+        for t in sorted({r["tokens"] for m in names for r in methods[m] if r["seeds"] == len(config.seeds)}):
             cells = []
             for m in names:
                 row = next((r for r in methods[m] if r["tokens"] == t), None)
@@ -167,8 +168,10 @@ def format_table(summary: Summary, config: LabelEfficiencyConfig, metrics: dict[
                 cell = "–" if row is None else f"{row['mean']:.3f}±{row['std']:.3f}" + \
                     (f" n{row['seeds']}" if row["seeds"] < len(config.seeds) else "")
                 cells.append(f"{cell:>{width}}")
-            tokens = [r["tokens_mean"] for m in names if (r := _row(summary, corpus, m, b)) and "tokens_mean" in r]
-            lines.append(f"{b:>7}" + "".join(cells) + (f"   (~{np.mean(tokens):.0f} tokens)" if tokens else ""))
+            tokens = [f"{r['tokens_mean']:.0f}" if (r := _row(summary, corpus, m, b)) and "tokens_mean" in r else "–"
+                      for m in names]
+            words = set(tokens) != {"–"}
+            lines.append(f"{b:>7}" + "".join(cells) + (f"   tokens: {' / '.join(tokens)}" if words else ""))
         lines.append("")
     return "\n".join(lines)
 
