@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
@@ -16,14 +15,14 @@ from typing import Any
 import numpy as np
 
 from backend.engine.acquisition.cold_start import tagging_typical_order, typical_order
-from backend.engine.acquisition.order import ColdStart, PoolScores, ProxyScorer, order_pool, proxy_strategy
+from backend.engine.acquisition.order import ColdStart, ProxyScorer, order_pool, proxy_strategy
 from backend.engine.io import atomic_file, atomic_write_json
 from backend.engine.metrics import evaluate
 from backend.engine.models.transformer import FitReport, TrainingConfig, TransformerModel
 from backend.engine.packaged import resolve_model
 from backend.engine.proxy import C_MAX, C_MIN, C_SCALE, FeatureEncoder, ProxyHead
 from backend.engine.selection import SWITCH_STANDARD_ERRORS, ModelEstimate, decide_serving
-from backend.engine.token_head import BALANCE, DEFAULT_C, TokenHead, TokenScorer
+from backend.engine.token_head import BALANCE, DEFAULT_C
 from backend.engine.types import (
     BoolArray,
     Example,
@@ -35,7 +34,6 @@ from backend.engine.types import (
     classification_examples,
     tagging_examples,
 )
-from backend.engine.word_features import WordEncoder, WordFeatures
 from backend.experiments.label_efficiency.config import (
     ALIGNED,
     FEWSHOT,
@@ -51,7 +49,17 @@ from backend.experiments.label_efficiency.config import (
     Progress,
     load_corpus,
 )
+from backend.experiments.label_efficiency.tagging import (
+    TaggingCurves,
+    digest,
+    next_to_tag,
+    pool_words_of,
+    safe_name,
+    tag_predictions,
+)
 from backend.experiments.reports import jsonable
+
+__all__ = ["LabelEfficiency", "next_to_label", "next_to_tag", "progress_to_stderr", "tag_predictions"]
 
 
 def _texts(examples: Sequence[Example]) -> list[str]:  # the proxy path: classification only
@@ -60,14 +68,6 @@ def _texts(examples: Sequence[Example]) -> list[str]:  # the proxy path: classif
 
 def _gold(examples: Sequence[Example]) -> list[tuple[str, ...]]:
     return [tuple(ex.labels) for ex in classification_examples(examples)]
-
-
-def _words(examples: Sequence[Example]) -> list[list[str]]:  # tagging's proxy path
-    return [list(ex.words) for ex in tagging_examples(examples)]
-
-
-def _tags(examples: Sequence[Example]) -> list[list[str]]:
-    return [list(ex.tags) for ex in tagging_examples(examples)]
 
 
 def _cv_accuracy(head: ProxyHead) -> float | None:
@@ -88,24 +88,7 @@ def next_to_label(pool_features: FloatArray, head: ProxyHead | None, labeled: Bo
     return order_pool(scores, labeled, k, int(labeled.sum()), cold_start).top
 
 
-def next_to_tag(pool_words: WordFeatures, head: TokenHead | None, labeled: BoolArray, k: int,
-                cold_start: ColdStart) -> IndexArray:
-    """Tagging's `next_to_label`: `order_pool` over the token head's `TokenScorer` (MNLP), the
-    cold start's sentences first (`tagging_typical_order`)."""
-    scores: PoolScores[Any] | None = TokenScorer(head).score_pool(pool_words) if head is not None else None
-    return order_pool(scores, labeled, k, int(labeled.sum()), cold_start).top
-
-
-def tag_predictions(head: TokenHead, features: WordFeatures) -> Predictions:
-    """The head's decoded (valid IOB2) tags as one-hot rows per word, so `evaluate`'s argmax reads
-    exactly the Viterbi path."""
-    outputs = head.predict(features)
-    eye = np.eye(len(outputs.names), dtype=np.float32)
-    return Predictions(TaskType.TAGGING, [eye[outputs.tags[outputs.offsets[i]: outputs.offsets[i + 1]]]
-                                          for i in range(len(outputs))])
-
-
-class LabelEfficiency:
+class LabelEfficiency(TaggingCurves):
     """Runs every method on every corpus and seed; `run()` returns the records."""
 
     def __init__(self, config: LabelEfficiencyConfig, progress: Progress | None = None) -> None:
@@ -167,10 +150,10 @@ class LabelEfficiency:
         if corpus.tagging:
             self._encode_words(corpus)
             return
-        key = corpus.features_key = _digest({
+        key = corpus.features_key = digest({
             "corpus": corpus.name, "model": resolve_model(self.config.model), "max_length": self.config.max_length,
             "pool": _texts(corpus.pool.examples), "test": _texts(corpus.test.examples)})
-        path = self.cache / "features" / f"{_safe(corpus.name)}-{key}.npz" if self.cache else None
+        path = self.cache / "features" / f"{safe_name(corpus.name)}-{key}.npz" if self.cache else None
         if path is not None and path.is_file():
             with np.load(path, allow_pickle=False) as arrays:
                 corpus.pool_features, corpus.test_features = arrays["pool"], arrays["test"]
@@ -188,49 +171,6 @@ class LabelEfficiency:
             with atomic_file(path) as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, pool=corpus.pool_features, test=corpus.test_features,
                          seconds=np.float64(corpus.encode_seconds))
-
-    def _encode_words(self, corpus: Corpus) -> None:
-        """Tagging: the pool's and test set's per-word features (`WordEncoder`), cached like the
-        sentence features."""
-        key = corpus.features_key = _digest({
-            "corpus": corpus.name, "model": resolve_model(self.config.model), "max_length": self.config.max_length,
-            "words": "word_features", "pool": _words(corpus.pool.examples), "test": _words(corpus.test.examples)})
-        path = self.cache / "features" / f"{_safe(corpus.name)}-words-{key}.npz" if self.cache else None
-        if path is not None and path.is_file():
-            with np.load(path, allow_pickle=False) as a:
-                corpus.pool_words = WordFeatures(a["pool_matrix"], a["pool_shapes"], a["pool_offsets"])
-                corpus.test_words = WordFeatures(a["test_matrix"], a["test_shapes"], a["test_offsets"])
-                corpus.encode_seconds = float(a["seconds"])
-            return
-        encoder = WordEncoder(FeatureEncoder(self.config.model, max_length=self.config.max_length,
-                                             device=self.config.device))
-        start = time.perf_counter()
-        corpus.pool_words = encoder.encode(_words(corpus.pool.examples))
-        corpus.test_words = encoder.encode(_words(corpus.test.examples))
-        corpus.encode_seconds = time.perf_counter() - start
-        self.progress(f"{corpus.name}: encoded the words of {len(corpus.pool) + len(corpus.test)} sentences "
-                      f"in {corpus.encode_seconds:.0f}s")
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pool, test = corpus.pool_words, corpus.test_words
-            with atomic_file(path) as tmp, open(tmp, "wb") as fh:
-                np.savez(fh, pool_matrix=pool.matrix, pool_shapes=pool.shapes, pool_offsets=pool.offsets,
-                         test_matrix=test.matrix, test_shapes=test.shapes, test_offsets=test.offsets,
-                         seconds=np.float64(corpus.encode_seconds))
-
-    def _token_head(self, corpus: Corpus, rows: IndexArray, seed: int) -> TokenHead:
-        rows = np.asarray(rows, np.int64)
-        return TokenHead(corpus.pool.schema, seed).fit(_pool_words(corpus).take(rows),
-                                                       _tags([corpus.pool.examples[i] for i in rows]))
-
-    def _tag_metrics(self, corpus: Corpus, head: TokenHead, rows: IndexArray | None = None) -> dict[str, float]:
-        """Span F1 on the test set, or on pool sentences `rows` (hybrid's hold-out)."""
-        if rows is None:
-            assert corpus.test_words is not None
-            return evaluate(tag_predictions(head, corpus.test_words), corpus.test.examples, corpus.pool.schema)
-        rows = np.asarray(rows, np.int64)
-        return evaluate(tag_predictions(head, _pool_words(corpus).take(rows)),
-                        [corpus.pool.examples[i] for i in rows], corpus.pool.schema)
 
     def _head(self, corpus: Corpus, rows: IndexArray, seed: int) -> ProxyHead:
         return ProxyHead(corpus.pool.schema, seed).fit(
@@ -278,37 +218,6 @@ class LabelEfficiency:
             records.append(LabelRecord(corpus.name, UNCERTAINTY, seed, b, self._test_metrics(corpus, head),
                                        time.perf_counter() - start, {"cv_accuracy": _cv_accuracy(head)}))
         self.progress(f"{corpus.name} seed {seed}: proxy curves to {grid[-1]} labels")
-        return records, np.array(order)
-
-    def tagging_curves(self, corpus: Corpus, seed: int,
-                       permutation: IndexArray) -> tuple[list[LabelRecord], IndexArray]:
-        """Tagging's proxy curves: the token head on random sentences, and on the service's order
-        (`tagging_typical_order`'s sentences, then MNLP through `order_pool`), re-fitted every
-        `query_batch` sentences. Each record's detail holds the words labeled (`tokens`)."""
-        pool_words, lengths = _pool_words(corpus), _pool_words(corpus).lengths
-        grid, records = self.grid(len(corpus.pool)), []
-        for b in grid:
-            start = time.perf_counter()
-            random_head = self._token_head(corpus, permutation[:b], seed)
-            records.append(LabelRecord(corpus.name, RANDOM, seed, b, self._tag_metrics(corpus, random_head),
-                                       time.perf_counter() - start, {"tokens": int(lengths[permutation[:b]].sum())}))
-        labels = self.config.tagging_cold_start_labels
-        first = tagging_typical_order(pool_words, labels, seed) if labels \
-            else permutation[: min(self.config.query_batch, grid[0])]
-        cold_start = ColdStart(len(first), first)
-        order: list[int] = []
-        labeled = np.zeros(len(corpus.pool), dtype=bool)
-        head: TokenHead | None = None
-        for b in grid:
-            start = time.perf_counter()
-            while len(order) < b:  # one query batch (two where the cold start ends inside it)
-                picked = next_to_tag(pool_words, head, labeled, b - len(order), cold_start)
-                order.extend(int(i) for i in picked)
-                labeled[picked] = True
-            head = self._token_head(corpus, np.array(order), seed)
-            records.append(LabelRecord(corpus.name, UNCERTAINTY, seed, b, self._tag_metrics(corpus, head),
-                                       time.perf_counter() - start, {"tokens": int(lengths[order].sum())}))
-        self.progress(f"{corpus.name} seed {seed}: token-head curves to {grid[-1]} sentences")
         return records, np.array(order)
 
     # ------------------------------------------------------------------------ fine-tunes
@@ -393,7 +302,7 @@ class LabelEfficiency:
         if method == HYBRID:  # its labels come from proxy-uncertainty's order
             key["order"] = self._order_key(corpus, seed)
             key["switch_standard_errors"] = SWITCH_STANDARD_ERRORS
-        return _digest(key)
+        return digest(key)
 
     def _order_key(self, corpus: Corpus, seed: int) -> dict[str, Any]:
         """What proxy-uncertainty's labels depend on besides the features and seed (for tagging, the
@@ -401,7 +310,7 @@ class LabelEfficiency:
         if not corpus.tagging:
             return {"c_schedule": (C_SCALE, C_MIN, C_MAX), "cold_start": self.config.cold_start_labels}
         labels = self.config.tagging_cold_start_labels
-        first = tagging_typical_order(_pool_words(corpus), labels, seed) if labels else np.zeros(0, np.int64)
+        first = tagging_typical_order(pool_words_of(corpus), labels, seed) if labels else np.zeros(0, np.int64)
         return {"token_head": (DEFAULT_C, BALANCE), "cold_start": labels, "first": first.tolist()}
 
     def _read_cache(self) -> dict[str, LabelRecord]:
@@ -423,10 +332,10 @@ class LabelEfficiency:
     def _cached_curves(self, corpus: Corpus, seed: int,
                        permutation: IndexArray) -> tuple[list[LabelRecord], IndexArray]:
         """`proxy_curves`, read back from the cache when the same features, seed and grid ran before."""
-        key = _digest({"corpus": corpus.name, "features": corpus.features_key, "seed": seed,
+        key = digest({"corpus": corpus.name, "features": corpus.features_key, "seed": seed,
                        "grid": self.grid(len(corpus.pool)), "query_batch": self.config.query_batch,
                        "order": self._order_key(corpus, seed)})
-        path = self.cache / "curves" / f"{_safe(corpus.name)}-{key}.json" if self.cache else None
+        path = self.cache / "curves" / f"{safe_name(corpus.name)}-{key}.json" if self.cache else None
         if path is not None and path.is_file():
             saved = json.loads(path.read_text())
             return [LabelRecord(**r) for r in saved["records"]], np.array(saved["order"], dtype=np.int64)
@@ -471,11 +380,6 @@ def _holdout(corpus: Corpus, rows: IndexArray, share: float, seed: int) -> tuple
     return fit, held
 
 
-def _pool_words(corpus: Corpus) -> WordFeatures:
-    assert corpus.pool_words is not None  # encoded (`_encode_words`) before any token head reads them
-    return corpus.pool_words
-
-
 def _tokens(examples: Sequence[Example]) -> dict[str, int]:
     """{"tokens": words labeled} for tagging examples, else nothing."""
     if not examples or not isinstance(examples[0], TaggingExample):
@@ -485,14 +389,6 @@ def _tokens(examples: Sequence[Example]) -> dict[str, int]:
 
 def _tokens_of(detail: dict[str, Any]) -> dict[str, Any]:
     return {"tokens": detail["tokens"]} if "tokens" in detail else {}
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60]
 
 
 def progress_to_stderr(message: str) -> None:

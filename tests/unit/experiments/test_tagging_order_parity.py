@@ -68,6 +68,9 @@ def test_the_tagging_curve_follows_order_pool_over_token_scores(tmp_path, tiny_b
         rows = permutation[: r.labeled] if r.method == RANDOM else order[: r.labeled]
         assert r.detail["tokens"] == int(lengths[rows].sum())
         assert 0.0 <= r.metrics["main"] <= 1.0 and "span_f1" in r.metrics
+        if r.method == UNCERTAINTY and r.labeled < len(order):  # the pre-annotations of the next batch
+            assert 0.0 <= r.detail["shown_precision"] <= 1.0 and 0.0 <= r.detail["shown_recall"] <= 1.0
+            assert r.detail["shown_gold_spans"] >= 0
     assert {r.method for r in records} == {RANDOM, UNCERTAINTY}
 
 

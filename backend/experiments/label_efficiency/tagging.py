@@ -1,0 +1,175 @@
+"""Tagging in `bench-labels`: the token head's curves (random sentences, and the service's order:
+the tagging cold start, then MNLP through `order_pool`), the corpora's word features and their
+cache, and the spans the annotators are shown as pre-annotations."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.engine.acquisition.cold_start import tagging_typical_order
+from backend.engine.acquisition.order import ColdStart, PoolScores, order_pool
+from backend.engine.io import atomic_file
+from backend.engine.metrics import evaluate
+from backend.engine.packaged import resolve_model
+from backend.engine.proxy import FeatureEncoder
+from backend.engine.token_head import TokenHead, TokenScorer
+from backend.engine.types import BoolArray, Example, IndexArray, Predictions, TaskType, tagging_examples
+from backend.engine.word_features import WordEncoder, WordFeatures
+from backend.experiments.label_efficiency.config import (
+    RANDOM,
+    UNCERTAINTY,
+    Corpus,
+    LabelEfficiencyConfig,
+    LabelRecord,
+    Progress,
+)
+
+
+def _words(examples: Sequence[Example]) -> list[list[str]]:  # tagging's proxy path
+    return [list(ex.words) for ex in tagging_examples(examples)]
+
+
+def _tags(examples: Sequence[Example]) -> list[list[str]]:
+    return [list(ex.tags) for ex in tagging_examples(examples)]
+
+
+def pool_words_of(corpus: Corpus) -> WordFeatures:
+    assert corpus.pool_words is not None  # encoded (`_encode_words`) before any token head reads them
+    return corpus.pool_words
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60]
+
+
+def next_to_tag(pool_words: WordFeatures, head: TokenHead | None, labeled: BoolArray, k: int,
+                cold_start: ColdStart) -> IndexArray:
+    """Tagging's `next_to_label`: `order_pool` over the token head's `TokenScorer` (MNLP), the
+    cold start's sentences first (`tagging_typical_order`)."""
+    scores: PoolScores[Any] | None = TokenScorer(head).score_pool(pool_words) if head is not None else None
+    return order_pool(scores, labeled, k, int(labeled.sum()), cold_start).top
+
+
+def tag_predictions(head: TokenHead, features: WordFeatures) -> Predictions:
+    """The head's decoded (valid IOB2) tags as one-hot rows per word, so `evaluate`'s argmax reads
+    exactly the Viterbi path."""
+    outputs = head.predict(features)
+    eye = np.eye(len(outputs.names), dtype=np.float32)
+    return Predictions(TaskType.TAGGING, [eye[outputs.tags[outputs.offsets[i]: outputs.offsets[i + 1]]]
+                                          for i in range(len(outputs))])
+
+
+def shown_spans(corpus: Corpus, head: TokenHead, rows: IndexArray) -> dict[str, float]:
+    """Strict span precision and recall of the head's pre-annotations on pool sentences `rows`
+    (what the annotators are shown next) against their gold spans."""
+    from seqeval.metrics import precision_score, recall_score
+    from seqeval.scheme import IOB2
+
+    rows = np.asarray(rows, np.int64)
+    if not len(rows):
+        return {}
+    predicted = head.predict(pool_words_of(corpus).take(rows)).all_tags()
+    gold = _tags([corpus.pool.examples[i] for i in rows])
+    kw: dict[str, Any] = {"mode": "strict", "scheme": IOB2, "zero_division": 0}
+    return {"shown_precision": float(precision_score(gold, predicted, **kw)),
+            "shown_recall": float(recall_score(gold, predicted, **kw)),
+            "shown_gold_spans": int(sum(t.startswith("B-") for row in gold for t in row))}
+
+
+class TaggingCurves:
+    """`LabelEfficiency`'s tagging half (a mixin: it reads the runner's config, cache and grid)."""
+
+    config: LabelEfficiencyConfig
+    cache: Path | None
+    progress: Progress
+
+    def grid(self, pool_size: int) -> list[int]:
+        raise NotImplementedError
+
+    def _encode_words(self, corpus: Corpus) -> None:
+        """Tagging: the pool's and test set's per-word features (`WordEncoder`), cached like the
+        sentence features."""
+        key = corpus.features_key = digest({
+            "corpus": corpus.name, "model": resolve_model(self.config.model), "max_length": self.config.max_length,
+            "words": "word_features", "pool": _words(corpus.pool.examples), "test": _words(corpus.test.examples)})
+        path = self.cache / "features" / f"{safe_name(corpus.name)}-words-{key}.npz" if self.cache else None
+        if path is not None and path.is_file():
+            with np.load(path, allow_pickle=False) as a:
+                corpus.pool_words = WordFeatures(a["pool_matrix"], a["pool_shapes"], a["pool_offsets"])
+                corpus.test_words = WordFeatures(a["test_matrix"], a["test_shapes"], a["test_offsets"])
+                corpus.encode_seconds = float(a["seconds"])
+            return
+        encoder = WordEncoder(FeatureEncoder(self.config.model, max_length=self.config.max_length,
+                                             device=self.config.device))
+        start = time.perf_counter()
+        corpus.pool_words = encoder.encode(_words(corpus.pool.examples))
+        corpus.test_words = encoder.encode(_words(corpus.test.examples))
+        corpus.encode_seconds = time.perf_counter() - start
+        self.progress(f"{corpus.name}: encoded the words of {len(corpus.pool) + len(corpus.test)} sentences "
+                      f"in {corpus.encode_seconds:.0f}s")
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pool, test = corpus.pool_words, corpus.test_words
+            with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, pool_matrix=pool.matrix, pool_shapes=pool.shapes, pool_offsets=pool.offsets,
+                         test_matrix=test.matrix, test_shapes=test.shapes, test_offsets=test.offsets,
+                         seconds=np.float64(corpus.encode_seconds))
+
+    def _token_head(self, corpus: Corpus, rows: IndexArray, seed: int) -> TokenHead:
+        rows = np.asarray(rows, np.int64)
+        return TokenHead(corpus.pool.schema, seed).fit(pool_words_of(corpus).take(rows),
+                                                       _tags([corpus.pool.examples[i] for i in rows]))
+
+    def _tag_metrics(self, corpus: Corpus, head: TokenHead, rows: IndexArray | None = None) -> dict[str, float]:
+        """Span F1 on the test set, or on pool sentences `rows` (hybrid's hold-out)."""
+        if rows is None:
+            assert corpus.test_words is not None
+            return evaluate(tag_predictions(head, corpus.test_words), corpus.test.examples, corpus.pool.schema)
+        rows = np.asarray(rows, np.int64)
+        return evaluate(tag_predictions(head, pool_words_of(corpus).take(rows)),
+                        [corpus.pool.examples[i] for i in rows], corpus.pool.schema)
+
+    def tagging_curves(self, corpus: Corpus, seed: int,
+                       permutation: IndexArray) -> tuple[list[LabelRecord], IndexArray]:
+        """Tagging's proxy curves: the token head on random sentences, and on the service's order
+        (`tagging_typical_order`'s sentences, then MNLP through `order_pool`), re-fitted every
+        `query_batch` sentences. Each record's detail holds the words labeled (`tokens`) and, for
+        the default order, the precision and recall of the spans the annotators are shown next
+        (`shown_spans`: the head's pre-annotations on the next query batch)."""
+        pool_words, lengths = pool_words_of(corpus), pool_words_of(corpus).lengths
+        grid, records = self.grid(len(corpus.pool)), []
+        for b in grid:
+            start = time.perf_counter()
+            random_head = self._token_head(corpus, permutation[:b], seed)
+            records.append(LabelRecord(corpus.name, RANDOM, seed, b, self._tag_metrics(corpus, random_head),
+                                       time.perf_counter() - start, {"tokens": int(lengths[permutation[:b]].sum())}))
+        labels = self.config.tagging_cold_start_labels
+        first = tagging_typical_order(pool_words, labels, seed) if labels \
+            else permutation[: min(self.config.query_batch, grid[0])]
+        cold_start = ColdStart(len(first), first)
+        order: list[int] = []
+        labeled = np.zeros(len(corpus.pool), dtype=bool)
+        head: TokenHead | None = None
+        for b in grid:
+            start = time.perf_counter()
+            while len(order) < b:  # one query batch (two where the cold start ends inside it)
+                picked = next_to_tag(pool_words, head, labeled, b - len(order), cold_start)
+                order.extend(int(i) for i in picked)
+                labeled[picked] = True
+            head = self._token_head(corpus, np.array(order), seed)
+            shown = shown_spans(corpus, head, next_to_tag(pool_words, head, labeled, self.config.query_batch,
+                                                          cold_start))
+            records.append(LabelRecord(corpus.name, UNCERTAINTY, seed, b, self._tag_metrics(corpus, head),
+                                       time.perf_counter() - start, {"tokens": int(lengths[order].sum()), **shown}))
+        self.progress(f"{corpus.name} seed {seed}: token-head curves to {grid[-1]} sentences")
+        return records, np.array(order)
