@@ -13,16 +13,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from backend.engine.acquisition.cold_start import TAGGING_COLD_START_LABELS
-from backend.engine.acquisition.order import ColdStart, ProxyScorer, order_pool, proxy_strategy
+from backend.engine.acquisition.order import ProxyScorer, order_pool, proxy_strategy
 from backend.engine.proxy import ProxyHead
-from backend.engine.token_head import TokenHead, TokenScorer
-from backend.engine.types import LabelSchema, TaskType
+from backend.engine.token_head import TagOutputs, TokenHead, TokenScorer
+from backend.engine.types import BoolArray, LabelSchema, TaskType
 from backend.engine.word_features import SHAPE_BITS, WordFeatures, offsets_of
 from backend.harness.common import load_avg, ner_label_config
 from backend.service.fast_versions import save_fast_version, save_tagging_version
@@ -208,6 +209,48 @@ def stored_word_features(root: Path, n_sentences: int, dim: int, seed: int,
     return loaded, memory
 
 
+@contextmanager
+def torch_threads_set(threads: int) -> Iterator[int]:
+    """torch's intra-op threads set to `threads` (0: left as they are) inside; yields the count in use."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield threads or before
+    finally:
+        torch.set_num_threads(before)
+
+
+def _timed_update(times: dict[str, list[float]], fit_words: Callable[[], WordFeatures], tags: list[list[str]],
+                  schema: LabelSchema, seed: int, loaded: WordFeatureSet, outside: BoolArray, top_k: int,
+                  version_dir: Path) -> TagOutputs:
+    """One fast update's compute with the code that serves, each stage appended to `times`: the
+    token head fitted, every sentence scored, the pool ordered (no cold start: with this many labels
+    the service's is over too, MNLP orders), the top K decoded, the version written. Returns the
+    top K's tags."""
+    t = time.perf_counter()
+    head = TokenHead(schema, seed).fit(fit_words(), tags)
+    times["fit"].append(time.perf_counter() - t)
+    t = time.perf_counter()
+    scores = TokenScorer(head).score_pool(loaded.words)
+    times["score"].append(time.perf_counter() - t)
+    t = time.perf_counter()
+    order = order_pool(scores, outside, top_k, int(outside.sum()))
+    times["order"].append(time.perf_counter() - t)
+    t = time.perf_counter()
+    shown = scores.outputs.take(order.top).decode()
+    times["decode_top_k"].append(time.perf_counter() - t)
+    t = time.perf_counter()
+    scored = np.flatnonzero(~outside)
+    save_tagging_version(version_dir, head, ner_label_config(TAGGING_LABELS), loaded.ids[scored],
+                         scores.confidence[scored], scores.uncertainty[scored], loaded.ids[order.top], shown,
+                         {"bench": True})
+    times["save"].append(time.perf_counter() - t)
+    return shown
+
+
 def tagging_compute_benchmark(n_pool: int, n_labeled: int, dim: int = 384, repeats: int = 7, top_k: int = 32,
                               seed: int = 0, memory_sizes: tuple[int, ...] = (10_000,),
                               torch_threads: int = 0, labeled_from: tuple[str, str] | None = None) -> dict[str, Any]:
@@ -223,11 +266,6 @@ def tagging_compute_benchmark(n_pool: int, n_labeled: int, dim: int = 384, repea
     on that many real sentences encoded by the encoder (their gold tags: the fit's iterations
     depend on the data), and the synthetic-teacher fit is timed beside it (``fit_synthetic``,
     not in the sum). Either way the first `n_labeled` rows of the set are out of the order."""
-    import torch
-
-    threads = torch.get_num_threads()
-    if torch_threads > 0:
-        torch.set_num_threads(torch_threads)
     schema = LabelSchema(TaskType.TAGGING, TAGGING_LABELS)
     times: dict[str, list[float]] = {k: [] for k in ("fit", "score", "order", "decode_top_k", "save")}
     memory: dict[str, Any] = {}
@@ -236,52 +274,30 @@ def tagging_compute_benchmark(n_pool: int, n_labeled: int, dim: int = 384, repea
         real = real_labeled(*labeled_from, n_labeled, seed)
         dim = real[0].dim
         times["fit_synthetic"] = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-fast-tagging-") as tmp:
-            for size in sorted(set(memory_sizes) - {n_pool}):
-                _, memory[str(size)] = stored_word_features(Path(tmp) / f"m{size}", size, dim, seed, load=False)
-                shutil.rmtree(Path(tmp) / f"m{size}")
-            found, memory[str(n_pool)] = stored_word_features(Path(tmp) / "pool", n_pool, dim, seed)
-            assert found is not None
-            loaded, words = found, found.words
-            labeled_rows = np.arange(n_labeled, dtype=np.int64)
-            synthetic = words.take(labeled_rows)
-            synthetic_labels = synthetic_tags(synthetic, schema, np.random.default_rng(seed + 1))
-            fit_words, tags = synthetic, synthetic_labels
+    with torch_threads_set(torch_threads) as threads, tempfile.TemporaryDirectory(prefix="bench-fast-tagging-") as tmp:
+        for size in sorted(set(memory_sizes) - {n_pool}):
+            _, memory[str(size)] = stored_word_features(Path(tmp) / f"m{size}", size, dim, seed, load=False)
+            shutil.rmtree(Path(tmp) / f"m{size}")
+        found, memory[str(n_pool)] = stored_word_features(Path(tmp) / "pool", n_pool, dim, seed)
+        assert found is not None
+        loaded, words = found, found.words
+        labeled_rows = np.arange(n_labeled, dtype=np.int64)
+        tags = synthetic_labels = synthetic_tags(words.take(labeled_rows), schema, np.random.default_rng(seed + 1))
+        if real is not None:
+            tags, schema = real[1], real[2]
+        entity_words = sum(t != "O" for row in tags for t in row)
+        outside = np.zeros(len(loaded.ids), bool)
+        outside[labeled_rows] = True  # the labeled sentences are in the set, out of the order
+        for r in range(repeats):
             if real is not None:
-                fit_words, tags, schema = real
-            entity_words = sum(t != "O" for row in tags for t in row)
-            outside = np.zeros(len(loaded.ids), bool)
-            outside[labeled_rows] = True  # the labeled sentences are in the set, out of the order
-            xml = ner_label_config(TAGGING_LABELS)
-            for r in range(repeats):
-                if real is not None:
-                    t = time.perf_counter()
-                    TokenHead(schema, seed).fit(words.take(labeled_rows), synthetic_labels)
-                    times["fit_synthetic"].append(time.perf_counter() - t)
                 t = time.perf_counter()
-                # as `TaggingFastUpdate._fit`: the labeled sentences' rows taken from the set, then fitted
-                head = TokenHead(schema, seed).fit(words.take(labeled_rows) if real is None else fit_words, tags)
-                times["fit"].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                scores = TokenScorer(head).score_pool(words)
-                times["score"].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                order = order_pool(scores, outside, top_k, n_labeled,
-                                   ColdStart(TAGGING_COLD_START_LABELS, np.zeros(0, np.int64)))
-                times["order"].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                shown = scores.outputs.take(order.top).decode()
-                times["decode_top_k"].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                scored = np.flatnonzero(~outside)
-                save_tagging_version(Path(tmp) / f"v{r}", head, xml, loaded.ids[scored], scores.confidence[scored],
-                                     scores.uncertainty[scored], loaded.ids[order.top], shown, {"bench": True})
-                times["save"].append(time.perf_counter() - t)
-            version_bytes = sum(p.stat().st_size for p in (Path(tmp) / "v0").iterdir())
-            spans_shown = sum(tag.startswith("B-") for row in shown.all_tags() for tag in row)
-    finally:
-        torch.set_num_threads(threads)
+                TokenHead(schema, seed).fit(words.take(labeled_rows), synthetic_labels)
+                times["fit_synthetic"].append(time.perf_counter() - t)
+            # as `TaggingFastUpdate._fit`: the labeled sentences' rows taken from the set, then fitted
+            shown = _timed_update(times, lambda: (words.take(labeled_rows) if real is None else real[0]),
+                                  tags, schema, seed, loaded, outside, top_k, Path(tmp) / f"v{r}")
+        version_bytes = sum(p.stat().st_size for p in (Path(tmp) / "v0").iterdir())
+        spans_shown = sum(tag.startswith("B-") for row in shown.all_tags() for tag in row)
     med = {k: round(statistics.median(v), 4) for k, v in times.items()}
     stages = ("fit", "score", "order", "decode_top_k", "save")
     return {"task": "ner", "pool": n_pool, "labeled": n_labeled, "labeled_words": sum(len(t) for t in tags),
@@ -290,7 +306,7 @@ def tagging_compute_benchmark(n_pool: int, n_labeled: int, dim: int = 384, repea
                                else "synthetic (random linear teacher)"),
             "dim": dim, "tags": len(schema.output_names),
             "words": int(words.offsets[-1]), "repeats": repeats, "top_k": top_k,
-            "torch_threads": torch_threads or threads, "median_seconds": med,
+            "torch_threads": threads, "median_seconds": med,
             "compute_s": round(sum(med[k] for k in stages), 4),  # fit + score + order + decode the top K + save
             "compute_without_save_s": round(med["fit"] + med["score"] + med["order"] + med["decode_top_k"], 4),
             "version_bytes": version_bytes, "spans_in_top_k": spans_shown, "memory": memory,

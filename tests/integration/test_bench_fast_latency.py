@@ -10,7 +10,8 @@ import json
 import pytest
 
 from backend.harness.config import BackendBenchConfig, FastLatencyConfig
-from backend.harness.fast_latency import measure, print_table
+from backend.harness.fast_latency import measure
+from backend.harness.fast_latency_report import print_table
 
 pytestmark = pytest.mark.integration
 

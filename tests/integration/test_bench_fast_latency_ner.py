@@ -13,7 +13,8 @@ import json
 import pytest
 
 from backend.harness.config import BackendBenchConfig, FastLatencyConfig
-from backend.harness.fast_latency import bench_corpus, measure, print_table
+from backend.harness.fast_latency import bench_corpus, measure
+from backend.harness.fast_latency_report import print_table
 from backend.service.jobs.fast_steps import FIRST_PUSH
 
 pytestmark = pytest.mark.integration

@@ -19,23 +19,18 @@ from ``playwright install``: set ``CHROMIUM_EXECUTABLE`` to use another binary. 
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 import requests
 
 from tests.helpers.backend import CLASSIFICATION_XML, REPO_ROOT
+from tests.helpers.browser import PAGE_TIMEOUT_MS
 
 pytestmark = pytest.mark.integration
 
 README_SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "labeling-stream.png"
 MODEL_VERSION = "v-test"
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-PAGE_TIMEOUT_MS = 45_000
 # Distinct words, none a substring of another, so "this text is on the page" is unambiguous.
 TEXTS_AND_SCORES = [
     ("The orchestra played a wonderful encore and the crowd cheered.", 0.93),
@@ -45,41 +40,6 @@ TEXTS_AND_SCORES = [
     ("Battery life is shorter than advertised, though the screen is bright.", 0.55),
     ("Absolutely loved the hiking trail and the view from the summit.", 0.86),
 ]
-
-
-def chromium_executable() -> str | None:
-    """``$CHROMIUM_EXECUTABLE``, else Debian's ``chromium`` (or ``chromium-browser``) on PATH."""
-    for candidate in (os.environ.get("CHROMIUM_EXECUTABLE"), "chromium", "chromium-browser"):
-        if candidate:
-            found = shutil.which(candidate)
-            if found:
-                return found
-    return None
-
-
-def _missing(message: str) -> None:
-    if os.environ.get("REQUIRE_LABEL_STUDIO") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """A headless Chromium. Session-scoped and first in the test's arguments, so a missing browser
-    is reported before the (slow) Label Studio fixture starts."""
-    executable = chromium_executable()
-    if executable is None:
-        _missing("no Chromium on PATH (run scripts/ensure_chromium.sh, or set CHROMIUM_EXECUTABLE)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("the playwright package is not installed (pip install -e '.[dev]')")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 class LabelStudioAPI:

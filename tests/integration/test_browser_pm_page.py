@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.helpers.backend import CLASSIFICATION_XML, REPO_ROOT
+from tests.helpers.browser import PAGE_TIMEOUT_MS
 from tests.helpers.servers import BackendProcesses
 from tests.integration.test_backend_e2e import (  # noqa: F401  (module fixture `ls`)
     AUTH,
@@ -20,7 +21,6 @@ from tests.integration.test_backend_e2e import (  # noqa: F401  (module fixture 
     ls,
     stack_env,
 )
-from tests.integration.test_browser import CHROMIUM_ARGS, PAGE_TIMEOUT_MS, browser  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
