@@ -9,6 +9,7 @@ from seqeval.metrics import f1_score as span_f1
 from seqeval.scheme import IOB2
 from sklearn.metrics import accuracy_score, f1_score
 
+from backend.engine.iob2 import iob2_tags
 from backend.engine.types import (
     Example,
     LabelSchema,
@@ -31,15 +32,15 @@ def decode_classes(predictions: Predictions, schema: LabelSchema, threshold: flo
 
 
 def decode_tags(predictions: Predictions, schema: LabelSchema) -> list[list[str]]:
-    """Argmax IOB2 tag of each word, one list per example."""
-    names = schema.output_names
-    return [[names[i] for i in np.asarray(p).argmax(axis=-1)] for p in predictions.probs]
+    """The most probable valid IOB2 tags of each example's words (`iob2.iob2_tags`: constrained
+    Viterbi, never an I-X that no B-X opens, where a per-word argmax could emit one)."""
+    return iob2_tags(list(predictions.probs), schema.output_names)
 
 
 def decode_labels(
     predictions: Predictions, schema: LabelSchema, threshold: float = 0.5
 ) -> list[tuple[str, ...]] | list[list[str]]:
-    """Argmax classes (tuples for multi-label) or per-word IOB2 tags."""
+    """Argmax classes (tuples for multi-label) or per-word valid IOB2 tags (`decode_tags`)."""
     if schema.task_type is TaskType.TAGGING:
         return decode_tags(predictions, schema)
     return decode_classes(predictions, schema, threshold)

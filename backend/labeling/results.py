@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from backend.engine.iob2 import iob2_tags
 from backend.engine.types import FloatArray, IndexArray, TaggingExample, TaskType
 
 from .label_config import LabelConfig
@@ -103,14 +104,19 @@ def _checked_source(
 
 
 def tagging_results(example: TaggingExample, word_probs: FloatArray, config: LabelConfig) -> list[JSONObject]:
-    """Span results for one task from per-word tag probabilities (columns = ``output_names``),
-    each word taking its most probable tag (see `decoded_tagging_results`)."""
+    """Span results for one task from per-word tag probabilities (columns = ``output_names``, e.g.
+    a fine-tuned tagger's), decoded into the most probable valid IOB2 sequence (`iob2.iob2_tags`:
+    never an I-X that no B-X opens, where a per-word argmax could emit one), each span scored by
+    its words' decoded tags' probabilities (see `decoded_tagging_results`)."""
     _require(config, TaskType.TAGGING)
+    names = config.schema.output_names
     probs = np.asarray(word_probs, dtype=float)
-    _checked_source(example, probs, config.schema.output_names)
+    _checked_source(example, probs, names)
     if probs.shape[0] == 0:
         return []
-    return decoded_tagging_results(example, probs.argmax(axis=1), probs.max(axis=1), config)
+    [decoded] = iob2_tags([probs], names)
+    tags = np.array([names.index(t) for t in decoded], dtype=np.int64)
+    return decoded_tagging_results(example, tags, probs[np.arange(len(tags)), tags], config)
 
 
 def decoded_tagging_results(example: TaggingExample, tags: Sequence[int] | IndexArray, tag_probs: FloatArray,

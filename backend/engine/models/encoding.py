@@ -3,8 +3,9 @@ per-word reading of a tagger's sub-token outputs.
 
 Classification tokenizes each text (truncated to `max_length`) with its class index, or a 0/1
 row for multi-label, as target. Tagging tokenizes the words and remembers each kept word's first
-sub-token: the training target sits there (`IGNORE_INDEX` elsewhere), and that is where a
-prediction is read back (`word_probs`).
+sub-token: the training target sits there (`IGNORE_INDEX` on continuation sub-tokens, special
+tokens and padding), and that is where a prediction is read back (`word_probs`); it also keeps
+each kept word's shape byte (`word_features.word_shape`: the casing an uncased tokenizer drops).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from backend.engine.types import (
     classification_examples,
     tagging_examples,
 )
+from backend.engine.word_features import SHAPE_BITS, sentence_shapes, unpack_shapes
 
 IGNORE_INDEX = -100  # target of the sub-tokens that carry no word's tag (torch's cross-entropy skips it)
 
@@ -42,6 +44,7 @@ class Encoded:
     # a tag id per sub-token (tagging) or [class index] (single-label classification)
     labels: list[int] | None = None
     multi_hot: list[float] | None = None  # multi-label classification: 1.0 for each gold class
+    word_shapes: list[int] = field(default_factory=list)  # tagging: shape byte of each kept word
 
 
 def encode(
@@ -94,7 +97,7 @@ def encode_words(
             if wid is not None and wid not in seen:
                 seen.add(wid)
                 starts.append(pos)
-        enc = Encoded(list(ids[i]), starts)
+        enc = Encoded(list(ids[i]), starts, word_shapes=sentence_shapes(ex.words)[: len(starts)].tolist())
         if with_labels:
             labels = [IGNORE_INDEX] * len(enc.input_ids)
             for word_idx, pos in enumerate(starts):
@@ -159,3 +162,14 @@ def word_probs(token_probs: FloatArray, enc: Encoded, n_words: int) -> NDArray[n
     if kept:
         out[:kept] = token_probs[enc.word_starts[:kept]]
     return out
+
+
+def shape_bits(batch: Sequence[Encoded], width: int) -> torch.Tensor:
+    """(batch, width, len(SHAPE_BITS)) float 0/1: each kept word's shape bits at its first
+    sub-token, zeros elsewhere (positions no tag is trained or read at)."""
+    out = np.zeros((len(batch), width, len(SHAPE_BITS)), np.float32)
+    for row, enc in enumerate(batch):
+        if enc.word_starts:
+            out[row, enc.word_starts] = unpack_shapes(np.asarray(enc.word_shapes, np.uint8))
+    return torch.from_numpy(out)
+

@@ -6,7 +6,9 @@ AdamW schedule keeps each retrain lean and the inference path (length-sorted, pe
 `inference_mode`, bf16 autocast on CUDA) under our control.
 
 The hyper-parameters live in `config` (`TrainingConfig`), tokenisation and batching in `encoding`,
-the LP-FT head initialisation in `probe`; all three names stay importable from here.
+the LP-FT head initialisation in `probe`, what a tagging fine-tune adds (LP-FT from the per-word
+probe, the word-shape term, the class-weighted loss) in `tagging_fit`; their names stay importable
+from here.
 """
 from __future__ import annotations
 
@@ -36,9 +38,11 @@ from backend.engine.callbacks import Progress
 from backend.engine.device import autocast, resolve_device, to_device
 from backend.engine.errors import NotEnoughLabelsError
 from backend.engine.io import atomic_directory
-from backend.engine.models import encoding, probe
+from backend.engine.iob2 import iob2_tags
+from backend.engine.models import encoding, probe, tagging_fit
 from backend.engine.models.config import DEFAULT_LEARNING_RATE, PAPER_EPOCHS, TrainingConfig
 from backend.engine.models.encoding import IGNORE_INDEX, Encoded
+from backend.engine.models.tagging_fit import SHAPE_KEY
 from backend.engine.models.training import LOSS, fit_loop
 from backend.engine.packaged import resolve_model
 from backend.engine.proxy import FEATURE_DTYPE, mean_pool
@@ -55,7 +59,7 @@ from backend.engine.types import (
 
 __all__ = [
     "DEFAULT_LEARNING_RATE", "IGNORE_INDEX", "PAPER_EPOCHS", "SCHEMA_FILE", "Encoded", "FitReport",
-    "ProgressCallback", "TrainingConfig", "TransformerModel",
+    "ProgressCallback", "SHAPE_KEY", "TrainingConfig", "TransformerModel",
 ]
 
 log = logging.getLogger(__name__)
@@ -92,6 +96,9 @@ class TransformerModel:
         self.device = resolve_device(self.config.device)
         self._model = model
         self._tokenizer = tokenizer
+        # tagging: (tags, shape bits) weights of the word-shape bits, added to the logits at each
+        # word's first sub-token (an uncased encoder never sees casing); None: no shape term
+        self.shape_weight: torch.nn.Parameter | None = None
 
     # ------------------------------------------------------------------ loading
     @property
@@ -157,21 +164,40 @@ class TransformerModel:
         start = time.perf_counter()
         self._prepare_fit(examples)
         self._model = self._fresh_model()
+        self.shape_weight = None
         model = self._model
         encoded = self.encode(examples, with_labels=True)
-        if self.config.linear_probe_init and self.linear_probe:
+        task = self.schema.task_type
+        few_shot_tagging = task is TaskType.TAGGING and self.linear_probe  # `tagging_fit`'s additions
+        if self.linear_probe and self.config.resolved_linear_probe_init(task):
             self._probe_head(examples, encoded)
+        if few_shot_tagging and self.config.word_shapes and self.shape_weight is None:
+            self.shape_weight = tagging_fit.zero_shape_term(self.schema.num_outputs, self.device)
+        weights = (tagging_fit.tag_weights(encoded, self.schema.num_outputs, self.config.tag_balance, self.device)
+                   if few_shot_tagging else None)
+        trained = tagging_fit.WithShapes(model, self.shape_weight) if self.shape_weight is not None else model
 
         def step(rows: list[int], generator: torch.Generator) -> dict[str, torch.Tensor]:
-            batch = self.collate([encoded[i] for i in rows], with_labels=True)
+            chunk = [encoded[i] for i in rows]
+            batch = self.collate(chunk, with_labels=True)
+            if not few_shot_tagging:
+                with self.autocast():
+                    loss: torch.Tensor = model(**batch).loss
+                return {LOSS: loss}
+            labels = batch.pop("labels")
             with self.autocast():
-                loss: torch.Tensor = model(**batch).loss
-            return {LOSS: loss}
+                logits = model(**batch).logits
+            return {LOSS: tagging_fit.tagging_loss(logits, labels, chunk, self.shape_weight, weights)}
 
         lengths = [len(e.input_ids) for e in encoded]
-        loop = self.config.loop(self.schema.task_type, len(encoded))
-        report = fit_loop(model, lengths, step, loop, progress=progress)
+        loop = self.config.loop(task, len(encoded))
+        report = fit_loop(trained, lengths, step, loop, progress=progress)
         return FitReport(time.perf_counter() - start, report.steps, report.last_loss, len(encoded))
+
+    def decode_tags(self, predictions: Predictions) -> list[list[str]]:
+        """Tagging: the most probable valid IOB2 sequence of each example (`iob2.iob2_tags`),
+        where an argmax per word could emit an I-X no B-X opens."""
+        return iob2_tags(list(predictions.probs), self.schema.output_names)
 
     def head_layer(self) -> torch.nn.Linear | None:
         """The linear layer that outputs a classifier's logits (BERT's `classifier`, RoBERTa's
@@ -190,11 +216,23 @@ class TransformerModel:
 
     def _probe_head(self, examples: Sequence[Example], encoded: Sequence[Encoded]) -> None:
         """LP-FT: a fitted linear probe rather than a random head (`backend.engine.models.probe`)."""
+        if self.schema.task_type is TaskType.TAGGING:
+            self._probe_tagger(examples, encoded)
+            return
         head = self.head_layer()
         if head is None or head.in_features == 0:
             return
         labels = [ex.labels for ex in classification_examples(examples)]
         probe.init_from_probe(head, self.head_features(encoded), labels, self.schema, self.config.seed)
+
+    def _probe_tagger(self, examples: Sequence[Example], encoded: Sequence[Encoded]) -> None:
+        """Tagging's LP-FT (`tagging_fit.start_from_probe`): the token classifier, and the shape
+        term with `word_shapes`, start from the per-word probe."""
+        batches = self.batches(encoded, self.config.inference_batch_size or 64)
+        shape = tagging_fit.start_from_probe(self.model, self.schema, examples, encoded, batches, self.autocast,
+                                             self.config.seed, word_shapes=self.config.word_shapes)
+        if shape is not None:
+            self.shape_weight = torch.nn.Parameter(torch.from_numpy(shape).to(self.device))
 
     def _prepare_fit(self, examples: Sequence[Example]) -> None:
         """Hook before a fresh model is built for training (a classical model builds its vocabulary)."""
@@ -243,7 +281,10 @@ class TransformerModel:
                     batch = encoding.pad_to(batch, self.config.max_length, self.tokenizer.pad_token_id or 0)
                 with self.autocast():
                     result = model(**batch, output_hidden_states=return_embeddings or return_features)
-                out.add(idx, self._probabilities(result.logits.float()), encoded)
+                logits = result.logits.float()
+                if self.shape_weight is not None:
+                    logits = tagging_fit.with_shapes(logits, [encoded[i] for i in idx], self.shape_weight)
+                out.add(idx, self._probabilities(logits), encoded)
                 if return_embeddings:
                     out.add_embeddings(idx, result.hidden_states[-1][:, 0].float().cpu().numpy())
                 if out.features is not None:
@@ -264,7 +305,10 @@ class TransformerModel:
         with atomic_directory(directory) as tmp:
             self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
-            meta = {"schema": self.schema.to_dict(), "training": asdict(self.config), "base": self.name_or_path}
+            meta: dict[str, object] = {
+                "schema": self.schema.to_dict(), "training": asdict(self.config), "base": self.name_or_path}
+            if self.shape_weight is not None:
+                meta[SHAPE_KEY] = self.shape_weight.detach().cpu().tolist()
             (tmp / SCHEMA_FILE).write_text(json.dumps(meta, indent=2))
         return Path(directory)
 
@@ -286,6 +330,9 @@ class TransformerModel:
             model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
         wrapper._model = to_device(model, wrapper.device)
         wrapper._model.eval()
+        if meta.get(SHAPE_KEY) is not None:
+            weight = torch.tensor(meta[SHAPE_KEY], dtype=torch.float32, device=wrapper.device)
+            wrapper.shape_weight = torch.nn.Parameter(weight, requires_grad=False)
         wrapper._tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
         return wrapper
 

@@ -99,4 +99,19 @@ def test_config_validation():
         TrainingConfig(warmup_ratio=1.0)
     assert TrainingConfig().resolved_epochs(TaskType.TAGGING) == 15
     assert TrainingConfig().resolved_learning_rate(TaskType.CLASSIFICATION) == 1e-4  # small encoders, few labels
-    assert TrainingConfig().resolved_learning_rate(TaskType.TAGGING) == 5e-5
+    assert TrainingConfig().resolved_learning_rate(TaskType.TAGGING) == 3e-4  # tens of sentences, LP-FT
+
+
+def test_tagging_schedule_goes_from_few_shot_to_the_papers():
+    """Tagging's defaults: 3e-4 and the min_steps floor up to 200 sentences, the paper's 5e-5 and
+    15 epochs from 1,000; explicit values always win."""
+    config = TrainingConfig()
+    rate = [config.resolved_learning_rate(TaskType.TAGGING, n) for n in (20, 200, 600, 1000, 5000)]
+    assert rate[:2] == [3e-4, 3e-4] and 5e-5 < rate[2] < 3e-4 and rate[3:] == pytest.approx([5e-5, 5e-5])
+    assert config.resolved_learning_rate(TaskType.CLASSIFICATION, 5000) == 1e-4
+    assert TrainingConfig(learning_rate=1e-5).resolved_learning_rate(TaskType.TAGGING, 20) == 1e-5
+    steps = {n: config.resolved_epochs(TaskType.TAGGING, n) * -(-n // 16) for n in (20, 50, 100, 160, 200)}
+    assert all(100 <= s <= 112 for s in steps.values())  # the floor decides: about 100 steps
+    assert config.resolved_epochs(TaskType.TAGGING, 1000) == 15
+    assert TrainingConfig(min_steps=0).resolved_epochs(TaskType.TAGGING, 50) == 15  # the paper's schedule
+    assert config.resolved_epochs(TaskType.CLASSIFICATION, 200) == 8  # classification unchanged: 100 steps

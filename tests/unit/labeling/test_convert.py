@@ -481,7 +481,10 @@ def test_iob2_decoding_is_lenient():
     assert iob2_spans([]) == []
 
 
-def test_tagging_results_decode_spans_with_mean_confidence():
+def test_tagging_results_decode_valid_iob2_spans_with_mean_confidence():
+    """Probabilities decode to the most probable valid IOB2 sequence (constrained Viterbi): an
+    inside run no B- opens starts with B- (its first word's B-PER at 0.0125), and a span scores the
+    mean probability of its words' decoded tags."""
     text = "Alice Smith flew to Rome"
     ex = unlabeled_examples([task(1, text)], NER).examples[0]
     names = NER.schema.output_names
@@ -491,7 +494,10 @@ def test_tagging_results_decode_spans_with_mean_confidence():
     assert [(r["value"]["text"], r["value"]["labels"]) for r in results] == [
         ("Alice Smith", ["PER"]), ("Rome", ["LOC"])
     ]
-    assert results[0]["score"] == pytest.approx(0.7) and results[1]["score"] == pytest.approx(0.9)
+    assert results[0]["score"] == pytest.approx((0.1 / 8 + 0.5) / 2) and results[1]["score"] == pytest.approx(0.9)
+    probs = one_hot(["O", "I-PER", "O"], names, p=0.5)  # a lone I-PER: its B-PER (1/16) loses to O
+    probs[1, names.index("O")] = 0.1
+    assert tagging_results(unlabeled_examples([task(2, "Alice met Bob")], NER).examples[0], probs, NER) == []
 
 
 def test_tagging_results_reject_bad_input():
