@@ -128,8 +128,10 @@ class Settings:
     torch_threads: int = field(default=0, metadata={
         "help": "CPU threads per process for torch (0 = torch's default; 1 suits tiny models on busy CPUs)"})
     epochs: int | None = field(default=None, metadata={
-        "help": "default 5 classification / 15 tagging, raised until a fit takes MIN_STEPS steps"})
-    learning_rate: float | None = field(default=None, metadata={"help": "default 1e-4 classification / 5e-5 tagging"})
+        "help": "default 5 classification / 15 tagging (in proportion below 1,000 sentences), raised until a fit "
+                "takes MIN_STEPS steps"})
+    learning_rate: float | None = field(default=None, metadata={
+        "help": "default 1e-4 classification / 3e-4 tagging up to 200 sentences, down to the paper's 5e-5 at 1,000"})
     min_steps: int = field(default=100, metadata={
         "help": "with EPOCHS unset, at least this many optimizer steps per fit (0 = the paper's epochs)"})
     batch_size: int = field(default=16, metadata={"help": "training batch size"})
