@@ -10,7 +10,7 @@ first sub-token (the classifier's input there), with the 6 word-shape bits; on b
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 
 import numpy as np
@@ -33,27 +33,37 @@ def classifier_head(model: torch.nn.Module, num_outputs: int) -> torch.nn.Linear
     return heads[-1] if heads else None
 
 
-def head_inputs(
-    model: torch.nn.Module, head: torch.nn.Linear, batches: Batches, rows: int,
+def _states(
+    model: torch.nn.Module, head: torch.nn.Linear, batches: Batches,
     autocast: Callable[[], AbstractContextManager[object]],
-) -> NDArray[np.float32]:
-    """What `head` reads for each of `rows` examples (e.g. BERT's pooled [CLS]), dropout off."""
+) -> Iterator[tuple[IndexArray, NDArray[np.float32]]]:
+    """(positions, what `head` read for that batch) batch by batch, dropout off: a forward
+    pre-hook captures the head's input."""
     seen: list[torch.Tensor] = []
 
     def capture(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         seen.append(args[0].detach().float().cpu())
 
     hook = head.register_forward_pre_hook(capture)
-    out = np.zeros((rows, head.in_features), dtype=np.float32)
     model.eval()
     try:
         with torch.inference_mode():
             for idx, batch in batches:
                 with autocast():
                     model(**batch)
-                out[idx] = seen.pop().numpy()
+                yield idx, seen.pop().numpy()
     finally:
         hook.remove()
+
+
+def head_inputs(
+    model: torch.nn.Module, head: torch.nn.Linear, batches: Batches, rows: int,
+    autocast: Callable[[], AbstractContextManager[object]],
+) -> NDArray[np.float32]:
+    """What `head` reads for each of `rows` examples (e.g. BERT's pooled [CLS]), dropout off."""
+    out = np.zeros((rows, head.in_features), dtype=np.float32)
+    for idx, states in _states(model, head, batches, autocast):
+        out[idx] = states
     return out
 
 
@@ -78,23 +88,9 @@ def word_inputs(
     reads at each word's first sub-token (where its tag is trained and read back), dropout off."""
     offsets = offsets_of([len(e.word_starts) for e in encoded])
     out = np.zeros((int(offsets[-1]), head.in_features), dtype=np.float32)
-    seen: list[torch.Tensor] = []
-
-    def capture(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        seen.append(args[0].detach().float().cpu())
-
-    hook = head.register_forward_pre_hook(capture)
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for idx, batch in batches:
-                with autocast():
-                    model(**batch)
-                states = seen.pop().numpy()
-                for row, i in enumerate(idx):
-                    out[offsets[i] : offsets[i + 1]] = states[row, encoded[i].word_starts]
-    finally:
-        hook.remove()
+    for idx, states in _states(model, head, batches, autocast):
+        for row, i in enumerate(idx):
+            out[offsets[i] : offsets[i + 1]] = states[row, encoded[i].word_starts]
     return out
 
 
