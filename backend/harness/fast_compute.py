@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 
 from backend.engine.acquisition.order import ProxyScorer, order_pool, proxy_strategy
+from backend.engine.acquisition.sampling import UPS
 from backend.engine.proxy import ProxyHead
-from backend.engine.token_head import TagOutputs, TokenHead, TokenScorer
+from backend.engine.token_head import TagOutputs, TokenHead, TokenScorer, rows_to_rescore
 from backend.engine.types import BoolArray, LabelSchema, TaskType
 from backend.engine.word_features import SHAPE_BITS, WordFeatures, offsets_of
 from backend.harness.common import load_avg, ner_label_config
-from backend.service.fast_versions import save_fast_version, save_tagging_version
+from backend.service.fast_versions import save_fast_version, save_tagging_version, stale_tagging_scores
 from backend.service.features import FeatureStore, WordFeatureSet, word_key
 
 
@@ -225,30 +226,50 @@ def torch_threads_set(threads: int) -> Iterator[int]:
 
 def _timed_update(times: dict[str, list[float]], fit_words: Callable[[], WordFeatures], tags: list[list[str]],
                   schema: LabelSchema, seed: int, loaded: WordFeatureSet, outside: BoolArray, top_k: int,
-                  version_dir: Path) -> TagOutputs:
+                  version_dir: Path, last_version: Path | None = None) -> tuple[TagOutputs, int]:
     """One fast update's compute with the code that serves, each stage appended to `times`: the
-    token head fitted, every sentence scored, the pool ordered (no cold start: with this many labels
-    the service's is over too, MNLP orders), the top K decoded, the version written. Returns the
-    top K's tags."""
+    token head fitted, the sentences scored (with `last_version`, as `TaggingFastUpdate._scores`:
+    `rows_to_rescore`'s UPS draw over its stale scores, the stages' keys suffixed ``_ups``; else
+    every one), the pool ordered (no cold start: with this many labels the service's is over too,
+    MNLP orders), the top K decoded, the version written. Returns the top K's tags and how many
+    sentences were scored."""
+    suffix = "" if last_version is None else "_ups"
     t = time.perf_counter()
     head = TokenHead(schema, seed).fit(fit_words(), tags)
-    times["fit"].append(time.perf_counter() - t)
+    times["fit" + suffix].append(time.perf_counter() - t)
     t = time.perf_counter()
-    scores = TokenScorer(head).score_pool(loaded.words)
-    times["score"].append(time.perf_counter() - t)
+    scorer, key = TokenScorer(head), "synthetic"
+    stale = None if last_version is None else stale_tagging_scores(last_version, key, loaded.ids)
+    rows = rows_to_rescore(loaded.words, None if stale is None else stale[1], 1, UPS(full_rescore_iterations=()),
+                           np.random.default_rng(seed))
+    scores = scorer.score_pool(loaded.words) if rows is None or stale is None else \
+        scorer.rescore(loaded.words, rows, *stale)
+    times["score" + suffix].append(time.perf_counter() - t)
     t = time.perf_counter()
     order = order_pool(scores, outside, top_k, int(outside.sum()))
-    times["order"].append(time.perf_counter() - t)
+    times["order" + suffix].append(time.perf_counter() - t)
     t = time.perf_counter()
     shown = scores.outputs.take(order.top).decode()
-    times["decode_top_k"].append(time.perf_counter() - t)
+    times["decode_top_k" + suffix].append(time.perf_counter() - t)
     t = time.perf_counter()
     scored = np.flatnonzero(~outside)
     save_tagging_version(version_dir, head, ner_label_config(TAGGING_LABELS), loaded.ids[scored],
                          scores.confidence[scored], scores.uncertainty[scored], loaded.ids[order.top], shown,
-                         {"bench": True})
-    times["save"].append(time.perf_counter() - t)
-    return shown
+                         {"bench": True, "feature_key": key})
+    times["save" + suffix].append(time.perf_counter() - t)
+    return shown, len(loaded.ids) if rows is None else len(rows)
+
+
+def _stored_sets(root: Path, n_pool: int, memory_sizes: tuple[int, ...], dim: int, seed: int,
+                 memory: dict[str, Any]) -> WordFeatureSet:
+    """Each of `memory_sizes` written, measured into `memory` and deleted; then the pool's set,
+    measured and returned."""
+    for size in sorted(set(memory_sizes) - {n_pool}):
+        _, memory[str(size)] = stored_word_features(root / f"m{size}", size, dim, seed, load=False)
+        shutil.rmtree(root / f"m{size}")
+    found, memory[str(n_pool)] = stored_word_features(root / "pool", n_pool, dim, seed)
+    assert found is not None
+    return found
 
 
 def tagging_compute_benchmark(n_pool: int, n_labeled: int, dim: int = 384, repeats: int = 7, top_k: int = 32,
@@ -267,7 +288,8 @@ def tagging_compute_benchmark(n_pool: int, n_labeled: int, dim: int = 384, repea
     depend on the data), and the synthetic-teacher fit is timed beside it (``fit_synthetic``,
     not in the sum). Either way the first `n_labeled` rows of the set are out of the order."""
     schema = LabelSchema(TaskType.TAGGING, TAGGING_LABELS)
-    times: dict[str, list[float]] = {k: [] for k in ("fit", "score", "order", "decode_top_k", "save")}
+    stages = ("fit", "score", "order", "decode_top_k", "save")
+    times: dict[str, list[float]] = {k + suffix: [] for k in stages for suffix in ("", "_ups")}
     memory: dict[str, Any] = {}
     real = None
     if labeled_from is not None:  # first: the pool's width is the encoder's
@@ -275,17 +297,12 @@ def tagging_compute_benchmark(n_pool: int, n_labeled: int, dim: int = 384, repea
         dim = real[0].dim
         times["fit_synthetic"] = []
     with torch_threads_set(torch_threads) as threads, tempfile.TemporaryDirectory(prefix="bench-fast-tagging-") as tmp:
-        for size in sorted(set(memory_sizes) - {n_pool}):
-            _, memory[str(size)] = stored_word_features(Path(tmp) / f"m{size}", size, dim, seed, load=False)
-            shutil.rmtree(Path(tmp) / f"m{size}")
-        found, memory[str(n_pool)] = stored_word_features(Path(tmp) / "pool", n_pool, dim, seed)
-        assert found is not None
-        loaded, words = found, found.words
+        loaded = _stored_sets(Path(tmp), n_pool, memory_sizes, dim, seed, memory)
+        words = loaded.words
         labeled_rows = np.arange(n_labeled, dtype=np.int64)
         tags = synthetic_labels = synthetic_tags(words.take(labeled_rows), schema, np.random.default_rng(seed + 1))
         if real is not None:
             tags, schema = real[1], real[2]
-        entity_words = sum(t != "O" for row in tags for t in row)
         outside = np.zeros(len(loaded.ids), bool)
         outside[labeled_rows] = True  # the labeled sentences are in the set, out of the order
         for r in range(repeats):
@@ -294,20 +311,24 @@ def tagging_compute_benchmark(n_pool: int, n_labeled: int, dim: int = 384, repea
                 TokenHead(schema, seed).fit(words.take(labeled_rows), synthetic_labels)
                 times["fit_synthetic"].append(time.perf_counter() - t)
             # as `TaggingFastUpdate._fit`: the labeled sentences' rows taken from the set, then fitted
-            shown = _timed_update(times, lambda: (words.take(labeled_rows) if real is None else real[0]),
-                                  tags, schema, seed, loaded, outside, top_k, Path(tmp) / f"v{r}")
+            def fit_words() -> WordFeatures:
+                return words.take(labeled_rows) if real is None else real[0]
+
+            shown, _ = _timed_update(times, fit_words, tags, schema, seed, loaded, outside, top_k, Path(tmp) / f"v{r}")
+            _, rescored = _timed_update(times, fit_words, tags, schema, seed, loaded, outside, top_k,
+                                        Path(tmp) / f"u{r}", last_version=Path(tmp) / f"v{r}")
         version_bytes = sum(p.stat().st_size for p in (Path(tmp) / "v0").iterdir())
         spans_shown = sum(tag.startswith("B-") for row in shown.all_tags() for tag in row)
     med = {k: round(statistics.median(v), 4) for k, v in times.items()}
-    stages = ("fit", "score", "order", "decode_top_k", "save")
     return {"task": "ner", "pool": n_pool, "labeled": n_labeled, "labeled_words": sum(len(t) for t in tags),
-            "labeled_entity_words": entity_words,
+            "labeled_entity_words": sum(t != "O" for row in tags for t in row),
             "labeled_source": (f"{labeled_from[0]} sentences encoded by {labeled_from[1]}" if labeled_from
                                else "synthetic (random linear teacher)"),
-            "dim": dim, "tags": len(schema.output_names),
-            "words": int(words.offsets[-1]), "repeats": repeats, "top_k": top_k,
-            "torch_threads": threads, "median_seconds": med,
+            "dim": dim, "tags": len(schema.output_names), "words": int(words.offsets[-1]), "repeats": repeats,
+            "top_k": top_k, "torch_threads": threads, "median_seconds": med,
             "compute_s": round(sum(med[k] for k in stages), 4),  # fit + score + order + decode the top K + save
             "compute_without_save_s": round(med["fit"] + med["score"] + med["order"] + med["decode_top_k"], 4),
+            # the same update after one that scored every sentence: UPS re-scores a subsample
+            "compute_ups_s": round(sum(med[k + "_ups"] for k in stages), 4), "rescored_ups": rescored,
             "version_bytes": version_bytes, "spans_in_top_k": spans_shown, "memory": memory,
             "load_avg": load_avg()}

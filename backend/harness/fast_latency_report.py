@@ -58,6 +58,10 @@ def _print_tagging_compute(c: dict[str, Any]) -> None:
     print("  " + "  ".join(f"{k} {med[k]:.3f} s" for k in ("fit", "score", "order", "decode_top_k", "save"))
           + f"  = {c['compute_s']:.3f} s" + (f"  (fit on the synthetic teacher's tags {med['fit_synthetic']:.3f} s)"
                                              if "fit_synthetic" in med else ""))
+    if "compute_ups_s" in c:
+        print("  the next update, UPS (" + f"{c['rescored_ups']} of {c['pool']} sentences re-scored): "
+              + "  ".join(f"{k} {med[k + '_ups']:.3f} s" for k in ("fit", "score", "order", "decode_top_k", "save"))
+              + f"  = {c['compute_ups_s']:.3f} s")
     print(f"{'sentences':>11}{'MB in memory':>14}{'kB/sentence':>13}{'MB on disk':>12}{'shards':>8}"
           f"{'RSS +MB':>9}{'peak +MB':>10}{'load s':>8}")
     for size, m in sorted(c["memory"].items(), key=lambda kv: int(kv[0])):

@@ -154,6 +154,28 @@ def is_tagging_version(directory: Path) -> bool:
     return (directory / SHOWN_FILE).is_file()
 
 
+def stale_tagging_scores(directory: Path, feature_key: str, ids: IndexArray) -> tuple[FloatArray, FloatArray] | None:
+    """A tagging fast version's (confidence, uncertainty) for each of `ids` (NaN where it scored no
+    such task), when it ordered the same feature set (`feature_key`): the stale scores a UPS
+    re-score keeps. None when there is no such version."""
+    try:
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        if meta.get("feature_key") != feature_key or not (directory / SHOWN_FILE).is_file():
+            return None
+        with np.load(directory / SCORES_FILE, allow_pickle=False) as data:
+            known_ids, confidence, uncertainty = data["ids"], data["confidence"], data["uncertainty"]
+    except (OSError, ValueError, KeyError):
+        return None
+    wanted = np.asarray(ids, np.int64)
+    out_confidence = np.full(len(wanted), np.nan, np.float32)
+    out_uncertainty = np.full(len(wanted), np.nan, np.float32)
+    if len(known_ids):
+        pos = np.clip(np.searchsorted(known_ids, wanted), 0, len(known_ids) - 1)
+        found = known_ids[pos] == wanted
+        out_confidence[found], out_uncertainty[found] = confidence[pos[found]], uncertainty[pos[found]]
+    return out_confidence, out_uncertainty
+
+
 @dataclass
 class TaggingFastCheckpoint:
     """A loaded tagging fast version: answers /predict with the head's spans (stored for the

@@ -41,6 +41,7 @@ class FastOutcome:
     pool_size: int | None = None
     order: str | None = None
     scored: int | None = None
+    rescored: int | None = None  # tagging, large pools: sentences UPS re-scored (the rest kept their scores)
     pushed: int | None = None
     pushed_before_switch: int | None = None
     empty_texts: int | None = None

@@ -4,7 +4,8 @@ sentences' word features, the pool ordered by MNLP through the engine's `order_p
 
 The pool's word features are computed once by the chunk jobs (`feature_jobs`, a ``words-`` set).
 A fit takes about a second on hundreds of labeled sentences; scoring a 100k-sentence pool (~2M
-words) about a second (`TokenHead.log_proba`), and only the pushed sentences are decoded. The
+words) 1-9 s depending on the CPU's float16 arithmetic (`TokenHead.log_proba`), so large pools
+re-score a UPS subsample (`_scores`), and only the pushed sentences are decoded. The
 fast version keeps the head and the pool's scores; /predict decodes other tasks on demand
 (`fast_versions.TaggingFastCheckpoint`).
 """
@@ -16,14 +17,15 @@ from typing import Any
 import numpy as np
 
 from backend.engine.acquisition.cold_start import TAGGING_COLD_START_LABELS, tagging_typical_order
-from backend.engine.acquisition.order import ColdStart, PoolOrder, order_pool
+from backend.engine.acquisition.order import ColdStart, PoolOrder, PoolScores, order_pool
+from backend.engine.acquisition.sampling import UPS
 from backend.engine.errors import EmptyPoolError, NotEnoughLabelsError
 from backend.engine.selection import ModelEstimate
-from backend.engine.token_head import TagOutputs, TokenHead, TokenScorer, WordLogProbs
+from backend.engine.token_head import HeadTags, TagOutputs, TokenHead, TokenScorer, rows_to_rescore
 from backend.engine.types import IndexArray, TaggingExample, tagging_examples
 from backend.labeling import ConversionReport, LabelConfig, decoded_tagging_results, text_to_example
-from backend.service.checkpoints import checkpoint_dir
-from backend.service.fast_versions import save_tagging_version
+from backend.service.checkpoints import FAST_PREFIX, checkpoint_dir
+from backend.service.fast_versions import save_tagging_version, stale_tagging_scores
 from backend.service.features import WordFeatureSet
 from backend.service.jobs.fast_followups import request_extend
 from backend.service.jobs.fast_steps import FIRST_PUSH, FastOutcome, FastSkip, FastSteps
@@ -47,6 +49,7 @@ class TaggingFastUpdate(FastSteps):
     """Fit the token head, order the pool by MNLP, push the top K with spans, publish."""
 
     serving_rule = TAGGING_SERVING_RULE
+    rescored: int | None = None  # sentences a UPS subsample re-scored (None: every one)
 
     def run(self) -> FastOutcome:
         state, config = self._open()
@@ -128,10 +131,12 @@ class TaggingFastUpdate(FastSteps):
             raise FastSkip(FastStatus.SKIPPED, str(exc), conversion=conversion) from None
 
     def _order(self, features: WordFeatureSet, pool_ids: list[int], head: TokenHead, state: ProjectState,
-               n_labeled: int) -> tuple[PoolOrder[WordLogProbs], IndexArray]:
+               n_labeled: int) -> tuple[PoolOrder[HeadTags], IndexArray]:
         """The engine's order over the whole feature set, with every row that is not an unlabeled
-        pool task masked out (scoring all rows is cheaper than gathering the pool's first)."""
-        scores = TokenScorer(head).score_pool(features.words)
+        pool task masked out (scoring all rows is cheaper than gathering the pool's first). Large
+        pools re-score a UPS subsample (`token_head.rows_to_rescore`), the serving fast version's
+        scores standing for the rest."""
+        scores = self._scores(features, head, state)
         pool_rows, in_pool = features.rows(pool_ids)
         outside = np.ones(len(features.ids), bool)
         outside[pool_rows[in_pool]] = False
@@ -143,8 +148,22 @@ class TaggingFastUpdate(FastSteps):
             raise FastSkip(FastStatus.SKIPPED, "no pool task has a word to tag (all empty)") from None
         return order, pool_rows[in_pool]
 
+    def _scores(self, features: WordFeatureSet, head: TokenHead, state: ProjectState) -> PoolScores[HeadTags]:
+        scorer, stale = TokenScorer(head), None
+        if state.version.startswith(FAST_PREFIX):
+            stale = stale_tagging_scores(checkpoint_dir(self.ctx.settings.model_dir, self.project_id, state.version),
+                                         state.feature_key, features.ids)
+        settings = self.ctx.settings
+        sampler = UPS(settings.ups_gamma, settings.ups_temperature, full_rescore_iterations=())
+        rows = rows_to_rescore(features.words, None if stale is None else stale[1], self.seq, sampler,
+                               np.random.default_rng((settings.seed, self.seq)))
+        if rows is None or stale is None:
+            return scorer.score_pool(features.words)
+        self.rescored = len(rows)
+        return scorer.rescore(features.words, rows, *stale)
+
     def _save(self, state: ProjectState, config: LabelConfig, head: TokenHead, features: WordFeatureSet,
-              order: PoolOrder[WordLogProbs], scored: IndexArray, n_labeled: int
+              order: PoolOrder[HeadTags], scored: IndexArray, n_labeled: int
               ) -> tuple[str, list[dict[str, Any]], TagOutputs]:
         """The fast version (head, pool scores, the shown sentences' decoded tags) and the top K's
         predictions with the head's spans."""
@@ -173,7 +192,7 @@ class TaggingFastUpdate(FastSteps):
             predictions.append({"task": int(task_id), "score": slot[k], "model_version": version, "result": result})
         return version, predictions, shown
 
-    def _outcome(self, version: str, order: PoolOrder[WordLogProbs], scored: IndexArray, pool_ids: list[int],
+    def _outcome(self, version: str, order: PoolOrder[HeadTags], scored: IndexArray, pool_ids: list[int],
                  pushed: int, predictions: list[dict[str, Any]], shown: TagOutputs, labels: _TaggedLabels,
                  conversion: dict[str, Any], notes: FeatureNotes) -> FastOutcome:
         n, rest = len(labels.tags), len(predictions[FIRST_PUSH:])
@@ -184,13 +203,15 @@ class TaggingFastUpdate(FastSteps):
                     else "")
         mismatch = (f"{labels.mismatched} labeled tasks left out: their words differ from the stored features' "
                     "(text edited since they were encoded); " if labels.mismatched else "")
-        message = (cold + none_yet + mismatch + f"{len(scored)} pool sentences ordered by the token head ({n} labeled "
-                   f"sentences, {labels.entities} entities); top {pushed} pushed to Label Studio with {spans} "
+        ups = (f"UPS re-scored {self.rescored} sentences, the rest kept the last version's scores; "
+               if self.rescored is not None else "")
+        message = (cold + none_yet + mismatch + ups + f"{len(scored)} pool sentences ordered by the token head ({n} "
+                   f"labeled sentences, {labels.entities} entities); top {pushed} pushed to Label Studio with {spans} "
                    "pre-annotated spans among the shown" + (f", {rest} more queued after the switch" if rest else ""))
         assert order.scores is not None
         return FastOutcome(
             FastStatus.PUBLISHED, message, version=version, labeled=n, pool_size=len(pool_ids), order=order.phase,
-            scored=int(len(scored)), pushed=pushed + rest, pushed_before_switch=pushed,
+            scored=int(len(scored)), rescored=self.rescored, pushed=pushed + rest, pushed_before_switch=pushed,
             empty_texts=int(order.scores.empty[scored].sum()), conversion=conversion, notes=notes,
             classes=sorted({t[2:] for row in labels.tags for t in row if t != "O"}),
             audits=len(self.audits), stopping=self.stopping or None,

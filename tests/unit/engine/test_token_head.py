@@ -13,13 +13,15 @@ from backend.engine.acquisition.order import ColdStart, PoolScores, order_pool
 from backend.engine.errors import NotEnoughLabelsError
 from backend.engine.proxy import FEATURE_DTYPE, FeatureEncoder
 from backend.engine.token_head import (
+    UPS_MIN_WORDS,
+    HeadTags,
     TagOutputs,
     TokenHead,
     TokenScorer,
-    WordLogProbs,
     decode,
     is_valid_iob2,
     mnlp,
+    rows_to_rescore,
     viterbi_iob2,
 )
 from backend.engine.types import LabelSchema, TaskType
@@ -229,11 +231,47 @@ def test_token_scorer_orders_the_pool_through_order_pool(toy):
     assert cold.phase == "typical" and set(cold.top.tolist()) == {60, 40, 12}
 
     part = scores.take(order.top)
-    assert isinstance(part, PoolScores) and isinstance(part.outputs, WordLogProbs)
+    assert isinstance(part, PoolScores) and isinstance(part.outputs, HeadTags)
     shown, everything = part.outputs.decode(), scores.outputs.decode()
     assert isinstance(shown, TagOutputs)
     assert [shown.sentence_tags(k) for k in range(5)] == [everything.sentence_tags(int(i)) for i in order.top]
     assert everything.all_tags() == head.predict(pool).all_tags()
+
+
+def test_ups_rescores_a_subsample_of_large_pools_and_keeps_the_stale_scores(toy):
+    """Fast updates on pools of at least UPS_MIN_WORDS words re-score UPS's draw over the last
+    version's scores (the top share by stale uncertainty, never-scored sentences always), keep the
+    stale scores elsewhere, and still decode any sentence they show; small pools, updates without
+    stale scores and every FULL_RESCORE_EVERY-th update score everything."""
+    from backend.engine.acquisition.sampling import UPS
+
+    examples, features = toy
+    big = WordFeatures.concat([features] * (UPS_MIN_WORDS // int(features.offsets[-1]) + 1))
+    head = TokenHead(SCHEMA).fit(features.take(np.arange(20)), [examples[i].tags for i in range(20)])
+    full = TokenScorer(head).score_pool(big)
+    stale_u = full.uncertainty.astype(np.float64) + np.linspace(0, 1e-3, len(big))  # distinct ranks
+    stale_u[:3] = np.nan  # created after the last version: never scored
+    stale_c = np.exp(-stale_u).astype(np.float32)
+    rng, sampler = np.random.default_rng(0), UPS(0.1, 0.01, full_rescore_iterations=())
+
+    assert rows_to_rescore(features, stale_u[: len(features)], 1, sampler, rng) is None  # small pool
+    assert rows_to_rescore(big, None, 1, sampler, rng) is None  # nothing stale
+    assert rows_to_rescore(big, stale_u, 10, sampler, rng) is None  # the periodic full re-score
+    rows = rows_to_rescore(big, stale_u, 1, sampler, rng)
+    assert rows is not None and {0, 1, 2} <= set(rows.tolist())
+    top = np.argsort(-np.nan_to_num(stale_u, nan=-1))[: int(0.1 * len(big))]
+    assert set(top.tolist()) <= set(rows.tolist()) and 0.1 < len(rows) / len(big) < 0.2
+
+    other = TokenHead(SCHEMA, seed=1, balance=0.0).fit(features.take(np.arange(40)),
+                                                       [examples[i].tags for i in range(40)])
+    scores = TokenScorer(other).rescore(big, rows, stale_c, stale_u.astype(np.float32))
+    fresh = TokenScorer(other).score_pool(big)
+    kept = np.setdiff1d(np.arange(len(big)), rows)
+    np.testing.assert_allclose(scores.uncertainty[rows], fresh.uncertainty[rows], rtol=1e-5)
+    np.testing.assert_array_equal(scores.uncertainty[kept], stale_u.astype(np.float32)[kept])
+    shown = scores.outputs.take(kept[:3]).decode()  # a stale row shown (an audit): decoded by the new head
+    assert [shown.sentence_tags(k) for k in range(3)] == [fresh.outputs.take(kept[:3]).decode().sentence_tags(k)
+                                                          for k in range(3)]
 
 
 def test_classification_pool_scores_still_take_array_rows():

@@ -186,3 +186,33 @@ def test_full_iterations_choose_between_fine_tune_and_token_head_by_span_f1(back
     why = client.get(f"/projects/{PID}").json["serving"]["why"]
     assert why["finetuned"]["heldout"] == 12 and why["finetuned"]["heldout_accuracy"] is not None, why
     assert why["finetuned"]["version"] and "span F1" in why["why_serve"]
+
+
+def test_large_pools_rescore_a_ups_subsample_from_the_last_version(backend, monkeypatch):
+    """Above UPS_MIN_WORDS words (lowered here to this toy pool's size) a fast update re-scores
+    UPS's draw over the serving fast version's scores: the top share by that version's uncertainty
+    and the sentences it never scored; every pool task still has a score, and the shown ones spans."""
+    import backend.engine.token_head as token_head
+
+    monkeypatch.setattr(token_head, "UPS_MIN_WORDS", 1)
+    data = sentences(200, seed=5)
+    ls, client = connect(backend, [t for t, _, _ in data], xml=NER_XML)
+    for i in range(20):
+        ls.annotate(i + 1, data[i][1])
+    annotate(client, ls, 21, data[20][1])
+    work(backend)
+    first = fast_status(client)
+    assert first["status"] == "published" and "rescored" not in first, "no earlier version: every sentence"
+
+    annotate(client, ls, 22, data[21][1])
+    work(backend)
+    second = fast_status(client)
+    assert second["status"] == "published" and second["version"] != first["version"], second
+    assert 0 < second["rescored"] < 0.5 * second["scored"] and "UPS re-scored" in second["message"]
+    assert second["scored"] == second["pool_size"] == 200 - 22
+    pushed = [p for p in ls.predictions if p["model_version"] == second["version"]]
+    assert len(pushed) == TOP_K and any(p["result"] for p in pushed)
+    pool = [{"id": i + 1, "data": {"text": t}} for i, (t, _, _) in enumerate(data) if i >= 22]
+    answer = client.post("/predict", json={"project": f"{PID}.1", "tasks": pool}).json
+    assert answer["model_version"] == second["version"]
+    assert all(0 < r["score"] <= 1 for r in answer["results"]), "every pool task keeps a score"
