@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModel,
@@ -34,7 +35,9 @@ def build_wordpiece_tokenizer(lines: list[str]) -> PreTrainedTokenizerFast:
 
 
 def build_tiny_model(directory: Path, arch: str = "bert", layers: int = 2) -> Path:
-    """Save a randomly initialised encoder of width 32 plus its tokenizer to `directory`."""
+    """Save a randomly initialised encoder of width 32 plus its tokenizer to `directory`. Its
+    weights come from a fixed seed (the global RNG left as it was), so a test sees the same tiny
+    model whichever tests ran before it."""
     tokenizer = build_wordpiece_tokenizer(corpus_lines())
     vocab = len(tokenizer)
     common = dict(vocab_size=vocab, max_position_embeddings=128)
@@ -48,7 +51,9 @@ def build_tiny_model(directory: Path, arch: str = "bert", layers: int = 2) -> Pa
                                num_attention_heads=2, intermediate_size=64, **common)
     else:
         raise ValueError(arch)
-    model = AutoModel.from_config(config)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = AutoModel.from_config(config)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
