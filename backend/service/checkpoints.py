@@ -75,17 +75,33 @@ def write_checkpoint_extras(
     atomic_write_json(directory / BACKEND_META_FILE, {**meta, "control_name": config.control_name})
 
 
-def prune_checkpoints(model_dir: Path, project_id: int, keep: Collection[str]) -> list[str]:
+def fast_seq(name: str) -> int | None:
+    """The update number in a fast version's folder name (``fast-<seq>-...``, or the temporary
+    ``.fast-<seq>-...tmp-...`` folder it is written in); None for any other folder."""
+    base = name.lstrip(".")
+    if not base.startswith(FAST_PREFIX):
+        return None
+    head = base[len(FAST_PREFIX):].split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def prune_checkpoints(model_dir: Path, project_id: int, keep: Collection[str], published_fast_seq: int) -> list[str]:
     """Delete the project's checkpoint folders not named in `keep` (and leftover temp folders);
-    the pool features' folder stays."""
+    the pool features' folder stays, and so does every fast version of an update after
+    `published_fast_seq` (being written or about to be published: deleting it then left the
+    project serving a version with no folder)."""
     root = Path(model_dir) / str(int(project_id))
     removed: list[str] = []
     if not root.is_dir():
         return removed
     for child in root.iterdir():
-        if child.is_dir() and child.name not in keep and child.name != FEATURES_DIR:
-            shutil.rmtree(child, ignore_errors=True)
-            removed.append(child.name)
+        if not child.is_dir() or child.name in keep or child.name == FEATURES_DIR:
+            continue
+        seq = fast_seq(child.name)
+        if seq is not None and seq > published_fast_seq:
+            continue
+        shutil.rmtree(child, ignore_errors=True)
+        removed.append(child.name)
     return removed
 
 

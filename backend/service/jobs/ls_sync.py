@@ -122,8 +122,10 @@ def prune_ls_job(project_id: int, job_id: str) -> dict[str, Any]:
     # (not yet published, so not in checkpoints_to_keep); publishing an iteration prunes those
     root = checkpoint_dir(ctx.settings.model_dir, project_id, "x").parent
     others = {p.name for p in root.iterdir() if not p.name.startswith(FAST_PREFIX)} if root.is_dir() else set()
+    state = ctx.store.get_project(project_id)
     prune_checkpoints(ctx.settings.model_dir, project_id,
-                      keep=ctx.store.checkpoints_to_keep(project_id, ctx.settings.keep_versions) | others)
+                      keep=ctx.store.checkpoints_to_keep(project_id, ctx.settings.keep_versions) | others,
+                      published_fast_seq=state.fast_published_seq if state else 0)
     return outcome
 
 

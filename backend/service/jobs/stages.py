@@ -249,5 +249,7 @@ def record_iteration_point(ctx: JobContext, project_id: int, record: IterationRe
 def close_iteration(ctx: JobContext, project_id: int) -> None:
     """After publishing: the error is cleared and checkpoints past KEEP_VERSIONS are deleted."""
     ctx.store.clear_error(project_id)
+    state = ctx.store.get_project(project_id)
     prune_checkpoints(ctx.settings.model_dir, project_id,
-                      keep=ctx.store.checkpoints_to_keep(project_id, ctx.settings.keep_versions))
+                      keep=ctx.store.checkpoints_to_keep(project_id, ctx.settings.keep_versions),
+                      published_fast_seq=state.fast_published_seq if state else 0)

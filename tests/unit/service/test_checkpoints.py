@@ -13,6 +13,8 @@ from backend.service.checkpoints import (
     CheckpointCache,
     CheckpointMissingError,
     OutdatedCheckpointError,
+    fast_seq,
+    prune_checkpoints,
 )
 from backend.service.store import ProjectStore
 from tests.helpers.backend import make_settings, publish_checkpoint
@@ -66,3 +68,18 @@ def test_a_missing_checkpoint_says_model_dir_must_be_shared(published):
     settings, _ = published
     with pytest.raises(CheckpointMissingError, match="MODEL_DIR"):
         CheckpointCache(settings.model_dir, device="cpu").get(PID, "acq-9-nope")
+
+
+def test_pruning_leaves_the_fast_versions_being_written(tmp_path):
+    """A prune (after fast update N published) must not delete the folder of update N+1, written
+    but not yet published, nor its temporary folder: deleting it left the project serving a
+    version with no folder (/predict answered 503 in the service-loop test)."""
+    root = tmp_path / "7"
+    names = ["acq-1-a", "fast-3-20261207-a", "fast-4-20261207-b", "fast-5-20261207-c",
+             ".fast-6-20261207-d.tmp-1a2b3c4d", ".acq-2-b.tmp-5e6f7a8b", "features"]
+    for name in names:
+        (root / name).mkdir(parents=True)
+    removed = prune_checkpoints(tmp_path, 7, keep={"acq-1-a", "fast-4-20261207-b"}, published_fast_seq=4)
+    assert sorted(removed) == [".acq-2-b.tmp-5e6f7a8b", "fast-3-20261207-a"]
+    assert sorted(p.name for p in root.iterdir()) == sorted(set(names) - set(removed))
+    assert [fast_seq(n) for n in names] == [None, 3, 4, 5, 6, None, None]
