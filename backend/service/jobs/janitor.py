@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import redis
@@ -76,12 +77,26 @@ def repair_stale_flags(ctx: JobContext, project_id: int) -> None:
         ctx.store.clear_job_field(project_id, "queued_job", state.queued_job)
     if state.running_job:
         stage = state.stage_job or state.running_job
+        if _between_stages(ctx, stage):
+            return
         if job_status(ctx, stage) not in LIVE and ctx.store.end_pipeline(project_id, state.running_job) is not None:
             job = ctx.queues.fetch(stage)
             why = f"job {stage} failed: {rq_failure_message(job)}" if job is not None else f"job {stage} is gone"
             message = f"training pipeline {state.running_job} stopped without finishing ({why})"
             ctx.store.update_status(state.running_job, status="failed", error=message)
             ctx.store.record_error(project_id, state.running_job, message)
+
+
+def _between_stages(ctx: JobContext, stage: str) -> bool:
+    """The pipeline's current stage finished less than ``HEARTBEAT_TTL`` (at least 30 s) ago: its
+    next stage is about to take over (``stage_job`` moves when it starts). Since
+    ``GET /projects/<id>`` runs the janitor, that window was seen often enough to declare live
+    pipelines dead."""
+    job = ctx.queues.fetch(stage)
+    if job is None or job.get_status(refresh=False) != JobStatus.FINISHED or job.ended_at is None:
+        return False
+    ended = job.ended_at if job.ended_at.tzinfo else job.ended_at.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - ended).total_seconds() < max(30.0, float(ctx.settings.heartbeat_ttl))
 
 
 def declare_lost(ctx: JobContext, job_id: str, reason: str) -> bool:
