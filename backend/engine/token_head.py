@@ -323,3 +323,15 @@ def rows_to_rescore(features: WordFeatures, stale_uncertainty: FloatArray | None
     if np.isnan(np.asarray(stale_uncertainty, np.float64)).all():
         return None
     return np.flatnonzero(sampler.select(stale_uncertainty, iteration=-1, rng=rng))
+
+
+def score_update(head: TokenHead, features: WordFeatures, stale: tuple[FloatArray, FloatArray] | None, update: int,
+                 sampler: PoolSampler, rng: np.random.Generator) -> tuple[PoolScores[HeadTags], int | None]:
+    """A fast update's pool scores: `rows_to_rescore`'s UPS draw re-scored over the `stale`
+    (confidence, uncertainty) of the last version, or every sentence. Returns the scores and how
+    many sentences UPS re-scored (None: every one). The service and the compute benchmark call it."""
+    scorer = TokenScorer(head)
+    rows = rows_to_rescore(features, None if stale is None else stale[1], update, sampler, rng)
+    if rows is None or stale is None:
+        return scorer.score_pool(features), None
+    return scorer.rescore(features, rows, *stale), len(rows)

@@ -23,7 +23,7 @@ import numpy as np
 from backend.engine.acquisition.order import ProxyScorer, order_pool, proxy_strategy
 from backend.engine.acquisition.sampling import UPS
 from backend.engine.proxy import ProxyHead
-from backend.engine.token_head import TagOutputs, TokenHead, TokenScorer, rows_to_rescore
+from backend.engine.token_head import TagOutputs, TokenHead, score_update
 from backend.engine.types import BoolArray, LabelSchema, TaskType
 from backend.engine.word_features import SHAPE_BITS, WordFeatures, offsets_of
 from backend.harness.common import load_avg, ner_label_config
@@ -238,12 +238,10 @@ def _timed_update(times: dict[str, list[float]], fit_words: Callable[[], WordFea
     head = TokenHead(schema, seed).fit(fit_words(), tags)
     times["fit" + suffix].append(time.perf_counter() - t)
     t = time.perf_counter()
-    scorer, key = TokenScorer(head), "synthetic"
+    key = "synthetic"
     stale = None if last_version is None else stale_tagging_scores(last_version, key, loaded.ids)
-    rows = rows_to_rescore(loaded.words, None if stale is None else stale[1], 1, UPS(full_rescore_iterations=()),
-                           np.random.default_rng(seed))
-    scores = scorer.score_pool(loaded.words) if rows is None or stale is None else \
-        scorer.rescore(loaded.words, rows, *stale)
+    scores, rescored = score_update(head, loaded.words, stale, 1, UPS(full_rescore_iterations=()),
+                                    np.random.default_rng(seed))
     times["score" + suffix].append(time.perf_counter() - t)
     t = time.perf_counter()
     order = order_pool(scores, outside, top_k, int(outside.sum()))
@@ -257,7 +255,7 @@ def _timed_update(times: dict[str, list[float]], fit_words: Callable[[], WordFea
                          scores.confidence[scored], scores.uncertainty[scored], loaded.ids[order.top], shown,
                          {"bench": True, "feature_key": key})
     times["save" + suffix].append(time.perf_counter() - t)
-    return shown, len(loaded.ids) if rows is None else len(rows)
+    return shown, len(loaded.ids) if rescored is None else rescored
 
 
 def _stored_sets(root: Path, n_pool: int, memory_sizes: tuple[int, ...], dim: int, seed: int,

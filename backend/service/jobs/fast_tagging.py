@@ -21,7 +21,7 @@ from backend.engine.acquisition.order import ColdStart, PoolOrder, PoolScores, o
 from backend.engine.acquisition.sampling import UPS
 from backend.engine.errors import EmptyPoolError, NotEnoughLabelsError
 from backend.engine.selection import ModelEstimate
-from backend.engine.token_head import HeadTags, TagOutputs, TokenHead, TokenScorer, rows_to_rescore
+from backend.engine.token_head import HeadTags, TagOutputs, TokenHead, score_update
 from backend.engine.types import IndexArray, TaggingExample, tagging_examples
 from backend.labeling import ConversionReport, LabelConfig, decoded_tagging_results, text_to_example
 from backend.service.checkpoints import FAST_PREFIX, checkpoint_dir
@@ -149,18 +149,14 @@ class TaggingFastUpdate(FastSteps):
         return order, pool_rows[in_pool]
 
     def _scores(self, features: WordFeatureSet, head: TokenHead, state: ProjectState) -> PoolScores[HeadTags]:
-        scorer, stale = TokenScorer(head), None
+        settings, stale = self.ctx.settings, None
         if state.version.startswith(FAST_PREFIX):
-            stale = stale_tagging_scores(checkpoint_dir(self.ctx.settings.model_dir, self.project_id, state.version),
+            stale = stale_tagging_scores(checkpoint_dir(settings.model_dir, self.project_id, state.version),
                                          state.feature_key, features.ids)
-        settings = self.ctx.settings
         sampler = UPS(settings.ups_gamma, settings.ups_temperature, full_rescore_iterations=())
-        rows = rows_to_rescore(features.words, None if stale is None else stale[1], self.seq, sampler,
-                               np.random.default_rng((settings.seed, self.seq)))
-        if rows is None or stale is None:
-            return scorer.score_pool(features.words)
-        self.rescored = len(rows)
-        return scorer.rescore(features.words, rows, *stale)
+        scores, self.rescored = score_update(head, features.words, stale, self.seq, sampler,
+                                             np.random.default_rng((settings.seed, self.seq)))
+        return scores
 
     def _save(self, state: ProjectState, config: LabelConfig, head: TokenHead, features: WordFeatureSet,
               order: PoolOrder[HeadTags], scored: IndexArray, n_labeled: int
