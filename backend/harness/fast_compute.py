@@ -22,6 +22,7 @@ import numpy as np
 
 from backend.engine.acquisition.order import ProxyScorer, order_pool, proxy_strategy
 from backend.engine.acquisition.sampling import UPS
+from backend.engine.device import fastest_half_product
 from backend.engine.proxy import ProxyHead
 from backend.engine.token_head import TagOutputs, TokenHead, score_update
 from backend.engine.types import BoolArray, LabelSchema, TaskType
@@ -282,9 +283,8 @@ def tagging_compute_benchmark(n_pool: int, n_labeled: int, dim: int = 384, repea
 
     The labeled sentences are the set's first `n_labeled`, tagged by a random linear teacher
     (`synthetic_tags`); with `labeled_from` = (tagging corpus, encoder) the head is fitted instead
-    on that many real sentences encoded by the encoder (their gold tags: the fit's iterations
-    depend on the data), and the synthetic-teacher fit is timed beside it (``fit_synthetic``,
-    not in the sum). Either way the first `n_labeled` rows of the set are out of the order."""
+    on that many real sentences encoded by the encoder (their gold tags: the fit's iterations depend
+    on the data), the synthetic-teacher fit timed beside it (``fit_synthetic``, not in the sum)."""
     schema = LabelSchema(TaskType.TAGGING, TAGGING_LABELS)
     stages = ("fit", "score", "order", "decode_top_k", "save")
     times: dict[str, list[float]] = {k + suffix: [] for k in stages for suffix in ("", "_ups")}
@@ -324,6 +324,7 @@ def tagging_compute_benchmark(n_pool: int, n_labeled: int, dim: int = 384, repea
                                else "synthetic (random linear teacher)"),
             "dim": dim, "tags": len(schema.output_names), "words": int(words.offsets[-1]), "repeats": repeats,
             "top_k": top_k, "torch_threads": threads, "median_seconds": med,
+            "product_dtype": str(fastest_half_product(dim, len(schema.output_names), threads)).removeprefix("torch."),
             "compute_s": round(sum(med[k] for k in stages), 4),  # fit + score + order + decode the top K + save
             "compute_without_save_s": round(med["fit"] + med["score"] + med["order"] + med["decode_top_k"], 4),
             # the same update after one that scored every sentence: UPS re-scores a subsample

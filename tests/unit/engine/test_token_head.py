@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from backend.engine.acquisition.order import ColdStart, PoolScores, order_pool
+from backend.engine.device import HALF_PRODUCT_DTYPES, fastest_half_product
 from backend.engine.errors import NotEnoughLabelsError
 from backend.engine.proxy import FEATURE_DTYPE, FeatureEncoder
 from backend.engine.token_head import (
@@ -188,6 +189,24 @@ def test_head_fits_and_predicts_a_toy_tagging_set(toy):
     accuracy = np.mean([p == g for ps, gs in zip(predicted, gold, strict=True) for p, g in zip(ps, gs, strict=True)])
     assert accuracy >= 0.9
     assert all(is_valid_iob2(sentence) for sentence in predicted)
+
+
+def test_every_product_dtype_gives_the_float32_log_probabilities_and_the_same_tags(toy):
+    """The scoring product runs in the CPU's fastest dtype (a probe decides): each candidate must
+    give what exact float32 arithmetic gives, up to half precision."""
+    examples, features = toy
+    head = TokenHead(SCHEMA).fit(features.take(np.arange(60)), [examples[i].tags for i in range(60)])
+    chosen = fastest_half_product(features.dim, len(head.names), torch.get_num_threads())
+    assert chosen in HALF_PRODUCT_DTYPES
+    assert fastest_half_product(features.dim, len(head.names), torch.get_num_threads()) is chosen  # probed once
+    x = head.inputs(features, np.arange(len(features.matrix))).astype(np.float64)
+    logits = x @ np.asarray(head.coef, np.float64).T + np.asarray(head.intercept, np.float64)
+    exact = torch.log_softmax(torch.from_numpy(logits), dim=1).numpy()
+    for dtype in HALF_PRODUCT_DTYPES:
+        got = head.log_proba(features, product_dtype=dtype)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, exact, rtol=0.02, atol=0.05)
+        assert (got.argmax(1) == exact.argmax(1)).mean() > 0.99
 
 
 def test_head_with_only_o_seen_predicts_o_and_rejects_bad_labels(toy):
