@@ -60,6 +60,8 @@ class ConversionReport:
     task_ids: list[Any] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # SkipReason -> number of tasks
     warnings: list[str] = field(default_factory=list)
+    # the tasks whose example comes from an annotation the project marked as ground truth
+    ground_truth_ids: set[Any] = field(default_factory=set)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -136,7 +138,8 @@ def _id_key(value: Any) -> float:
 
 
 def latest_annotation(task: JSONObject) -> tuple[JSONObject | None, Literal["no_annotation", "cancelled"] | None]:
-    """The latest non-cancelled annotation (by updated_at, then created_at, then id).
+    """The latest non-cancelled annotation (by updated_at, then created_at, then id); one the
+    project marked as ground truth (Label Studio's star, ``ground_truth``) comes before any other.
 
     Returns ``(annotation, None)``, or ``(None, reason)`` with reason "no_annotation" or "cancelled".
     """
@@ -148,7 +151,8 @@ def latest_annotation(task: JSONObject) -> tuple[JSONObject | None, Literal["no_
         return None, "cancelled"
     best = max(
         live,
-        key=lambda a: (_timestamp(a.get("updated_at")), _timestamp(a.get("created_at")), _id_key(a.get("id"))),
+        key=lambda a: (a.get("ground_truth") is True, _timestamp(a.get("updated_at")),
+                       _timestamp(a.get("created_at")), _id_key(a.get("id"))),
     )
     return best, None
 
@@ -191,9 +195,9 @@ def _check_text(task: Any, config: LabelConfig, report: ConversionReport) -> str
 def tasks_to_examples(tasks: Sequence[JSONObject], config: LabelConfig) -> ConversionReport:
     """Labeled examples from full Label Studio task JSON, one per usable task.
 
-    Only the latest non-cancelled annotation of a task counts, and only its results whose
-    ``from_name`` is the config's control. A task is skipped (and counted by reason) rather than
-    raising: ``no_annotation``, ``cancelled``, ``missing_text_field``, ``non_string_text``,
+    Only the latest non-cancelled annotation of a task counts (a ground-truth one first: the
+    report lists those tasks), and only its results whose ``from_name`` is the config's control.
+    A task is skipped (and counted by reason) rather than raising: ``no_annotation``, ``cancelled``, ``missing_text_field``, ``non_string_text``,
     ``empty_text``, ``no_words``, ``malformed_result`` (the annotation's result is not a
     list of regions), ``unknown_label`` (a label the config does not define: the
     config changed, so the whole task is left out rather than half-labelled), and for
@@ -224,6 +228,8 @@ def tasks_to_examples(tasks: Sequence[JSONObject], config: LabelConfig) -> Conve
         example = _labeled_example(task.get("id"), text, results, config, report)
         if example is not None:
             report.add(task.get("id"), example)
+            if annotation.get("ground_truth") is True:
+                report.ground_truth_ids.add(task.get("id"))
     return report
 
 

@@ -91,7 +91,10 @@ def _table(points: list[HistoryPoint]) -> list[dict[str, Any]]:
 def _latest_estimate(view: dict[str, Any], points: list[HistoryPoint]) -> tuple[str, str]:
     quality = view.get("quality") or {}
     if quality.get("value") is not None:
-        return (f"Estimate from {quality.get('audits')} audit labels ({quality.get('method')}, "
+        held = f"{quality.get('audits')} audit labels"
+        if quality.get("ground_truth"):
+            held += f" and {quality['ground_truth']} ground-truth tasks"
+        return (f"Estimate from {held} ({quality.get('method')}, "
                 f"{quality.get('confidence', 0.9):.0%} interval)",
                 f"{quality['value']:.3f} [{quality['low']:.3f}, {quality['high']:.3f}]")
     for p in reversed(points):

@@ -100,6 +100,7 @@ class FastSteps:
     def _fetch(self, config: LabelConfig) -> tuple[ConversionReport, dict[str, Any], list[int]]:
         labeled = self.ctx.ls.labeled_tasks(self.project_id)
         report = tasks_to_examples(labeled, config)
+        self.ctx.store.set_ground_truth_ids(self.project_id, {int(t) for t in report.ground_truth_ids})
         conversion = report.as_dict(max_warnings=5)
         self.ctx.store.pool_remove(self.project_id, {int(task["id"]) for task in labeled})
         pool_ids = self.ctx.store.pool_ids(self.project_id)

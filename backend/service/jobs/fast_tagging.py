@@ -32,7 +32,7 @@ from backend.service.jobs.fast_steps import FIRST_PUSH, FastOutcome, FastSkip, F
 from backend.service.jobs.feature_jobs import FeatureNotes, features_for
 from backend.service.jobs.ls_sync import request_prune
 from backend.service.jobs.serving import TAGGING_SERVING_RULE
-from backend.service.jobs.signals import StopPredictions, pick_audits, slot_scores, tagging_quality
+from backend.service.jobs.signals import StopPredictions, held_out, pick_audits, slot_scores, tagging_quality
 from backend.service.records import FastStatus, ProjectState
 
 
@@ -84,9 +84,9 @@ class TaggingFastUpdate(FastSteps):
         return predict
 
     def _audit_quality(self, features: WordFeatureSet, labels: _TaggedLabels, config: LabelConfig) -> None:
-        """Strict span F1 on the audit sentences of a token head fitted on the other labels."""
-        audits = self.ctx.store.audit_ids(self.project_id)
-        mask = np.array([t in audits for t in labels.task_ids], bool)
+        """Strict span F1 on the held-out sentences (audits, ground truth) of a token head fitted on
+        the other labels."""
+        mask, counts = held_out(self.ctx, self.project_id, labels.task_ids)
         if mask.all():
             return
         head = TokenHead(config.schema, self.ctx.settings.seed)
@@ -96,7 +96,7 @@ class TaggingFastUpdate(FastSteps):
             return
         predicted = head.predict(features.words.take(labels.rows[mask])).all_tags()
         tagging_quality(self.ctx, self.project_id, [t for t, m in zip(labels.tags, mask) if m], predicted,
-                        len(labels.tags))
+                        len(labels.tags), counts)
         self._lap("quality")
 
     def _cold_start_labels(self) -> int:

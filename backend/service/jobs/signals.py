@@ -6,8 +6,10 @@
   sample of how the model does on the pool. An audit carries the score of the slot it takes, so
   Uncertainty sampling serves it in turn.
 - the quality estimate: classification, `audit_estimate` (a head fitted on the other labels, its
-  pool confidence corrected by its calibration gap on the audits, with an interval) in the CV job;
-  tagging, strict span F1 of a token head fitted on the other labels on the audit sentences.
+  pool confidence corrected by its calibration gap on the held-out labels, with an interval) in the
+  CV job; tagging, strict span F1 of a token head fitted on the other labels on the held-out
+  sentences. Held out: the labeled audits, and the tasks the project marked as ground truth in
+  Label Studio (taken as a fair sample of the pool, as the PM's reference labels).
 - the stopping signal: Cohen's kappa between consecutive models' predictions on a fixed stop set
   of the pool (stabilizing predictions), updated by every fast update, kept in Redis.
 - suspect labels (classification): labels a cross-validated head contradicts with confidence,
@@ -25,7 +27,7 @@ import numpy as np
 from backend.engine.quality import AuditPicks, QualityEstimate, audit_estimate, audit_picks, audit_span_f1
 from backend.engine.stopping import STOP_SET_SIZE, StabilizingPredictions
 from backend.engine.suspects import suspect_labels
-from backend.engine.types import FloatArray, IndexArray, LabelSchema
+from backend.engine.types import BoolArray, FloatArray, IndexArray, LabelSchema
 from backend.labeling import LabelConfig, classification_results
 from backend.service.ls_errors import LabelStudioError
 from backend.service.runtime import JobContext
@@ -87,24 +89,32 @@ def update_stop_signal(ctx: JobContext, project_id: int, labeled: int, predictio
     return out
 
 
+def held_out(ctx: JobContext, project_id: int, task_ids: Sequence[int]) -> tuple[BoolArray, dict[str, int]]:
+    """Which of these labeled tasks the estimate holds out (audits and ground truth), and how many
+    of each (a task both an audit and ground truth counts as ground truth)."""
+    audits, truth = ctx.store.audit_ids(project_id), ctx.store.ground_truth_ids(project_id)
+    is_truth = np.array([t in truth for t in task_ids], bool)
+    is_audit = np.array([t in audits for t in task_ids], bool) & ~is_truth
+    return is_truth | is_audit, {"audits": int(is_audit.sum()), "ground_truth": int(is_truth.sum())}
+
+
 def classification_quality(ctx: JobContext, project_id: int, schema: LabelSchema, labeled_features: FloatArray,
                            labels: list[list[str]], task_ids: list[int], pool_features: FloatArray) -> None:
-    """The honest estimate from the audits among these labels (stored for the page and the fast
-    updates), the CV-independent part of the CV job."""
-    audits = ctx.store.audit_ids(project_id)
-    mask = np.array([t in audits for t in task_ids], bool)
+    """The honest estimate from the audits and ground truth among these labels (stored for the page
+    and the fast updates), the CV-independent part of the CV job."""
+    mask, counts = held_out(ctx, project_id, task_ids)
     try:
         estimate = audit_estimate(labeled_features, labels, mask, pool_features, schema, ctx.settings.seed)
-    except ValueError as exc:  # e.g. the non-audit labels hold one class: nothing to fit
+    except ValueError as exc:  # e.g. the other labels hold one class: nothing to fit
         estimate = QualityEstimate(None, 0.0, 1.0, int(mask.sum()), "audit-heldout-ppi", str(exc)[:200])
-    ctx.store.set_quality_estimate(project_id, {**estimate.to_dict(), "labeled": len(labels),
-                                                "audits": int(mask.sum()), "metric": "accuracy"})
+    ctx.store.set_quality_estimate(project_id, {**estimate.to_dict(), "labeled": len(labels), **counts,
+                                                "metric": "accuracy"})
 
 
-def tagging_quality(ctx: JobContext, project_id: int, audit_tags: list[list[str]],
-                    predicted: list[list[str]], labeled: int) -> None:
-    estimate = audit_span_f1(audit_tags, predicted, seed=ctx.settings.seed)
-    ctx.store.set_quality_estimate(project_id, {**estimate.to_dict(), "labeled": labeled, "audits": len(audit_tags),
+def tagging_quality(ctx: JobContext, project_id: int, held_tags: list[list[str]],
+                    predicted: list[list[str]], labeled: int, counts: dict[str, int]) -> None:
+    estimate = audit_span_f1(held_tags, predicted, seed=ctx.settings.seed)
+    ctx.store.set_quality_estimate(project_id, {**estimate.to_dict(), "labeled": labeled, **counts,
                                                 "metric": "span F1", "method": "audit-heldout"})
 
 

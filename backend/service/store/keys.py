@@ -70,6 +70,7 @@ Fields of the project hash ``P:project:<id>`` (``ProjectState`` reads the typed 
     fast_last_event               when the last annotation reached the fast path (updates wait after it)
     fast_cv                       JSON: the last proxy-head CV (estimate, labels and classes it saw, feature key)
     typical:<feature_key>:<count> JSON task id list: the cold start's most typical tasks on that feature set
+    ground_truth_tasks            JSON task id list: labeled tasks whose annotation is marked ground truth in LS
     stop_set                      JSON task id list: the stopping signal's fixed sample of the pool
     stop_state                    JSON: the stopping signal's state (`StabilizingPredictions.to_dict`)
     quality_estimate              JSON: the last honest quality estimate (`QualityEstimate.to_dict`)

@@ -1,6 +1,7 @@
 """What the project manager's signals keep between updates: which shown tasks were audits (drawn
-uniformly from the pool, so their labels estimate the model's quality honestly), the stopping
-signal's stop set and state, the last quality estimate and the suspect labels."""
+uniformly from the pool, so their labels estimate the model's quality honestly), which labeled
+tasks the project marked as ground truth, the stopping signal's stop set and state, the last
+quality estimate and the suspect labels."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ from backend.service.store.keys import StoreBase
 
 AUDIT_TTL = 90 * 24 * 3600  # an audit task shown and never labeled is forgotten after 90 days
 STOP_SET_FIELD, STOP_STATE_FIELD = "stop_set", "stop_state"
+GROUND_TRUTH_FIELD = "ground_truth_tasks"
 QUALITY_FIELD, SUSPECTS_FIELD = "quality_estimate", "suspects"
 
 
@@ -30,6 +32,13 @@ class PmSignals(StoreBase):
 
     def audit_ids(self, project_id: int) -> set[int]:
         return {int(t) for t in self._text.hkeys(self.key(project_id, "audit"))}
+
+    def ground_truth_ids(self, project_id: int) -> set[int]:
+        """The labeled tasks whose annotation the project marked as ground truth (last fast update's read)."""
+        return {int(t) for t in self._json_field(project_id, GROUND_TRUTH_FIELD) or []}
+
+    def set_ground_truth_ids(self, project_id: int, task_ids: Sequence[int] | set[int]) -> None:
+        self._set_json_field(project_id, GROUND_TRUTH_FIELD, sorted(int(t) for t in task_ids))
 
     def _json_field(self, project_id: int, name: str) -> Any:
         raw = self._text.hget(self.key(project_id), name)

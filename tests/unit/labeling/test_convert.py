@@ -228,6 +228,18 @@ def test_latest_annotation_ties_broken_by_created_at_then_id():
     assert latest_annotation(t)[0]["id"] == 5
 
 
+def test_a_ground_truth_annotation_is_the_label_and_the_report_names_its_task():
+    """Label Studio's ground-truth star marks the project's reference label: it wins over a later
+    annotation, and the report lists the task so the quality estimate can hold it out."""
+    reference = {**ann([choice("Negative")], 1, updated="2024-05-01T00:00:00Z"), "ground_truth": True}
+    later = ann([choice("Positive")], 2, updated="2024-05-03T00:00:00Z")
+    cancelled_truth = {**ann([choice("Neutral")], 3, cancelled=True), "ground_truth": True}
+    report = tasks_to_examples([task(1, "meh", reference, later), task(2, "fine", later, cancelled_truth),
+                                task(3, "ok", later)], SENTIMENT)
+    assert [e.labels for e in report.examples] == [("Negative",), ("Positive",), ("Positive",)]
+    assert report.ground_truth_ids == {1}, "a cancelled ground-truth annotation is no reference"
+
+
 def test_cancelled_annotations_are_ignored():
     t = task(1, "fine", ann([choice("Positive")], 1, updated="2024-01-01T00:00:00Z"),
              ann([], 2, updated="2024-06-01T00:00:00Z", cancelled=True))

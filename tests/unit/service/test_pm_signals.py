@@ -85,3 +85,26 @@ def test_a_flipped_label_is_a_suspect_in_the_page_and_in_label_studio(redis_url,
         assert np.isfinite(flagged[flipped]["confidence"])
     finally:
         set_context(None)
+
+
+def test_ground_truth_tasks_are_held_out_for_the_estimate(redis_url, tmp_path, tiny_bert):
+    """With no audits, the tasks the project starred as ground truth in Label Studio give the
+    estimate: held out of the head it measures, counted apart, named on the page."""
+    backend = make_backend(redis_url, tmp_path, tiny_bert, fast_cold_start=0, audit_share=0.0)
+    set_context(backend)
+    try:
+        data = examples(80, seed=7)
+        ls, client = connect(backend, [t for t, _ in data])
+        for i, (_, label) in enumerate(data[:40]):
+            annotation = ls.annotate(i + 1, label)
+            annotation["ground_truth"] = i < 12
+        annotate(client, ls, 41, data[40][1])
+        work(backend)  # features, the fast update (reads the labels, ground truth marked), its CV job
+        assert backend.store.ground_truth_ids(PID) == set(range(1, 13))
+        quality = client.get(f"/projects/{PID}").json["quality"]
+        assert quality is not None and quality["labeled"] == 41, quality
+        assert quality["ground_truth"] == 12 and quality["audits"] == 0 and quality["n"] == 12, quality
+        assert quality["value"] is not None and 0.0 <= quality["low"] <= quality["value"] <= quality["high"] <= 1.0
+        assert "12 ground-truth tasks" in client.get(f"/ui/projects/{PID}").text
+    finally:
+        set_context(None)
