@@ -197,13 +197,14 @@ def tasks_to_examples(tasks: Sequence[JSONObject], config: LabelConfig) -> Conve
 
     Only the latest non-cancelled annotation of a task counts (a ground-truth one first: the
     report lists those tasks), and only its results whose ``from_name`` is the config's control.
-    A task is skipped (and counted by reason) rather than raising: ``no_annotation``, ``cancelled``, ``missing_text_field``, ``non_string_text``,
-    ``empty_text``, ``no_words``, ``malformed_result`` (the annotation's result is not a
-    list of regions), ``unknown_label`` (a label the config does not define: the
-    config changed, so the whole task is left out rather than half-labelled), and for
-    classification ``no_label`` (nothing chosen) and ``multiple_choices`` (several choices under a
-    single-choice config, e.g. from an API import: there is no right one to keep, so the task is
-    left out). For tagging an annotation with no spans is a valid example: every word is ``O``.
+    A task is skipped (and counted by reason) rather than raising: ``no_annotation``,
+    ``cancelled``, ``missing_text_field``, ``non_string_text``, ``empty_text``, ``no_words``,
+    ``malformed_result`` (the annotation's result is not a list of regions), ``unknown_label`` (a
+    label the config does not define: the config changed, so the whole task is left out rather
+    than half-labelled), and for classification ``no_label`` (nothing chosen) and
+    ``multiple_choices`` (several choices under a single-choice config, e.g. from an API import:
+    there is no right one to keep, so the task is left out). For tagging an annotation with no
+    spans is a valid example: every word is ``O``.
     """
     report = ConversionReport()
     for task in tasks:

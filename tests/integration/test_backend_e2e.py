@@ -52,6 +52,18 @@ class Stack:
         return self.processes.log_tail()
 
 
+def wait_for(predicate, timeout: float, what: str, stack: Stack, interval: float = 0.2):
+    """`predicate()`'s first truthy value within `timeout` s, polled every `interval` s; else the
+    test fails with the backend's log tail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"{what} not reached in {timeout}s\n{stack.log_tail()}")
+
+
 def stack_env(label_studio, redis_server, tiny_bert, root, **overrides: str) -> dict[str, str]:
     """The e2e stack's environment (other suites override a setting or two, e.g. TRAIN_EVERY_N)."""
     return {

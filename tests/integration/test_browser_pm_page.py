@@ -21,6 +21,9 @@ from tests.integration.test_backend_e2e import (  # noqa: F401  (module fixture 
     ls,
     stack_env,
 )
+from tests.integration.test_backend_e2e import (
+    wait_for as wait_for_every,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -39,14 +42,9 @@ def stack(label_studio, redis_server, tiny_bert, tmp_path_factory):
         yield Stack(processes.url, env, processes)
 
 
+
 def wait_for(predicate, timeout: float, what: str, stack: Stack):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    pytest.fail(f"{what} not reached in {timeout}s\n{stack.log_tail()}")
+    return wait_for_every(predicate, timeout, what, stack, interval=0.3)
 
 
 def load_while_still(page, stack: Stack, pid: int, tries: int = 10) -> dict:

@@ -20,6 +20,9 @@ from tests.integration.test_backend_e2e import (  # noqa: F401  (module fixture 
     ner_tasks,
     stack_env,
 )
+from tests.integration.test_backend_e2e import (
+    wait_for as wait_for_every,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +46,9 @@ def fast_status(stack: Stack, pid: int) -> dict:
     return stack.get(f"/projects/{pid}").json().get("fast_path") or {}
 
 
+
 def wait_for(predicate, timeout: float, what: str, stack: Stack):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"{what} not reached in {timeout}s\n{stack.log_tail()}")
+    return wait_for_every(predicate, timeout, what, stack, interval=0.05)
 
 
 def version_scores(ls, pid: int, version: str) -> dict[int, float]:

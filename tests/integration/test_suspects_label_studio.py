@@ -32,6 +32,7 @@ from tests.integration.test_backend_e2e import (  # noqa: F401  (module fixture 
     Stack,
     ls,
     stack_env,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -62,15 +63,6 @@ def stack(label_studio, redis_server, tiny_bert, tmp_path_factory):
 def choice(label: str) -> list[dict[str, Any]]:
     return [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
 
-
-def wait_for(predicate, timeout: float, what: str, stack: Stack):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"{what} not reached in {timeout}s\n{stack.log_tail()}")
 
 
 def data_manager_ids(label_studio, pid: int, params: dict[str, Any]) -> list[int]:
