@@ -294,6 +294,12 @@ class AuditPicks:
         out: IndexArray = self.items[self.audit]
         return out
 
+    @property
+    def ordered_items(self) -> IndexArray:
+        """The slots the order chose (not audits)."""
+        out: IndexArray = self.items[~self.audit]
+        return out
+
 
 def audit_picks(top: IndexArray, candidates: IndexArray, share: float, rng: np.random.Generator,
                 k: int | None = None) -> AuditPicks:

@@ -72,13 +72,14 @@ class FastSteps:
 
     serving_rule = SERVING_RULE
     audits: list[int]  # task ids of the audit slots this update pushed (`signals.pick_audits`)
+    ordered: list[int]  # task ids of the other slots it pushed (the order's)
     stopping: dict[str, Any]  # the stopping signal after this update
 
     def __init__(self, ctx: JobContext, project_id: int, seq: int, t0: float,
                  decision: ServingDecision | None) -> None:
         self.ctx, self.project_id, self.seq, self.t0, self.decision = ctx, project_id, seq, t0, decision
         self.seconds: dict[str, float] = {}
-        self.audits, self.stopping = [], {}
+        self.audits, self.ordered, self.stopping = [], [], {}
         self._mark = time.perf_counter()
 
     def _lap(self, name: str) -> None:
@@ -143,7 +144,7 @@ class FastSteps:
     def _after_publish(self, version: str, n_labeled: int, pool_ids: list[int],
                        stop_predictions: StopPredictions) -> None:
         """Remember the audits shown and move the stopping signal (neither may fail the update)."""
-        self.ctx.store.record_audits(self.project_id, self.audits, n_labeled, version)
+        self.ctx.store.record_audits(self.project_id, self.audits, n_labeled, version, self.ordered)
         self.stopping = update_stop_signal(self.ctx, self.project_id, n_labeled, stop_predictions, pool_ids)
         self._lap("signals")
 

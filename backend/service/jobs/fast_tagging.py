@@ -172,6 +172,7 @@ class TaggingFastUpdate(FastSteps):
         version = self._version_name()
         top_ids = features.ids[picks.items]
         self.audits = [int(t) for t in features.ids[picks.audit_items]]
+        self.ordered = [int(t) for t in features.ids[picks.ordered_items]]
         slot = slot_scores(picks, order.top, scores.confidence)
         save_tagging_version(
             checkpoint_dir(self.ctx.settings.model_dir, self.project_id, version), head, state.label_config,

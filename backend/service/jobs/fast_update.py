@@ -284,6 +284,7 @@ class _FastUpdate(FastSteps):
                            "estimate": head.estimate.to_dict() if head.estimate else {}})
         picks = pick_audits(self.ctx, self.project_id, self.seq, order.top, np.flatnonzero(~scores.empty))
         self.audits = [int(scored_ids[i]) for i in picks.audit_items]
+        self.ordered = [int(scored_ids[i]) for i in picks.ordered_items]
         predictions = [{"task": int(scored_ids[i]), "score": score, "model_version": version,
                         "result": entry(scores.outputs[i], scores.confidence[i], scores.uncertainty[i], config).result}
                        for i, score in zip(picks.items, slot_scores(picks, order.top, scores.confidence), strict=True)]

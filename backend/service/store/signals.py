@@ -20,14 +20,19 @@ QUALITY_FIELD, SUSPECTS_FIELD = "quality_estimate", "suspects"
 class PmSignals(StoreBase):
     """``P:project:<id>:audit`` (task id -> when shown) and the signals' project-hash fields."""
 
-    def record_audits(self, project_id: int, task_ids: Sequence[int], labeled: int, version: str) -> None:
-        if not task_ids:
-            return
+    def record_audits(self, project_id: int, task_ids: Sequence[int], labeled: int, version: str,
+                      ordered_ids: Sequence[int] = ()) -> None:
+        """`task_ids` were shown as audits by `version`; `ordered_ids` were shown by its order, so a
+        label they get now was chosen by uncertainty: an earlier version's audit mark goes (else
+        over many updates most of the pool would be marked, and the held-out labels biased)."""
         key = self.key(project_id, "audit")
-        shown = json.dumps({"labeled": int(labeled), "version": version})
         with self.r.pipeline() as pipe:
-            pipe.hset(key, mapping={str(int(t)): shown for t in task_ids})
-            pipe.expire(key, AUDIT_TTL)
+            if ordered_ids:
+                pipe.hdel(key, *(str(int(t)) for t in ordered_ids))
+            if task_ids:
+                shown = json.dumps({"labeled": int(labeled), "version": version})
+                pipe.hset(key, mapping={str(int(t)): shown for t in task_ids})
+                pipe.expire(key, AUDIT_TTL)
             pipe.execute()
 
     def audit_ids(self, project_id: int) -> set[int]:

@@ -41,6 +41,10 @@ def test_audits_give_an_estimate_with_an_interval_and_the_signals_reach_the_page
         view = client.get(f"/projects/{PID}").json
         labeled_audits = backend.store.audit_ids(PID) & {t for t, task in ls.tasks.items() if task["annotations"]}
         assert labeled_audits, "annotators labeled audit tasks in their turn"
+        last = client.get(f"/projects/{PID}").json["fast_path"]
+        pushed_now = {p["task"] for p in ls.predictions if p["model_version"] == last["version"]}
+        assert len(backend.store.audit_ids(PID) & pushed_now) == last["audits"], \
+            "a task the latest order shows is no audit, whatever an earlier version showed it as"
         quality = view["quality"]
         assert quality is not None and quality["audits"] == len(labeled_audits)
         if quality["value"] is not None:

@@ -277,3 +277,20 @@ def test_redis_down_gives_a_clear_error():
         server.stop()
         with pytest.raises(StoreUnavailableError, match=f"Redis at redis://127.0.0.1:{server.port}/0 is unreachable"):
             s.ping()
+
+
+def test_a_task_the_order_shows_again_is_no_longer_an_audit(store):
+    """Only a label given while the task is shown as an audit is an unbiased draw: once a later
+    version's order shows it, a label it gets was chosen by uncertainty."""
+    store.record_audits(7, [2, 3, 5], 10, "fast-1-x")
+    store.record_audits(7, [4], 11, "fast-2-x", ordered_ids=[3, 9])
+    assert store.audit_ids(7) == {2, 4, 5}
+    store.record_audits(7, [], 12, "fast-3-x", ordered_ids=[2])
+    assert store.audit_ids(7) == {4, 5}
+
+
+def test_ground_truth_ids_are_replaced_by_each_read(store):
+    assert store.ground_truth_ids(7) == set()
+    store.set_ground_truth_ids(7, {3, 1})
+    store.set_ground_truth_ids(7, [1, 8])
+    assert store.ground_truth_ids(7) == {1, 8}

@@ -116,6 +116,7 @@ def _writers(store: ProjectStore) -> list[Callable[[], object]]:
         lambda: s.append_history(PID, HistoryPoint(at=0.0, version="fast-1-x", kind="fast", labeled=3,
                                                    serving="proxy")),
         lambda: s.record_audits(PID, [2], 3, "fast-1-x"),
+        lambda: s.set_ground_truth_ids(PID, [1]),
         lambda: s.set_stop_set_ids(PID, [1, 2]),
         lambda: s.set_stop_state(PID, {"history": []}),
         lambda: s.set_quality_estimate(PID, {"value": None}),
