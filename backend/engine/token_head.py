@@ -317,12 +317,13 @@ class TokenScorer:
 
 
 def rows_to_rescore(features: WordFeatures, stale_uncertainty: FloatArray | None, update: int,
-                    sampler: PoolSampler, rng: np.random.Generator) -> IndexArray | None:
-    """The sentences a fast update re-scores: None (every one) below `UPS_MIN_WORDS` words, without
+                    sampler: PoolSampler, rng: np.random.Generator,
+                    min_words: int = UPS_MIN_WORDS) -> IndexArray | None:
+    """The sentences a fast update re-scores: None (every one) below `min_words` words, without
     an earlier version's scores or every `FULL_RESCORE_EVERY`-th update; else `sampler`'s draw over
     the stale uncertainties (NaN: never scored, always drawn). Measured on 100k synthetic sentences
     (1.95M words, 2 loaded cores): scoring every word 1.2-1.8 s."""
-    if stale_uncertainty is None or int(features.offsets[-1]) < UPS_MIN_WORDS or update % FULL_RESCORE_EVERY == 0:
+    if stale_uncertainty is None or int(features.offsets[-1]) < min_words or update % FULL_RESCORE_EVERY == 0:
         return None
     if np.isnan(np.asarray(stale_uncertainty, np.float64)).all():
         return None
@@ -330,12 +331,14 @@ def rows_to_rescore(features: WordFeatures, stale_uncertainty: FloatArray | None
 
 
 def score_update(head: TokenHead, features: WordFeatures, stale: tuple[FloatArray, FloatArray] | None, update: int,
-                 sampler: PoolSampler, rng: np.random.Generator) -> tuple[PoolScores[HeadTags], int | None]:
+                 sampler: PoolSampler, rng: np.random.Generator,
+                 min_words: int = UPS_MIN_WORDS) -> tuple[PoolScores[HeadTags], int | None]:
     """A fast update's pool scores: `rows_to_rescore`'s UPS draw re-scored over the `stale`
     (confidence, uncertainty) of the last version, or every sentence. Returns the scores and how
-    many sentences UPS re-scored (None: every one). The service and the compute benchmark call it."""
+    many sentences UPS re-scored (None: every one). The service, the compute benchmark and
+    bench-labels' tagging order call it."""
     scorer = TokenScorer(head)
-    rows = rows_to_rescore(features, None if stale is None else stale[1], update, sampler, rng)
+    rows = rows_to_rescore(features, None if stale is None else stale[1], update, sampler, rng, min_words)
     if rows is None or stale is None:
         return scorer.score_pool(features), None
     return scorer.rescore(features, rows, *stale), len(rows)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from backend.engine.acquisition.cold_start import COLD_START_LABELS, TAGGING_COLD_START_LABELS
 from backend.engine.data import Dataset, load_dataset, train_test_split
+from backend.engine.token_head import UPS_MIN_WORDS
 from backend.engine.types import FloatArray, TaskType
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ class LabelEfficiencyConfig:
                 "(0: the first query batch is random's)"})
     tagging_cold_start_labels: int = field(default=TAGGING_COLD_START_LABELS, metadata={
         "help": "the same for tagging corpora, in sentences (`tagging_typical_order`)"})
+    tagging_ups_min_words: int = field(default=UPS_MIN_WORDS, metadata={
+        "help": "tagging's order re-scores only UPS's draw over the last head's scores on pools of at least "
+                "this many words, as the fast update does (the default is the service's; 0 measures UPS on "
+                "any pool)"})
     methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "methods compared"})
     finetune_budgets: tuple[int, ...] = field(
         default=(20, 50, 100, 200, 500), metadata={"help": "label counts where fine-tunes (and hybrid's "

@@ -311,8 +311,10 @@ class LabelEfficiency(TaggingCurves):
             return {"c_schedule": (C_SCALE, C_MIN, C_MAX), "cold_start": self.config.cold_start_labels}
         labels = self.config.tagging_cold_start_labels
         first = tagging_typical_order(pool_words_of(corpus), labels, seed) if labels else np.zeros(0, np.int64)
+        ups = self.config.tagging_ups_min_words
         return {"token_head": (DEFAULT_C, BALANCE), "cold_start": labels, "first": first.tolist(),
-                "detail": "shown-spans"}  # the records hold the shown batch's precision / recall
+                "detail": "shown-spans+rescored",  # the records hold the shown batch's precision / recall
+                **({"ups_min_words": ups} if int(pool_words_of(corpus).offsets[-1]) >= ups else {})}
 
     def _read_cache(self) -> dict[str, LabelRecord]:
         path = self.cache / "records.jsonl" if self.cache else None

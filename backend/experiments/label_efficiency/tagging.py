@@ -14,11 +14,12 @@ import numpy as np
 
 from backend.engine.acquisition.cold_start import tagging_typical_order
 from backend.engine.acquisition.order import ColdStart, PoolScores, order_pool
+from backend.engine.acquisition.sampling import UPS
 from backend.engine.io import atomic_file
 from backend.engine.metrics import evaluate
 from backend.engine.packaged import resolve_model
 from backend.engine.proxy import FeatureEncoder
-from backend.engine.token_head import TokenHead, TokenScorer
+from backend.engine.token_head import UPS_MIN_WORDS, TokenHead, TokenScorer, score_update
 from backend.engine.types import BoolArray, Example, IndexArray, Predictions, TaskType, tagging_examples
 from backend.engine.word_features import WordEncoder, WordFeatures
 from backend.experiments.label_efficiency.config import (
@@ -58,6 +59,33 @@ def next_to_tag(pool_words: WordFeatures, head: TokenHead | None, labeled: BoolA
     cold start's sentences first (`tagging_typical_order`)."""
     scores: PoolScores[Any] | None = TokenScorer(head).score_pool(pool_words) if head is not None else None
     return order_pool(scores, labeled, k, int(labeled.sum()), cold_start).top
+
+
+class TaggingOrder:
+    """The fast update's order as one head follows another: `score_update` (on pools of at least
+    `ups_min_words` words UPS's draw re-scored over the last head's scores, a full re-score every
+    `FULL_RESCORE_EVERY`-th head; below it every sentence, as `next_to_tag`), then `order_pool`.
+    `rescored` records each head's count (None: every sentence)."""
+
+    def __init__(self, pool_words: WordFeatures, cold_start: ColdStart, seed: int,
+                 ups_min_words: int = UPS_MIN_WORDS) -> None:
+        self.pool_words, self.cold_start, self.seed, self.ups_min_words = pool_words, cold_start, seed, ups_min_words
+        self.sampler = UPS(full_rescore_iterations=())
+        self.rescored: list[int | None] = []
+        self._head: TokenHead | None = None
+        self._scores: PoolScores[Any] | None = None
+
+    def next(self, head: TokenHead | None, labeled: BoolArray, k: int) -> IndexArray:
+        if head is not None and head is not self._head:  # a new head: the next fast update
+            last = self._scores
+            stale = None if last is None else (last.confidence, last.uncertainty)
+            update = len(self.rescored)
+            self._scores, rescored = score_update(head, self.pool_words, stale, update, self.sampler,
+                                                  np.random.default_rng((self.seed, update)), self.ups_min_words)
+            self._head = head
+            self.rescored.append(rescored)
+        scores = self._scores if head is not None else None
+        return order_pool(scores, labeled, k, int(labeled.sum()), self.cold_start).top
 
 
 def tag_predictions(head: TokenHead, features: WordFeatures) -> Predictions:
@@ -156,20 +184,20 @@ class TaggingCurves:
         labels = self.config.tagging_cold_start_labels
         first = tagging_typical_order(pool_words, labels, seed) if labels \
             else permutation[: min(self.config.query_batch, grid[0])]
-        cold_start = ColdStart(len(first), first)
+        ordering = TaggingOrder(pool_words, ColdStart(len(first), first), seed, self.config.tagging_ups_min_words)
         order: list[int] = []
         labeled = np.zeros(len(corpus.pool), dtype=bool)
         head: TokenHead | None = None
         for b in grid:
             start = time.perf_counter()
             while len(order) < b:  # one query batch (two where the cold start ends inside it)
-                picked = next_to_tag(pool_words, head, labeled, b - len(order), cold_start)
+                picked = ordering.next(head, labeled, b - len(order))
                 order.extend(int(i) for i in picked)
                 labeled[picked] = True
             head = self._token_head(corpus, np.array(order), seed)
-            shown = shown_spans(corpus, head, next_to_tag(pool_words, head, labeled, self.config.query_batch,
-                                                          cold_start))
+            shown = shown_spans(corpus, head, ordering.next(head, labeled, self.config.query_batch))
             records.append(LabelRecord(corpus.name, UNCERTAINTY, seed, b, self._tag_metrics(corpus, head),
-                                       time.perf_counter() - start, {"tokens": int(lengths[order].sum()), **shown}))
+                                       time.perf_counter() - start, {"tokens": int(lengths[order].sum()), **shown,
+                                                                     "rescored": ordering.rescored[-1]}))
         self.progress(f"{corpus.name} seed {seed}: token-head curves to {grid[-1]} sentences")
         return records, np.array(order)

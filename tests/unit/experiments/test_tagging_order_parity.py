@@ -74,6 +74,29 @@ def test_the_tagging_curve_follows_order_pool_over_token_scores(tmp_path, tiny_b
     assert {r.method for r in records} == {RANDOM, UNCERTAINTY}
 
 
+def test_forced_ups_rescores_a_draw_over_the_last_heads_scores_as_the_fast_update(tmp_path, tiny_bert):
+    """`tagging_ups_min_words` 0: every head after the first re-scores UPS's draw (a full re-score
+    every FULL_RESCORE_EVERY-th), through the fast update's `score_update`; the records say how
+    many, and the order still labels each sentence once, cold start first. By default (a pool
+    below UPS_MIN_WORDS) every sentence is scored, as the parity test above checks."""
+    path = write_conll(tmp_path / "toy.conll", 140)
+    config = LabelEfficiencyConfig(corpora=(str(path),), model=str(tiny_bert), pool_size=120, test_size=20,
+                                   seeds=(0,), budgets=(10, 60, 110), finetune_budgets=(10,),
+                                   methods=(RANDOM, UNCERTAINTY), tagging_cold_start_labels=10,
+                                   tagging_ups_min_words=0, device="cpu", cache_dir="")
+    bench = LabelEfficiency(config)
+    corpus = load_corpus(str(path), config.pool_size, config.test_size)
+    bench._encode(corpus)
+    permutation = np.random.default_rng(0).permutation(len(corpus.pool))
+    records, order = bench.tagging_curves(corpus, 0, permutation)
+    assert len(set(order.tolist())) == len(order) == 110
+    rescored = [r.detail["rescored"] for r in records if r.method == UNCERTAINTY]
+    assert len(rescored) == len(bench.grid(len(corpus.pool))) == 11
+    assert rescored[0] is None and rescored[10] is None, "no stale scores yet; the periodic full re-score"
+    drawn = [n for n in rescored[1:10] if n is not None]
+    assert len(drawn) == 9 and all(0 < n < len(corpus.pool) for n in drawn), rescored
+
+
 def test_word_features_are_encoded_once_per_corpus_and_read_back_from_the_cache(tmp_path, tiny_bert):
     path = write_conll(tmp_path / "toy.conll", 40)
     config = LabelEfficiencyConfig(corpora=(str(path),), model=str(tiny_bert), pool_size=30, test_size=10,
