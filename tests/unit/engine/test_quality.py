@@ -68,8 +68,17 @@ def test_span_f1_is_the_projects_strict_span_f1_with_a_bootstrap_interval():
     assert estimate.value == pytest.approx(strict_span_f1(gold, predicted))
     assert estimate.low < estimate.value < estimate.high and estimate.n == 60
     perfect = audit_span_f1(gold, gold)
-    assert perfect.value == perfect.low == perfect.high == 1.0
+    assert perfect.value == perfect.high == 1.0 and 0.95 < perfect.low < 1.0, "120 spans do not prove F1 = 1"
     assert audit_span_f1([], []).value is None
+
+
+def test_span_f1_with_no_true_positive_among_a_few_spans_is_not_certain_of_zero():
+    """20 audited tweets, 6 gold spans, none found: every bootstrap resample scores 0, yet the
+    model may well find one span in five on the pool."""
+    gold = [["B-PER", "O", "O"]] * 6 + [["O", "O", "O"]] * 14
+    predicted = [["O", "O", "O"]] * 20
+    estimate = audit_span_f1(gold, predicted, seed=0)
+    assert estimate.value == estimate.low == 0.0 and 0.2 < estimate.high < 0.6
 
 
 def test_bootstrap_span_f1_interval_covers_at_about_the_nominal_rate():
