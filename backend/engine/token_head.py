@@ -318,12 +318,14 @@ class TokenScorer:
 
 def rows_to_rescore(features: WordFeatures, stale_uncertainty: FloatArray | None, update: int,
                     sampler: PoolSampler, rng: np.random.Generator,
-                    min_words: int = UPS_MIN_WORDS) -> IndexArray | None:
-    """The sentences a fast update re-scores: None (every one) below `min_words` words, without
-    an earlier version's scores or every `FULL_RESCORE_EVERY`-th update; else `sampler`'s draw over
-    the stale uncertainties (NaN: never scored, always drawn). Measured on 100k synthetic sentences
-    (1.95M words, 2 loaded cores): scoring every word 1.2-1.8 s."""
-    if stale_uncertainty is None or int(features.offsets[-1]) < min_words or update % FULL_RESCORE_EVERY == 0:
+                    min_words: int | None = None) -> IndexArray | None:
+    """The sentences a fast update re-scores: None (every one) below `min_words` words (default
+    `UPS_MIN_WORDS`, read when called), without an earlier version's scores or every
+    `FULL_RESCORE_EVERY`-th update; else `sampler`'s draw over the stale uncertainties (NaN: never
+    scored, always drawn). Measured on 100k synthetic sentences (1.95M words, 2 loaded cores):
+    scoring every word 1.2-1.8 s."""
+    threshold = UPS_MIN_WORDS if min_words is None else min_words
+    if stale_uncertainty is None or int(features.offsets[-1]) < threshold or update % FULL_RESCORE_EVERY == 0:
         return None
     if np.isnan(np.asarray(stale_uncertainty, np.float64)).all():
         return None
@@ -332,7 +334,7 @@ def rows_to_rescore(features: WordFeatures, stale_uncertainty: FloatArray | None
 
 def score_update(head: TokenHead, features: WordFeatures, stale: tuple[FloatArray, FloatArray] | None, update: int,
                  sampler: PoolSampler, rng: np.random.Generator,
-                 min_words: int = UPS_MIN_WORDS) -> tuple[PoolScores[HeadTags], int | None]:
+                 min_words: int | None = None) -> tuple[PoolScores[HeadTags], int | None]:
     """A fast update's pool scores: `rows_to_rescore`'s UPS draw re-scored over the `stale`
     (confidence, uncertainty) of the last version, or every sentence. Returns the scores and how
     many sentences UPS re-scored (None: every one). The service, the compute benchmark and
