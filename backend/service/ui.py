@@ -91,7 +91,8 @@ def _table(points: list[HistoryPoint]) -> list[dict[str, Any]]:
 def _latest_estimate(view: dict[str, Any], points: list[HistoryPoint]) -> tuple[str, str]:
     quality = view.get("quality") or {}
     if quality.get("value") is not None:
-        held = f"{quality.get('audits')} audit labels"
+        unit = "sentences" if quality.get("metric") == "span F1" else "labels"
+        held = f"{quality.get('audits')} audit {unit}"
         if quality.get("ground_truth"):
             held += f" and {quality['ground_truth']} ground-truth tasks"
         return (f"Estimate from {held} ({quality.get('method')}, "
