@@ -51,15 +51,15 @@ from backend.experiments.label_efficiency.config import (
 )
 from backend.experiments.label_efficiency.tagging import (
     TaggingCurves,
+    TaggingOrder,
     digest,
-    next_to_tag,
     pool_words_of,
     safe_name,
     tag_predictions,
 )
 from backend.experiments.reports import jsonable
 
-__all__ = ["LabelEfficiency", "next_to_label", "next_to_tag", "progress_to_stderr", "tag_predictions"]
+__all__ = ["LabelEfficiency", "TaggingOrder", "next_to_label", "progress_to_stderr", "tag_predictions"]
 
 
 def _texts(examples: Sequence[Example]) -> list[str]:  # the proxy path: classification only

@@ -19,7 +19,7 @@ from backend.engine.io import atomic_file
 from backend.engine.metrics import evaluate
 from backend.engine.packaged import resolve_model
 from backend.engine.proxy import FeatureEncoder
-from backend.engine.token_head import UPS_MIN_WORDS, TokenHead, TokenScorer, score_update
+from backend.engine.token_head import UPS_MIN_WORDS, TokenHead, score_update
 from backend.engine.types import BoolArray, Example, IndexArray, Predictions, TaskType, tagging_examples
 from backend.engine.word_features import WordEncoder, WordFeatures
 from backend.experiments.label_efficiency.config import (
@@ -53,18 +53,11 @@ def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60]
 
 
-def next_to_tag(pool_words: WordFeatures, head: TokenHead | None, labeled: BoolArray, k: int,
-                cold_start: ColdStart) -> IndexArray:
-    """Tagging's `next_to_label`: `order_pool` over the token head's `TokenScorer` (MNLP), the
-    cold start's sentences first (`tagging_typical_order`)."""
-    scores: PoolScores[Any] | None = TokenScorer(head).score_pool(pool_words) if head is not None else None
-    return order_pool(scores, labeled, k, int(labeled.sum()), cold_start).top
-
-
 class TaggingOrder:
-    """The fast update's order as one head follows another: `score_update` (on pools of at least
-    `ups_min_words` words UPS's draw re-scored over the last head's scores, a full re-score every
-    `FULL_RESCORE_EVERY`-th head; below it every sentence, as `next_to_tag`), then `order_pool`.
+    """Tagging's `next_to_label`, the fast update's order as one head follows another:
+    `score_update` (on pools of at least `ups_min_words` words UPS's draw re-scored over the last
+    head's scores, a full re-score every `FULL_RESCORE_EVERY`-th head; below it every sentence's
+    MNLP), then `order_pool`, the cold start's sentences first (`tagging_typical_order`).
     `rescored` records each head's count (None: every sentence)."""
 
     def __init__(self, pool_words: WordFeatures, cold_start: ColdStart, seed: int,

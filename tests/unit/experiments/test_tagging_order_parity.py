@@ -15,7 +15,7 @@ from backend.experiments.label_efficiency import (
     LabelEfficiencyConfig,
     load_corpus,
 )
-from backend.experiments.label_efficiency.runner import next_to_tag
+from backend.experiments.label_efficiency.runner import TaggingOrder
 from tests.helpers.toy_data import toy_tagging
 
 
@@ -44,6 +44,7 @@ def test_the_tagging_curve_follows_order_pool_over_token_scores(tmp_path, tiny_b
     # the same steps, straight through the engine: cold start, then MNLP via order_pool
     typical = tagging_typical_order(words, 15, seed)
     cold_start = ColdStart(len(typical), typical)
+    ordering = TaggingOrder(words, cold_start, seed)  # bench-labels' own step, on a pool below UPS_MIN_WORDS
     expected: list[int] = []
     labeled = np.zeros(len(words), bool)
     head = None
@@ -52,7 +53,7 @@ def test_the_tagging_curve_follows_order_pool_over_token_scores(tmp_path, tiny_b
         while len(expected) < b:
             scores = TokenScorer(head).score_pool(words) if head is not None else None
             step = order_pool(scores, labeled, b - len(expected), int(labeled.sum()), cold_start)
-            assert step.top.tolist() == next_to_tag(words, head, labeled, b - len(expected), cold_start).tolist()
+            assert step.top.tolist() == ordering.next(head, labeled, b - len(expected)).tolist()
             phases.append(step.phase)
             expected.extend(int(i) for i in step.top)
             labeled[step.top] = True
