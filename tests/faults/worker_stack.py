@@ -8,7 +8,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import requests
 from backend.harness.processes import REPO_ROOT, BackendProcesses, RedisServer, stop_process_group, tail
 from tests.helpers.backend import CLASSIFICATION_XML, SENTIMENT
 from tests.helpers.ls_admin import LabelStudioTestClient
+from tests.helpers.polling import poll_until
 from tests.helpers.toy_data import toy_classification
 
 HEARTBEAT_TTL = int(os.environ.get("FAULTS_HEARTBEAT_TTL", "5"))
@@ -87,13 +87,7 @@ class FaultStack:
         return self.get(f"/projects/{pid}").json()
 
     def wait(self, what: str, check, timeout: float = 180, every: float = 0.3):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = check()
-            if value:
-                return value
-            time.sleep(every)
-        pytest.fail(f"{what}: not after {timeout:.0f} s\n{self.log_tail()}")
+        return poll_until(check, timeout, what, self.log_tail, every)
 
     def wait_idle(self, pid: int, timeout: float = 240) -> dict:
         def idle():

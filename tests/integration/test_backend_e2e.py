@@ -24,6 +24,7 @@ from backend.labeling import gold_tagging_results, parse_label_config
 from backend.service.ls_client import LabelStudioError
 from tests.helpers.backend import CLASSIFICATION_XML, NER_XML, SENTIMENT
 from tests.helpers.ls_admin import UNCERTAINTY_SAMPLING, LabelStudioTestClient
+from tests.helpers.polling import poll_until
 from tests.helpers.servers import BackendProcesses
 from tests.helpers.toy_data import toy_classification, toy_tagging
 
@@ -53,15 +54,7 @@ class Stack:
 
 
 def wait_for(predicate, timeout: float, what: str, stack: Stack, interval: float = 0.2):
-    """`predicate()`'s first truthy value within `timeout` s, polled every `interval` s; else the
-    test fails with the backend's log tail."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"{what} not reached in {timeout}s\n{stack.log_tail()}")
+    return poll_until(predicate, timeout, what, stack.log_tail, interval)
 
 
 def stack_env(label_studio, redis_server, tiny_bert, root, **overrides: str) -> dict[str, str]:
