@@ -1,14 +1,15 @@
 """Dead-job detection: a job whose worker is gone (``kill -9``, out of memory, host lost, Redis
-lost mid-job) is declared dead within ``HEARTBEAT_TTL`` + ``JANITOR_INTERVAL`` seconds, not at
-``JOB_TIMEOUT``.
+lost mid-job) is declared dead within ``HEARTBEAT_TTL`` + ``JANITOR_INTERVAL`` seconds and one
+heartbeat period (`confirmation_delay`), not at ``JOB_TIMEOUT``.
 
 A running job's entry in RQ's `StartedJobRegistry` expires ``HEARTBEAT_TTL`` seconds after its
 worker's last heartbeat (`Heartbeat`, a thread of every worker, renews it). `reap_dead_jobs` hands
-the expired ones to RQ's own cleanup, which runs the job's failure callback with
-`AbandonedJobError` and then retries it (scoring chunks) or marks it failed and releases its
-dependents; it then releases project flags whose job is no longer alive. Every worker runs it
-every ``JANITOR_INTERVAL`` seconds, and `request_training` before it queues a run, under one lock
-so an expired job is handled once.
+the ones it saw expired on two passes `confirmation_delay` apart (a Redis that froze past the TTL
+makes every live heartbeat read expired until the workers renew them) to RQ's own cleanup, which
+runs the job's failure callback with `AbandonedJobError` and then retries it (scoring chunks) or
+marks it failed and releases its dependents; it then releases project flags whose job is no
+longer alive. Every worker runs it every ``JANITOR_INTERVAL`` seconds, and `request_training` and
+``GET /projects/<id>`` before they read the state, under one lock so an expired job is handled once.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from rq.timeouts import TimerDeathPenalty
 
 from backend.service.jobs.common import LIVE, META_LOST, job_status, rq_failure_message
 from backend.service.runtime import JobContext
+from backend.service.settings import Settings
 from backend.service.store import compare_and_delete
 
 if TYPE_CHECKING:
@@ -49,22 +51,69 @@ def reap_dead_jobs(ctx: JobContext, projects: Iterable[int] | None = None) -> in
     `projects` (default: all). Returns how many jobs were declared dead (0 when another process
     holds the janitor lock)."""
     conn = ctx.queues.connection
-    key, token = f"{ctx.settings.key_prefix}:janitor-lock", uuid.uuid4().hex
+    key, token = ctx.store.janitor_lock_key(), uuid.uuid4().hex
     if not conn.set(key, token, nx=True, px=int(max(ctx.settings.janitor_interval, 5.0) * 3000)):
         return 0
     try:
         dead = 0
+        confirmed = _confirmed_expiries(ctx)
         for registry in _registries(ctx):
-            expired = registry.get_expired_job_ids()
+            cutoff = confirmed.get(registry.key)
+            expired = registry.get_expired_job_ids(cutoff) if cutoff is not None else []
             if expired:
                 log.warning("declaring dead (no heartbeat for %d s): %s", ctx.settings.heartbeat_ttl, expired)
-                registry.cleanup()
+                registry.cleanup(cutoff)
                 dead += len(expired)
         for project_id in ctx.store.project_ids() if projects is None else projects:
             repair_stale_flags(ctx, project_id)
         return dead
     finally:
         compare_and_delete(conn, key, token)
+
+
+def confirmation_delay(settings: Settings) -> float:
+    """Seconds a heartbeat must stay expired after the janitor first saw it before the job is declared
+    dead: one heartbeat period and a second. After Redis froze (or the network dropped) every heartbeat
+    reads expired the moment it answers again; a live worker renews its heartbeat within one period."""
+    return heartbeat_period(settings) + 1.0
+
+
+def heartbeat_period(settings: Settings) -> float:
+    """How often `Heartbeat` renews a worker's heartbeat and runs the janitor."""
+    return max(1.0, min(settings.heartbeat_ttl / 3, settings.janitor_interval))
+
+
+def _confirmed_expiries(ctx: JobContext) -> dict[str, float]:
+    """Per started registry key, the cutoff score up to which every expired entry is confirmed dead:
+    seen expired on an earlier pass at least `confirmation_delay` ago, or expired on purpose
+    (`declare_lost` sets score 0). Records first sightings and forgets entries renewed or gone."""
+    conn = ctx.queues.connection
+    sightings_key = ctx.store.janitor_sightings_key()
+    seconds, micros = conn.time()
+    now = float(seconds) + float(micros) / 1e6  # Redis's clock: the one every process's janitor shares
+    seen = {member: float(at) for member, at in conn.hgetall(sightings_key).items()}
+    delay = confirmation_delay(ctx.settings)
+    cutoffs: dict[str, float] = {}
+    expired_now: set[bytes] = set()
+    first_seen: dict[bytes, float] = {}
+    for registry in _registries(ctx):
+        cutoff = None
+        entries: list[tuple[bytes, float]] = conn.zrangebyscore(registry.key, 0, now, withscores=True)  # type: ignore[assignment]
+        for member, score in entries:
+            expired_now.add(member)
+            if score > 0 and member not in seen:
+                first_seen[member] = now
+            if score > 0 and now - seen.get(member, now) < delay:
+                break  # entries are in score order: the ones after this wait for a later pass too
+            cutoff = score
+        if cutoff is not None:
+            cutoffs[registry.key] = cutoff
+    forgotten = [member for member in seen if member not in expired_now]
+    if first_seen:
+        conn.hset(sightings_key, mapping=first_seen)  # type: ignore[arg-type]
+    if forgotten:
+        conn.hdel(sightings_key, *forgotten)
+    return cutoffs
 
 
 def repair_stale_flags(ctx: JobContext, project_id: int) -> None:
@@ -139,7 +188,7 @@ class Heartbeat:
 
     def _run(self) -> None:
         settings = self.ctx.settings
-        every = max(1.0, min(settings.heartbeat_ttl / 3, settings.janitor_interval))
+        every = heartbeat_period(settings)
         while not self._stop.wait(every):
             try:
                 running = self.running

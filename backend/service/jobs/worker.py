@@ -61,7 +61,9 @@ class _Resilient:
                 self.watch.running = None
 
     def clean_registries(self) -> None:
-        """RQ's maintenance: expired jobs go through the janitor (its lock, its messages) first."""
+        """RQ's maintenance: expired jobs go through the janitor (its lock, its messages) first.
+        RQ's own cleanup after it reaps what is still expired without the janitor's second sighting;
+        it runs when a worker starts and then every `maintenance_interval` (at least 60 s)."""
         if self.watch is not None:
             reap_dead_jobs(self.watch.ctx)
         super().clean_registries()  # type: ignore[misc]

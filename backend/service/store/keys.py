@@ -31,6 +31,7 @@ Key layout (``P`` = the settings' key prefix, ``<id>`` = the Label Studio projec
     P:successor-lock:<id>                 string the successor job id holding the project's build lock
     P:successor-cancel:<job>              string set when a cancel of that successor build was asked
     P:janitor-lock                        string token of the process running the dead-job janitor (expires)
+    P:janitor-sightings                   hash   RQ started-registry member -> when the janitor first saw it expired
     P:metrics:<name>                      hash   Prometheus counters (`backend.service.telemetry`)
 
 Fields of the project hash ``P:project:<id>`` (``ProjectState`` reads the typed ones)::
@@ -140,3 +141,8 @@ class StoreBase:
     def janitor_lock_key(self) -> str:
         """``P:janitor-lock``: the one lock the dead-job janitor runs under, across processes."""
         return f"{self.prefix}:janitor-lock"
+
+    def janitor_sightings_key(self) -> str:
+        """``P:janitor-sightings``: hash, started-registry member -> Redis time (s) the janitor
+        first saw its heartbeat expired; it declares the job dead only on a later sighting."""
+        return f"{self.prefix}:janitor-sightings"

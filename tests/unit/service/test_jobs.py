@@ -35,7 +35,8 @@ PID = 7
 @pytest.fixture
 def ctx(redis_url, tmp_path, tiny_bert):
     settings = make_settings(redis_url, tmp_path, tiny_bert, label_studio_url=f"http://127.0.0.1:{free_port()}",
-                             label_studio_api_key="test-token", label_studio_timeout=2.0, score_chunk_size=4)
+                             label_studio_api_key="test-token", label_studio_timeout=2.0, score_chunk_size=4,
+                             janitor_interval=1.0)  # the janitor confirms an expiry 2 s after it first saw it
     context = JobContext.from_settings(settings)
     set_context(context)
     yield context
@@ -196,6 +197,15 @@ def start_and_abandon(ctx: JobContext, queue, job_id: str, ttl: int = 3) -> str:
     return worker.name
 
 
+def reap_after_confirmation(ctx: JobContext) -> int:
+    """Two janitor passes, `confirmation_delay` apart: the first only notes what expired."""
+    from backend.service.jobs.janitor import confirmation_delay, reap_dead_jobs
+
+    assert reap_dead_jobs(ctx) == 0
+    time.sleep(confirmation_delay(ctx.settings) + 0.1)
+    return reap_dead_jobs(ctx)
+
+
 def test_a_training_whose_worker_died_is_declared_dead_after_the_heartbeat_ttl(ctx):
     from backend.service.jobs.janitor import reap_dead_jobs
 
@@ -207,7 +217,7 @@ def test_a_training_whose_worker_died_is_declared_dead_after_the_heartbeat_ttl(c
     assert reap_dead_jobs(ctx) == 0  # heartbeat still fresh
     assert request_training(ctx, PID, "test").outcome == "deferred"
     time.sleep(3.5)
-    assert reap_dead_jobs(ctx) == 1
+    assert reap_after_confirmation(ctx) == 1
     state = ctx.store.get_project(PID)
     assert state.running_job is None and state.last_error_job == req.job_id
     assert state.last_error.startswith(f"worker {name} stopped during stage train")
@@ -217,8 +227,29 @@ def test_a_training_whose_worker_died_is_declared_dead_after_the_heartbeat_ttl(c
     assert ctx.queues.training.count == 1 and state.queued_job
 
 
+def test_a_heartbeat_renewed_after_a_redis_freeze_is_not_declared_dead(ctx):
+    """After Redis froze past the TTL every heartbeat reads expired when it answers again; a janitor
+    that runs first (the web process's, on GET /projects/<id>) must leave the live worker's job alone
+    once the worker renews its heartbeat, so the job ends with its own error, not "worker stopped"."""
+    from backend.service.jobs.janitor import confirmation_delay, reap_dead_jobs
+
+    ctx.store.register_project(PID, "<View/>", "c", "text", "classification")
+    req = request_training(ctx, PID, "test")
+    ctx.store.begin_training(PID, req.job_id)
+    start_and_abandon(ctx, ctx.queues.training, req.job_id, ttl=1)
+    time.sleep(1.5)  # the "freeze": no heartbeat past the TTL
+    assert reap_dead_jobs(ctx) == 0  # first sighting
+    registry, conn = ctx.queues.training.started_job_registry, ctx.queues.connection
+    # the worker's heartbeat thread renews it (as `maintain_heartbeats` does: the execution's score moves on)
+    conn.zadd(registry.key, {member: time.time() + 30 for member in conn.zrange(registry.key, 0, -1)}, xx=True)
+    time.sleep(confirmation_delay(ctx.settings) + 0.1)
+    assert reap_dead_jobs(ctx) == 0
+    assert ctx.queues.fetch(req.job_id).get_status() == JobStatus.STARTED
+    assert ctx.store.get_project(PID).running_job == req.job_id and not ctx.store.get_project(PID).last_error
+    assert not ctx.queues.connection.hgetall(ctx.store.janitor_sightings_key())  # the sighting is forgotten
+
+
 def test_a_scoring_chunk_whose_worker_died_runs_again_and_the_pipeline_goes_on(ctx):
-    from backend.service.jobs.janitor import reap_dead_jobs
 
     publish_checkpoint(ctx.settings, ctx.store, PID, "acq-1-a")
     tasks = sentiment_tasks(6, start_id=1)
@@ -230,7 +261,7 @@ def test_a_scoring_chunk_whose_worker_died_runs_again_and_the_pipeline_goes_on(c
     ctx.store.set_stage_job(PID, "p", finisher.id)
     start_and_abandon(ctx, ctx.queues.scoring, chunk_jobs[0].id, ttl=3)
     time.sleep(3.5)
-    assert reap_dead_jobs(ctx) == 1
+    assert reap_after_confirmation(ctx) == 1
     assert chunk_jobs[0].get_status() == JobStatus.QUEUED  # retried, not failed
     assert ctx.store.get_project(PID).running_job == "p" and not ctx.store.get_project(PID).last_error
     for job in chunk_jobs:

@@ -112,6 +112,7 @@ def _writers(store: ProjectStore) -> list[Callable[[], object]]:
         lambda: s.take_successor_lock(PID, "s-1", 60),
         lambda: s.request_successor_cancel("s-1"),
         lambda: s.r.set(s.janitor_lock_key(), "token", px=60_000),  # as the janitor takes it
+        lambda: s.r.hset(s.janitor_sightings_key(), "job:execution", "1.0"),  # as the janitor notes an expiry
         lambda: Metrics(s.r, s.prefix).count_job("fast", "ok"),
         lambda: s.append_history(PID, HistoryPoint(at=0.0, version="fast-1-x", kind="fast", labeled=3,
                                                    serving="proxy")),
