@@ -97,15 +97,16 @@ def _confirmed_expiries(ctx: JobContext) -> dict[str, float]:
     expired_now: set[bytes] = set()
     first_seen: dict[bytes, float] = {}
     for registry in _registries(ctx):
-        cutoff = None
+        cutoff, waiting = None, False
         entries: list[tuple[bytes, float]] = conn.zrangebyscore(registry.key, 0, now, withscores=True)  # type: ignore[assignment]
         for member, score in entries:
             expired_now.add(member)
             if score > 0 and member not in seen:
                 first_seen[member] = now
-            if score > 0 and now - seen.get(member, now) < delay:
-                break  # entries are in score order: the ones after this wait for a later pass too
-            cutoff = score
+            # in score order: after the first entry still to confirm, the cutoff stays put
+            waiting = waiting or (score > 0 and now - seen.get(member, now) < delay)
+            if not waiting:
+                cutoff = score
         if cutoff is not None:
             cutoffs[registry.key] = cutoff
     forgotten = [member for member in seen if member not in expired_now]
