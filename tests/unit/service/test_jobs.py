@@ -250,7 +250,6 @@ def test_a_heartbeat_renewed_after_a_redis_freeze_is_not_declared_dead(ctx):
 
 
 def test_a_scoring_chunk_whose_worker_died_runs_again_and_the_pipeline_goes_on(ctx):
-
     publish_checkpoint(ctx.settings, ctx.store, PID, "acq-1-a")
     tasks = sentiment_tasks(6, start_id=1)
     ctx.store.pool_replace(PID, {t["id"]: t["data"]["text"] for t in tasks}, "text", 1)
