@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -114,7 +115,7 @@ def parse_options(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
     otherwise silently fall back to a default)."""
     allowed = {"project", "teacher", "successor", "filter", "max_pool", "dev_share", "tracin_checkpoints",
                "uncertainty_fraction", "compare_gold_only", "seed", "teachers", "successor_all_gold",
-               "acquisition_teacher", "teacher_training",
+               "acquisition_teacher", "successor_from_acquisition", "teacher_training",
                "successor_training",
                *_TRAINING_KEYS}
     unknown = sorted(set(body) - allowed)
@@ -143,7 +144,7 @@ def parse_options(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
         out["seed"] = _number("seed", body["seed"], int, 0)
     if "teachers" in body:
         out["teachers"] = _number("teachers", body["teachers"], int, 1)
-    for flag in ("compare_gold_only", "successor_all_gold", "acquisition_teacher"):
+    for flag in ("compare_gold_only", "successor_all_gold", "acquisition_teacher", "successor_from_acquisition"):
         if flag in body:
             if not isinstance(body[flag], bool):
                 raise SuccessorOptionsError(f"'{flag}' must be true or false")
@@ -167,7 +168,7 @@ def parse_options(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
 
 def plasm_options(settings: Settings, options: dict[str, Any]) -> PlasmOptions:
     base = settings.training_config()
-    nested = ("teacher_training", "successor_training", "acquisition_teacher")
+    nested = ("teacher_training", "successor_training", "acquisition_teacher", "successor_from_acquisition")
     kw = {k: v for k, v in options.items() if k not in nested}
 
     def training(part: str) -> TrainingConfig:
@@ -336,6 +337,28 @@ def _acquisition_teacher(ctx: JobContext, project_id: int, config: LabelConfig,
     return [_LockedCheckpoint(checkpoint)], {"used": True, "version": version}
 
 
+def _successor_start(ctx: JobContext, extra_teachers: list[_LockedCheckpoint], why: dict[str, Any],
+                     options: dict[str, Any], copy_to: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Where the successor's fine-tune starts: from the acquisition model's weights when the successor
+    is that same model and the acquisition model is a teacher (a copy, so that pruning cannot take the
+    checkpoint away mid-build), else from the pretrained checkpoint. Measured on WNUT-16 with the gold
+    the tagging order picks (160 sentences, 3 seeds, docs/benchmarks/plasm-ner/): 0.387 span F1 against
+    0.343 from pretrained and 0.335 for the acquisition model itself. Returns the option override and
+    what the job reports."""
+    if options.get("successor_from_acquisition") is False:
+        return {}, {"from": "pretrained", "why": "successor_from_acquisition=false"}
+    if not extra_teachers:
+        return {}, {"from": "pretrained", "why": "no fine-tuned acquisition model among the teachers"}
+    if options.get("successor") != ctx.settings.acquisition_model:
+        return {}, {"from": "pretrained",
+                    "why": f"the successor ({options.get('successor')}) is not the acquisition model "
+                           f"({ctx.settings.acquisition_model})"}
+    checkpoint = extra_teachers[0].checkpoint
+    with checkpoint.lock:
+        checkpoint.model.save(copy_to)
+    return {"successor": str(copy_to)}, {"from": "acquisition", "version": why.get("version")}
+
+
 def build_successor_job(project_id: int, options: dict[str, Any]) -> dict[str, Any]:
     """Fetch gold + pool from Label Studio, run PLASM, export; returns the metrics."""
     ctx = context()
@@ -353,13 +376,16 @@ def build_successor_job(project_id: int, options: dict[str, Any]) -> dict[str, A
         directory, _ = export_paths(settings.model_dir, job_id) or (
             successors_dir(settings.model_dir, project_id) / job_id, None)
         extra_teachers, why = _acquisition_teacher(ctx, project_id, config, options)
-        result, paths = build_and_export(
-            gold.examples, pool.examples, config.schema, plasm_options(settings, options), directory,
-            progress=_progress(ctx, job_id), cancel_check=_cancel_check(ctx, job, job_id), archive=True,
-            extra={"project": int(project_id), "job_id": job_id, "acquisition_teacher": why},
-            extra_teachers=extra_teachers,
-        )
-        metrics = {**result.to_dict(), "acquisition_teacher": why}
+        with tempfile.TemporaryDirectory(prefix=f"{job_id}-start-") as scratch:
+            start, started_from = _successor_start(ctx, extra_teachers, why, options, Path(scratch) / "start")
+            result, paths = build_and_export(
+                gold.examples, pool.examples, config.schema, plasm_options(settings, {**options, **start}),
+                directory, progress=_progress(ctx, job_id), cancel_check=_cancel_check(ctx, job, job_id),
+                archive=True, extra_teachers=extra_teachers,
+                extra={"project": int(project_id), "job_id": job_id, "acquisition_teacher": why,
+                       "successor_start": started_from},
+            )
+        metrics = {**result.to_dict(), "acquisition_teacher": why, "successor_start": started_from}
         store.update_status(job_id, stage="done", progress=1.0, metrics=metrics)
         log.info("project %s: successor %s built (%s kept)", project_id, job_id, metrics["chosen"])
         return {"metrics": metrics, "archive": str(paths.archive)}

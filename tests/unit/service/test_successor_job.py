@@ -150,6 +150,26 @@ def test_the_acquisition_model_joins_the_teachers(client, backend):
     assert outcome[True] == {"used": True, "version": "acq-1-test"}
 
 
+def test_the_successor_starts_from_the_acquisition_model_when_it_is_that_model(client, backend):
+    """A successor of the acquisition model's own architecture fine-tunes from the acquisition
+    model's weights (a copy), not from the pretrained checkpoint; one option turns it off, and
+    another successor model starts from its pretrained checkpoint."""
+    publish_checkpoint(backend.settings, backend.store, PID, "acq-1-test")
+    same = str(backend.settings.acquisition_model)
+    outcome = {}
+    cases = {"same": {"successor": same}, "off": {"successor": same, "successor_from_acquisition": False}, "other": {}}
+    for name, extra in cases.items():
+        body = {"project": PID, "filter": "uncertainty", **FAST, **extra}
+        job_id = client.post("/successor", json=body).json["job_id"]
+        work(backend)
+        job = client.get(f"/jobs/{job_id}").json
+        assert job["status"] == "finished", job
+        outcome[name] = job["metrics"]["successor_start"]
+    assert outcome["same"] == {"from": "acquisition", "version": "acq-1-test"}
+    assert outcome["off"] == {"from": "pretrained", "why": "successor_from_acquisition=false"}
+    assert outcome["other"]["from"] == "pretrained" and "is not the acquisition model" in outcome["other"]["why"]
+
+
 @pytest.mark.parametrize("body, fragment", [
     ({"filter": "nope"}, "'filter'"),
     ({"epochs": 0}, "'epochs'"),
@@ -161,6 +181,7 @@ def test_the_acquisition_model_joins_the_teachers(client, backend):
     ({"teachers": 0}, "'teachers'"),
     ({"successor_all_gold": "yes"}, "'successor_all_gold'"),
     ({"acquisition_teacher": 1}, "'acquisition_teacher'"),
+    ({"successor_from_acquisition": "yes"}, "'successor_from_acquisition'"),
     ({"successor_all_gold": True}, "compare_gold_only"),  # nothing held out to compare on
 ])
 def test_bad_options_are_refused(client, body, fragment):
