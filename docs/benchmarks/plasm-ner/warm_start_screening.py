@@ -1,0 +1,70 @@
+"""The NER demo's successor offline with the gold the product picks: WNUT-16, 400 pool / 500
+held-out (the demo's split), the 160 gold sentences chosen as the tagging fast path chooses them
+(the cold start's 10 typical sentences, then `TaggingOrder` with the token head re-fitted after
+every label), the acquisition fine-tune on them, then PLASM as the demo asks (3 teachers + the
+acquisition model, successor on all gold + kept pseudo-labels); variants on one set of
+pseudo-labels: the successor started from the acquisition model's weights (warm), today's filter.
+
+    HF_HUB_OFFLINE=1 python docs/benchmarks/plasm-ner/warm_start_screening.py SEED   # 0, 1, 2
+"""
+import json, sys, time
+from dataclasses import replace
+import numpy as np
+from backend.engine.acquisition.cold_start import tagging_typical_order
+from backend.engine.acquisition.order import ColdStart
+from backend.engine.data import load_dataset
+from backend.engine.errors import NotEnoughLabelsError
+from backend.engine.metrics import evaluate
+from backend.engine.plasm.pipeline import build_successor, pseudo_label, strip_labels
+from backend.engine.proxy import FeatureEncoder
+from backend.engine.token_head import TokenHead
+from backend.engine.word_features import WordEncoder
+from backend.experiments.label_efficiency.tagging import TaggingOrder
+from backend.service.jobs.successor import plasm_options
+from backend.service.settings import Settings
+
+seed = int(sys.argv[1])
+out_dir = sys.argv[2] if len(sys.argv) > 2 else "docs/benchmarks/plasm-ner"
+ds = load_dataset("wnut16", max_examples=900, seed=seed)
+order = np.random.default_rng(seed).permutation(len(ds))
+pool = [ds.examples[i] for i in order[:400]]; held = [ds.examples[i] for i in order[400:]]
+schema = ds.schema
+t = time.perf_counter()
+words = WordEncoder(FeatureEncoder("all-MiniLM-L6-v2", device="cpu")).encode([e.words for e in pool])
+first = tagging_typical_order(words, 10, seed)
+ordering = TaggingOrder(words, ColdStart(len(first), first), seed)
+chosen: list[int] = []
+is_labeled = np.zeros(len(pool), bool)
+head = None
+while len(chosen) < 160:
+    picked = ordering.next(head, is_labeled, 1)
+    chosen.extend(int(i) for i in picked); is_labeled[picked] = True
+    try:
+        head = TokenHead(schema, seed).fit(words.take(np.array(chosen)), [list(pool[i].tags) for i in chosen])
+    except NotEnoughLabelsError:
+        head = None
+out = {"seed": seed, "order_s": time.perf_counter() - t}
+labeled = [pool[i] for i in chosen]
+rest = [pool[i] for i in range(len(pool)) if not is_labeled[i]]
+entity = lambda ex: any(tag != "O" for tag in ex.tags)
+out["gold_entity_share"] = float(np.mean([entity(e) for e in labeled]))
+out["rest_entity_share_true"] = float(np.mean([entity(e) for e in rest]))
+unlabeled = [strip_labels(e) for e in rest]
+opts = plasm_options(Settings.from_env(), {"teacher": "all-MiniLM-L6-v2", "successor": "all-MiniLM-L6-v2",
+                     "filter": "uncertainty", "teachers": 3, "successor_all_gold": True, "compare_gold_only": False,
+                     "seed": seed})
+t = time.perf_counter(); acq = opts.successor_factory(schema).new(seed); acq.fit(labeled)
+out["acquisition"] = evaluate(acq.predict(held), held, schema)["main"]; out["acq_s"] = time.perf_counter() - t
+print(out, flush=True)
+t = time.perf_counter(); labels = pseudo_label(labeled, unlabeled, schema, opts, extra_teachers=[acq])
+out["teachers_s"] = time.perf_counter() - t; out["teacher_dev"] = labels.teacher_dev["main"]
+has = np.array([entity(e) for e in labels.pool])
+out["pool_entity_share_predicted"] = float(has.mean())
+import tempfile
+with tempfile.TemporaryDirectory() as tmp:
+    acq.save(tmp)  # the successor starts from the acquisition model's weights (same architecture)
+    t = time.perf_counter(); res = build_successor(labels, replace(opts, successor=tmp))
+    out["warm_uncertainty"] = evaluate(res.successors[res.chosen].predict(held), held, schema)["main"]
+    out["warm_uncertainty_kept"] = res.sizes.pseudo_kept; out["warm_uncertainty_s"] = time.perf_counter() - t
+    print(out, flush=True)
+json.dump(out, open(f"{out_dir}/warm_start_seed{seed}.json", "w"), indent=1)
