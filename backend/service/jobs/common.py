@@ -24,8 +24,13 @@ __all__ = ["RESULT_TTL", "LIVE", "META_PROJECT", "META_PIPELINE", "META_KIND", "
 META_PROJECT, META_PIPELINE, META_KIND = "project", "pipeline", "kind"
 # Set by a worker that gives up a job it was running (why: "Redis connection lost ..."), read on failure.
 META_LOST = "lost"
-# A job in one of these states may still run: its project flags / lock must not be taken over.
-LIVE = frozenset({JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.CREATED})
+# A job in one of these states may still run: its project flags / lock must not be taken over. RQ 3
+# moves a dependent whose dependencies finished through READY_TO_ENQUEUE before QUEUED (and may hold a
+# job RATE_LIMITED): without them the janitor, which GET /projects/<id> runs, declared a live pipeline
+# dead in the instant its finisher waited there (the NER demo failed so once).
+LIVE = frozenset({JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.CREATED,
+                  *(getattr(JobStatus, name) for name in ("READY_TO_ENQUEUE", "RATE_LIMITED")
+                    if hasattr(JobStatus, name))})
 
 
 def enqueue(

@@ -142,6 +142,24 @@ def test_stale_flags_from_lost_jobs_are_repaired(ctx):
     assert "ghost-running" in ctx.store.get_project(PID).last_error
 
 
+def test_a_finisher_ready_to_enqueue_keeps_its_pipeline_running(ctx):
+    """RQ 3 moves a dependent whose dependencies finished through READY_TO_ENQUEUE before QUEUED;
+    the janitor (GET /projects/<id> runs it) must read that as live, not end the pipeline."""
+    from backend.service.jobs.janitor import repair_stale_flags
+
+    ready = getattr(JobStatus, "READY_TO_ENQUEUE", None)
+    if ready is None:
+        pytest.skip("this RQ has no READY_TO_ENQUEUE state")
+    ctx.store.register_project(PID, "<View/>", "c", "text", "classification")
+    ctx.store.begin_training(PID, "p")
+    finisher = ctx.queues.scoring.enqueue_call(time.sleep, args=(0,), job_id="p-finish")
+    finisher.set_status(ready)
+    ctx.store.set_stage_job(PID, "p", finisher.id)
+    repair_stale_flags(ctx, PID)
+    state = ctx.store.get_project(PID)
+    assert state.running_job == "p" and not state.last_error
+
+
 def test_a_failed_chunk_cancels_the_finisher_and_releases_the_project(ctx):
     ctx.store.register_project(PID, "<View/>", "c", "text", "classification")
     req = request_training(ctx, PID, "test")
