@@ -9,9 +9,9 @@ default) pseudo-label it with their averaged probabilities (one fine-tune on a f
 is a noisy draw; an average is a better and steadier labeler), the least confident share 1 - dev score of
 the pseudo-labels is dropped, and the successor learns from every gold label plus the kept
 pseudo-labels, starting from the acquisition model's weights (the backend's default when the
-successor is the acquisition model's own checkpoint). TracIn is skipped (`filter` uncertainty): its probe is one more training of the
-successor on the whole pool, the minutes the teachers take instead. No gold-only successor is
-trained to choose from: PLASM's dev split is 10% of a few hundred labels, too few to choose by
+successor is the acquisition model's own checkpoint). TracIn is skipped (`filter` uncertainty):
+its probe is one more training of the successor on the whole pool, the minutes the teachers take
+instead. No gold-only successor is trained to choose from: PLASM's dev split is 10% of a few hundred labels, too few to choose by
 (measured: with 90 labels it chose the gold-only successor, 0.63 on 200 held-out texts, over the
 PLASM one, 0.64), and the successor trains on the dev split too.
 """
