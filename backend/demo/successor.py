@@ -1,19 +1,20 @@
-"""The final model: a PLASM successor built by the backend (``POST /successor``), followed on
-``GET /jobs/<id>`` and downloaded (``/successor/<id>/download``) as a user would.
+"""The final model: a PLASM successor built by the backend (``POST /successor``), followed on ``GET
+/jobs/<id>`` and downloaded (``/successor/<id>/download``) as a user would.
 
 Teacher and successor are the packaged all-MiniLM-L6-v2 with the backend's training defaults, so
 the successor can only gain over the acquisition model (same model, same gold labels) from the
 pool Label Studio holds: `TEACHERS` teachers, each holding out its own 10% dev fold, and the
 project's last fine-tuned acquisition model (trained on every gold label; the backend adds it by
 default) pseudo-label it with their averaged probabilities (one fine-tune on a few hundred labels
-is a noisy draw; an average is a better and steadier labeler), the least confident share 1 - dev score of
-the pseudo-labels is dropped, and the successor learns from every gold label plus the kept
-pseudo-labels, starting from the acquisition model's weights (the backend's default when the
+is a noisy draw; an average is a better and steadier labeler), the least confident share 1 - dev
+score of the pseudo-labels is dropped, and the successor learns from every gold label plus the
+kept pseudo-labels, starting from the acquisition model's weights (the backend's default when the
 successor is the acquisition model's own checkpoint). TracIn is skipped (`filter` uncertainty):
 its probe is one more training of the successor on the whole pool, the minutes the teachers take
-instead. No gold-only successor is trained to choose from: PLASM's dev split is 10% of a few hundred labels, too few to choose by
-(measured: with 90 labels it chose the gold-only successor, 0.63 on 200 held-out texts, over the
-PLASM one, 0.64), and the successor trains on the dev split too.
+instead. No gold-only successor is trained to choose from: PLASM's dev split is 10% of a few
+hundred labels, too few to choose by (measured: with 90 labels it chose the gold-only successor,
+0.63 on 200 held-out texts, over the PLASM one, 0.64), and the successor trains on the dev split
+too.
 """
 from __future__ import annotations
 
