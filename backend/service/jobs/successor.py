@@ -33,10 +33,10 @@ from backend.engine.models.transformer import TrainingConfig
 from backend.engine.plasm.export import build_and_export
 from backend.engine.plasm.pipeline import FILTERS, PlasmOptions
 from backend.labeling import LabelConfig, parse_label_config, tasks_to_examples, unlabeled_examples
-from backend.service.checkpoints import LoadedCheckpoint
+from backend.service.jobs.acquisition_start import acquisition_teacher, successor_start
 from backend.service.jobs.common import LIVE, META_KIND, META_PROJECT, Throttle, enqueue, failure_reason, job_status
 from backend.service.jobs.stages import log_conversion
-from backend.service.records import UNTRAINED, PipelineStatus
+from backend.service.records import PipelineStatus
 from backend.service.runtime import JobContext, context
 from backend.service.settings import Settings
 
@@ -300,65 +300,6 @@ def _progress(ctx: JobContext, job_id: str) -> StageProgress:
     return progress
 
 
-class _LockedCheckpoint:
-    """A served checkpoint as a PLASM teacher: predictions under its inference lock."""
-
-    def __init__(self, checkpoint: LoadedCheckpoint) -> None:
-        self.checkpoint = checkpoint
-
-    def predict(self, examples: Any, **kwargs: Any) -> Any:
-        with self.checkpoint.lock:
-            return self.checkpoint.model.predict(examples, **kwargs)
-
-
-def _acquisition_teacher(ctx: JobContext, project_id: int, config: LabelConfig,
-                         options: dict[str, Any]) -> tuple[list[_LockedCheckpoint], dict[str, Any]]:
-    """The latest fine-tuned acquisition model, trained on (nearly) every gold label, as one more
-    teacher whose probabilities join the teachers' average; why it does or does not. By default only
-    when it is the teacher's own model: a distilled acquisition model would dilute a stronger
-    teacher's labels (the paper's ablation, fig. 17a)."""
-    wanted = options.get("acquisition_teacher")
-    if wanted is False:
-        return [], {"used": False, "why": "acquisition_teacher=false"}
-    if wanted is None and options.get("teacher") != ctx.settings.acquisition_model:
-        return [], {"used": False,
-                    "why": f"the teacher ({options.get('teacher')}) is not the acquisition model "
-                           f"({ctx.settings.acquisition_model}); acquisition_teacher=true adds it anyway"}
-    state = ctx.store.get_project(project_id)
-    version = state.acq_version if state is not None else UNTRAINED
-    if version == UNTRAINED:
-        return [], {"used": False, "why": "no fine-tuned acquisition model yet"}
-    try:
-        checkpoint = ctx.checkpoints.get_finetuned(project_id, version)
-    except (FileNotFoundError, OSError, ValueError) as exc:
-        return [], {"used": False, "version": version, "why": f"cannot load it: {exc}"[:300]}
-    if checkpoint.config.schema != config.schema:
-        return [], {"used": False, "version": version, "why": "trained for another label config"}
-    return [_LockedCheckpoint(checkpoint)], {"used": True, "version": version}
-
-
-def _successor_start(ctx: JobContext, extra_teachers: list[_LockedCheckpoint], why: dict[str, Any],
-                     options: dict[str, Any], copy_to: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Where the successor's fine-tune starts: from the acquisition model's weights when the successor
-    is that same model and the acquisition model is a teacher (a copy, so that pruning cannot take the
-    checkpoint away mid-build), else from the pretrained checkpoint. Measured on WNUT-16 with the gold
-    the tagging order picks (160 sentences, 3 seeds, docs/benchmarks/plasm-ner/): 0.387 span F1 against
-    0.343 from pretrained and 0.335 for the acquisition model itself. Returns the option override and
-    what the job reports."""
-    if options.get("successor_from_acquisition") is False:
-        return {}, {"from": "pretrained", "why": "successor_from_acquisition=false"}
-    if not extra_teachers:
-        return {}, {"from": "pretrained", "why": "no fine-tuned acquisition model among the teachers"}
-    if options.get("successor") != ctx.settings.acquisition_model:
-        return {}, {"from": "pretrained",
-                    "why": f"the successor ({options.get('successor')}) is not the acquisition model "
-                           f"({ctx.settings.acquisition_model})"}
-    checkpoint = extra_teachers[0].checkpoint
-    with checkpoint.lock:
-        checkpoint.model.save(copy_to)
-    return {"successor": str(copy_to)}, {"from": "acquisition", "version": why.get("version")}
-
-
 def build_successor_job(project_id: int, options: dict[str, Any]) -> dict[str, Any]:
     """Fetch gold + pool from Label Studio, run PLASM, export; returns the metrics."""
     ctx = context()
@@ -375,9 +316,9 @@ def build_successor_job(project_id: int, options: dict[str, Any]) -> dict[str, A
         gold, pool = _fetch_data(ctx, project_id, job_id, config)
         directory, _ = export_paths(settings.model_dir, job_id) or (
             successors_dir(settings.model_dir, project_id) / job_id, None)
-        extra_teachers, why = _acquisition_teacher(ctx, project_id, config, options)
+        extra_teachers, why = acquisition_teacher(ctx, project_id, config, options)
         with tempfile.TemporaryDirectory(prefix=f"{job_id}-start-") as scratch:
-            start, started_from = _successor_start(ctx, extra_teachers, why, options, Path(scratch) / "start")
+            start, started_from = successor_start(ctx, extra_teachers, why, options, Path(scratch) / "start")
             result, paths = build_and_export(
                 gold.examples, pool.examples, config.schema, plasm_options(settings, {**options, **start}),
                 directory, progress=_progress(ctx, job_id), cancel_check=_cancel_check(ctx, job, job_id),
