@@ -3,11 +3,14 @@ held-out (the demo's split), the 160 gold sentences chosen as the tagging fast p
 (the cold start's 10 typical sentences, then `TaggingOrder` with the token head re-fitted after
 every label), the acquisition fine-tune on them, then PLASM as the demo asks (3 teachers + the
 acquisition model, successor on all gold + kept pseudo-labels); variants on one set of
-pseudo-labels: uncertainty (today), entity (every pseudo sentence with a predicted entity), none.
+pseudo-labels: uncertainty (today), entity (every pseudo sentence with a predicted entity), none,
+and warm (today's filter, the successor started from the acquisition model's weights).
 
     HF_HUB_OFFLINE=1 python docs/benchmarks/plasm-ner/al_gold_screening.py SEED   # 0, 1, 2
+    HF_HUB_OFFLINE=1 python docs/benchmarks/plasm-ner/al_gold_screening.py SEED warm \
+        docs/benchmarks/plasm-ner/warm_start_seedSEED.json
 """
-import json, sys, time
+import json, sys, tempfile, time
 from dataclasses import replace
 import numpy as np
 from backend.engine.acquisition.cold_start import tagging_typical_order
@@ -24,7 +27,8 @@ from backend.service.jobs.successor import plasm_options
 from backend.service.settings import Settings
 
 seed = int(sys.argv[1])
-out_dir = sys.argv[2] if len(sys.argv) > 2 else "docs/benchmarks/plasm-ner"
+variants = (sys.argv[2] if len(sys.argv) > 2 else "uncertainty,entity,none").split(",")
+out_file = sys.argv[3] if len(sys.argv) > 3 else f"docs/benchmarks/plasm-ner/al_gold_seed{seed}.json"
 ds = load_dataset("wnut16", max_examples=900, seed=seed)
 order = np.random.default_rng(seed).permutation(len(ds))
 pool = [ds.examples[i] for i in order[:400]]; held = [ds.examples[i] for i in order[400:]]
@@ -60,16 +64,22 @@ t = time.perf_counter(); labels = pseudo_label(labeled, unlabeled, schema, opts,
 out["teachers_s"] = time.perf_counter() - t; out["teacher_dev"] = labels.teacher_dev["main"]
 has = np.array([entity(e) for e in labels.pool])
 out["pool_entity_share_predicted"] = float(has.mean())
-for variant in ("uncertainty", "entity", "none"):
+start = tempfile.TemporaryDirectory()  # warm: a copy of the acquisition model, kept while its successor is scored
+for variant in variants:
     t = time.perf_counter()
     if variant == "entity":
         idx = np.flatnonzero(has)
         sub = replace(labels, pool=[labels.pool[i] for i in idx], confidence=labels.confidence[idx],
                       pool_indices=labels.pool_indices[idx])
         res = build_successor(sub, replace(opts, filter="none"))
+    elif variant == "warm":
+        acq.save(start.name)  # the successor starts from the acquisition model's weights (same architecture)
+        res = build_successor(labels, replace(opts, successor=start.name))
+        variant = "warm_uncertainty"  # the key the committed warm_start_seed*.json hold
     else:
         res = build_successor(labels, replace(opts, filter=variant))
     out[variant] = evaluate(res.successors[res.chosen].predict(held), held, schema)["main"]
     out[variant + "_kept"] = res.sizes.pseudo_kept; out[variant + "_s"] = time.perf_counter() - t
     print(out, flush=True)
-json.dump(out, open(f"{out_dir}/al_gold_seed{seed}.json", "w"), indent=1)
+json.dump(out, open(out_file, "w"), indent=1)
+start.cleanup()
