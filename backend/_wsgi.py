@@ -8,9 +8,13 @@ from __future__ import annotations
 import logging
 import os
 
-from backend.engine.device import quiet_transformers
-from backend.model import FeasibleALModel
-from backend.service.app import create_app
+from backend.engine.threads import wait_passively
+
+wait_passively()  # before torch loads (`backend.engine.threads`)
+
+from backend.engine.device import quiet_transformers  # noqa: E402
+from backend.model import FeasibleALModel  # noqa: E402
+from backend.service.app import create_app  # noqa: E402
 
 logging.basicConfig(
     level=os.environ.get("LOG_LEVEL", "INFO").upper(),

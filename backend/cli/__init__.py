@@ -13,6 +13,7 @@ import sys
 from transformers import HfArgumentParser
 
 from backend.engine.errors import ActiveLearningError
+from backend.engine.threads import wait_passively
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -64,6 +65,7 @@ def is_user_error(exc: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    wait_passively()  # before anything loads torch (`backend.engine.threads`)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend.engine.threads import WAIT_POLICY
 from backend.harness.label_studio import LabelStudioServer, label_studio_executable, ls_venv_path
 from backend.harness.processes import README_WORKERS, BackendProcesses, RedisServer
 
@@ -55,12 +56,12 @@ def _say(message: str) -> None:
 
 def backend_env(stack: Stack, model: str, model_dir: Path) -> dict[str, str]:
     """The backend's whole environment: the user's (DEVICE, ... pass through) plus the demo's stack
-    and model. Training waits for the demo's Start training (TRAIN_EVERY_N=0). One torch thread
-    unless TORCH_THREADS says otherwise: on a small machine shared with Label Studio, torch's
-    threads fight over the cores (measured on 2 busy cores: 30 labels trained in 9.6 s with one
-    thread, 48 s with two)."""
+    and model. Training waits for the demo's Start training (TRAIN_EVERY_N=0). torch's default
+    threads (one per core) with passive waiting (`backend.engine.threads`; it was one thread, as
+    spinning threads fought Label Studio over the cores): the NER demo on 2 Xeon cores took 626 s
+    with 2 spinning threads against 751 s with one, 53-60 s per update against 71-79 s."""
     return {
-        **os.environ, "TORCH_THREADS": os.environ.get("TORCH_THREADS") or "1",
+        **os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY") or WAIT_POLICY,
         "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
         "LABEL_STUDIO_URL": stack.label_studio_url, "LABEL_STUDIO_API_KEY": stack.api_key,
         "REDIS_URL": stack.redis_url, "KEY_PREFIX": f"demo-{secrets.token_hex(3)}", "MODEL_DIR": str(model_dir),

@@ -126,7 +126,8 @@ class Settings:
     # --- training overrides (empty = the paper's defaults for the task type) -----------------
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present) | cpu | cuda[:n]"})
     torch_threads: int = field(default=0, metadata={
-        "help": "CPU threads per process for torch (0 = torch's default; 1 suits tiny models on busy CPUs)"})
+        "help": "CPU threads per process for torch (0 = torch's default, one per core; they wait passively, "
+                "OMP_WAIT_POLICY=PASSIVE, so processes sharing the cores do not stall each other)"})
     epochs: int | None = field(default=None, metadata={
         "help": "default 5 classification / 15 tagging (in proportion below 1,000 sentences), raised until a fit "
                 "takes MIN_STEPS steps"})

@@ -10,7 +10,15 @@ from backend.engine.callbacks import Stages
 from backend.engine.device import autocast, resolve_device
 from backend.engine.errors import Cancelled, StageError
 from backend.engine.models.factory import classical_kind
-from backend.engine.models.training import LOSS, LoopConfig, fit_loop, pad_and_mask, pad_rows, training_batches
+from backend.engine.models.training import (
+    LOSS,
+    LoopConfig,
+    fit_loop,
+    optimizer_and_schedule,
+    pad_and_mask,
+    pad_rows,
+    training_batches,
+)
 from backend.engine.plasm.distill import load_teacher
 
 
@@ -52,6 +60,31 @@ def test_fit_loop_trains_reports_progress_and_is_seeded():
     assert report.epoch_losses[LOSS] < 0.5 and not module.training
     module2, step2 = _regression()
     assert fit_loop(module2, [1] * 20, step2, config).last_loss == report.last_loss
+
+
+def test_the_fused_optimizer_takes_the_unfused_steps():
+    """Fused AdamW where this torch has it on the CPU, with the same update as torch's default
+    implementation (weight decay off for biases in both)."""
+    module, _ = _regression()
+    config = LoopConfig(epochs=1, batch_size=5, learning_rate=0.05, weight_decay=0.1)
+    optimizer, _ = optimizer_and_schedule(module, config, 10)
+    assert optimizer.defaults["fused"] is True  # torch >= 2.4 has the CPU kernel
+    for group in optimizer.param_groups:
+        group["lr"] = 0.05  # the schedule starts its warm-up at 0
+    reference = nn.Linear(3, 1)
+    reference.load_state_dict(module.state_dict())
+    plain = torch.optim.AdamW([{"params": [reference.weight], "weight_decay": 0.1},
+                               {"params": [reference.bias], "weight_decay": 0.0}], lr=0.05)
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        for fused, unfused in ((module.weight, reference.weight), (module.bias, reference.bias)):
+            fused.grad = torch.randn(fused.shape, generator=generator)
+            unfused.grad = fused.grad.clone()
+        optimizer.step()
+        plain.step()
+    assert torch.allclose(module.weight, reference.weight, atol=1e-6)
+    assert torch.allclose(module.bias, reference.bias, atol=1e-6)
+    assert not torch.allclose(module.bias, torch.zeros(1))  # the steps moved it
 
 
 def test_fit_loop_cancels_before_a_step():
