@@ -3,7 +3,7 @@
 
 Teacher and successor are the packaged all-MiniLM-L6-v2 with the backend's training defaults, so
 the successor can only gain over the acquisition model (same model, same gold labels) from the
-pool Label Studio holds: `TEACHERS` teachers, each holding out its own 10% dev fold, and the
+pool Label Studio holds: `TEACHERS` teachers (by task), each holding out its own 10% dev fold, and the
 project's last fine-tuned acquisition model (trained on every gold label; the backend adds it by
 default) pseudo-label it with their averaged probabilities (one fine-tune on a few hundred labels
 is a noisy draw; an average is a better and steadier labeler), the least confident share 1 - dev
@@ -27,12 +27,16 @@ from typing import Any
 
 from tqdm import tqdm
 
+from backend.demo.data import DemoTask
 from backend.engine.plasm.pipeline import STAGES
 from backend.harness.common import BackendHttp
 
-TEACHERS = 3
-OPTIONS: dict[str, Any] = {"teachers": TEACHERS, "filter": "uncertainty", "successor_all_gold": True,
-                           "compare_gold_only": False}
+# Tagging needs one: its successor starts from the acquisition model's weights, and on WNUT-16 with
+# the 160 sentences the tagging order picks it scored 0.376 with one teacher and 0.383 with three
+# (3 seeds, -0.030 to +0.022 a seed; the acquisition model 0.319), for 34-55 s of teachers
+# instead of 110-130 s (docs/benchmarks/plasm-ner/, `warm_start_1teacher_seed*.json`)
+TEACHERS: dict[DemoTask, int] = {"classification": 3, "ner": 1}
+OPTIONS: dict[str, Any] = {"filter": "uncertainty", "successor_all_gold": True, "compare_gold_only": False}
 
 
 class SuccessorFailed(RuntimeError):
@@ -48,10 +52,10 @@ class SuccessorBuild:
     metrics: dict[str, Any] = field(default_factory=dict)  # the job's PLASM report (dev split)
 
 
-def request(backend: BackendHttp, project_id: int, model: str | None, seed: int) -> str:
+def request(backend: BackendHttp, project_id: int, task: DemoTask, model: str | None, seed: int) -> str:
     """Start the build; `model` None leaves teacher and successor to the backend's settings (a
     backend the demo did not start may allow no other)."""
-    body: dict[str, Any] = {"project": project_id, "seed": seed, **OPTIONS}
+    body: dict[str, Any] = {"project": project_id, "seed": seed, "teachers": TEACHERS[task], **OPTIONS}
     if model:
         body.update(teacher=model, successor=model)
     response = backend.http.post(f"{backend.url}/successor", json=body, timeout=60)
@@ -107,9 +111,10 @@ def download(backend: BackendHttp, job_id: str, out_dir: Path) -> tuple[Path, Pa
     return archive, directory
 
 
-def build(backend: BackendHttp, project_id: int, model: str | None, seed: int, out_dir: Path) -> SuccessorBuild:
+def build(backend: BackendHttp, project_id: int, task: DemoTask, model: str | None, seed: int,
+          out_dir: Path) -> SuccessorBuild:
     t0 = time.perf_counter()
-    job_id = request(backend, project_id, model, seed)
+    job_id = request(backend, project_id, task, model, seed)
     status = wait(backend, job_id)
     archive, directory = download(backend, job_id, out_dir)
     return SuccessorBuild(job_id, archive, directory, round(time.perf_counter() - t0, 2), status.get("metrics") or {})

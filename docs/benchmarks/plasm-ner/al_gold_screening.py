@@ -9,8 +9,10 @@ and warm (today's filter, the successor started from the acquisition model's wei
     HF_HUB_OFFLINE=1 python docs/benchmarks/plasm-ner/al_gold_screening.py SEED   # 0, 1, 2
     HF_HUB_OFFLINE=1 python docs/benchmarks/plasm-ner/al_gold_screening.py SEED warm \
         docs/benchmarks/plasm-ner/warm_start_seedSEED.json
+    TEACHERS=1 HF_HUB_OFFLINE=1 python docs/benchmarks/plasm-ner/al_gold_screening.py SEED warm \
+        docs/benchmarks/plasm-ner/warm_start_1teacher_seedSEED.json   # teachers besides the acquisition model
 """
-import json, sys, tempfile, time
+import json, os, sys, tempfile, time
 from dataclasses import replace
 import numpy as np
 from backend.engine.acquisition.cold_start import tagging_typical_order
@@ -27,6 +29,7 @@ from backend.service.jobs.successor import plasm_options
 from backend.service.settings import Settings
 
 seed = int(sys.argv[1])
+teachers = int(os.environ.get("TEACHERS", "3"))
 variants = (sys.argv[2] if len(sys.argv) > 2 else "uncertainty,entity,none").split(",")
 out_file = sys.argv[3] if len(sys.argv) > 3 else f"docs/benchmarks/plasm-ner/al_gold_seed{seed}.json"
 ds = load_dataset("wnut16", max_examples=900, seed=seed)
@@ -47,7 +50,7 @@ while len(chosen) < 160:
         head = TokenHead(schema, seed).fit(words.take(np.array(chosen)), [list(pool[i].tags) for i in chosen])
     except NotEnoughLabelsError:
         head = None
-out = {"seed": seed, "order_s": time.perf_counter() - t}
+out = {"seed": seed, "teachers": teachers, "order_s": time.perf_counter() - t}
 labeled = [pool[i] for i in chosen]
 rest = [pool[i] for i in range(len(pool)) if not is_labeled[i]]
 entity = lambda ex: any(tag != "O" for tag in ex.tags)
@@ -55,7 +58,7 @@ out["gold_entity_share"] = float(np.mean([entity(e) for e in labeled]))
 out["rest_entity_share_true"] = float(np.mean([entity(e) for e in rest]))
 unlabeled = [strip_labels(e) for e in rest]
 opts = plasm_options(Settings.from_env(), {"teacher": "all-MiniLM-L6-v2", "successor": "all-MiniLM-L6-v2",
-                     "filter": "uncertainty", "teachers": 3, "successor_all_gold": True, "compare_gold_only": False,
+                     "filter": "uncertainty", "teachers": teachers, "successor_all_gold": True, "compare_gold_only": False,
                      "seed": seed})
 t = time.perf_counter(); acq = opts.successor_factory(schema).new(seed); acq.fit(labeled)
 out["acquisition"] = evaluate(acq.predict(held), held, schema)["main"]; out["acq_s"] = time.perf_counter() - t
