@@ -91,6 +91,7 @@ def _summary(opts: DemoOptions, stack: Stack, data: DemoData, project: Project, 
         "successor": {"job_id": built.job_id, "archive": str(built.archive), "directory": str(built.directory),
                       "seconds": built.seconds, "chosen": built.metrics.get("chosen"),
                       "dev_metrics": built.metrics.get("dev_metrics"), "sizes": built.metrics.get("sizes"),
+                      "teachers": successor.TEACHERS[opts.task],
                       "acquisition_teacher": built.metrics.get("acquisition_teacher"),
                       "auto_class": "AutoModelForTokenClassification" if tagging
                       else "AutoModelForSequenceClassification"},
