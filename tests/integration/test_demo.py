@@ -72,7 +72,8 @@ def test_demo_reports_both_models_and_where_everything_is(demo_run, label_studio
     assert "AutoModelForSequenceClassification.from_pretrained(" in printed
     assert f"serving after each round: {record['serving']}" in printed
     assert summary["successor"]["directory"] in printed
-    assert summary["successor"]["teachers"] == 3 and "pseudo-labels from 3 teachers and the acquisition model" in printed
+    assert summary["successor"]["teachers"] == 3
+    assert "pseudo-labels from 3 teachers and the acquisition model" in printed
     pid = summary["label_studio"]["project_id"]
     assert summary["page_url"] == f"{summary['backend_url']}/ui/projects/{pid}" and summary["page_url"] in printed
     page = Path(summary["page_html"]).read_text()  # the page, fetched while the stack ran
