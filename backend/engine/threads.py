@@ -11,8 +11,9 @@ a fit slows to a crawl. A tagging fine-tune on 80 WNUT-16 sentences on a 2-core 
 | 2 | spinning (OpenMP's default) | 101 s | 33 s |
 | 2 | passive | 57 s | 37 s |
 
-So with passive waiting torch's default threads are never worse than one thread and faster when
-the cores are free, where spinning threads needed ``TORCH_THREADS=1`` on a busy machine.
+So with passive waiting torch's default threads stay within a few percent of one thread when a
+core is busy and are faster when the cores are free, where spinning threads needed
+``TORCH_THREADS=1`` on a busy machine.
 OpenMP reads the variable once, when torch loads: `wait_passively` runs first in the entry
 points (``feasible-al``, the gunicorn app) and keeps a value the user set.
 """

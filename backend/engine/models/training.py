@@ -52,7 +52,8 @@ def adamw(groups: list[dict[str, Any]], learning_rate: float) -> torch.optim.Ada
     """torch's fused AdamW where it runs on these parameters' device (CPU since torch 2.4), else
     the default: the same update to float rounding, one kernel instead of a dozen passes over the
     weights. On 2 Xeon cores all-MiniLM-L6-v2's 22.6M weights take 0.019 s a step fused and
-    0.067-0.087 s unfused, a sixth of a tagging fine-tune's 100 steps."""
+    0.067-0.087 s unfused; a tagging fine-tune of 100 steps on 80 sentences took 37-39 s fused
+    against 45-50 s unfused."""
     try:
         return torch.optim.AdamW(groups, lr=learning_rate, fused=True)
     except (RuntimeError, ValueError):  # an older torch, or a device without the fused kernel
