@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backend.demo.successor import teachers_phrase
 from backend.engine.io import atomic_write_json
 from backend.harness.ls_admin import LabelStudioAdmin
 
@@ -83,8 +84,7 @@ def print_report(s: dict[str, Any]) -> None:
     lines += [f"  #{t['task_id']:<6} score {t['score']:.3f}  {_shorten(t['text'])}" for t in st["first"]]
     succ = s["successor"]
     acquisition = succ.get("acquisition_teacher") or {}
-    teachers = succ["teachers"]
-    labelers = f"{teachers} teacher{'s' if teachers > 1 else ''}" + (
+    labelers = teachers_phrase(succ["teachers"]) + (
         f" and the acquisition model {acquisition['version']}" if acquisition.get("used") else "")
     lines += [
         f"successor: {succ['directory']}  (archive {succ['archive']}; pseudo-labels from {labelers})",

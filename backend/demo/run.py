@@ -113,9 +113,8 @@ def drive(opts: DemoOptions, stack: Stack, data: DemoData) -> dict[str, Any]:
     (opts.output_dir / PAGE_FILE).write_text(page.text, encoding="utf-8")  # what the page showed after the rounds
     own_backend = not opts.stack.backend_url  # started here with TEACHER_MODEL = SUCCESSOR_MODEL = the model
     models = opts.stack.model if own_backend else "the backend's settings"
-    teachers = successor.TEACHERS[opts.task]
-    _say(f"building the PLASM successor ({teachers} teacher{'s' if teachers > 1 else ''}, the acquisition model "
-         f"and the successor: {models}; "
+    teachers = successor.teachers_phrase(successor.TEACHERS[opts.task])
+    _say(f"building the PLASM successor ({teachers}, the acquisition model and the successor: {models}; "
          f"pseudo-labels for the {len(data.pool) - records[-1].labeled} unlabeled tasks)...")
     built = successor.build(backend, project.id, opts.task, opts.stack.model if own_backend else None, opts.seed,
                             opts.output_dir)

@@ -39,6 +39,11 @@ TEACHERS: dict[DemoTask, int] = {"classification": 3, "ner": 1}
 OPTIONS: dict[str, Any] = {"filter": "uncertainty", "successor_all_gold": True, "compare_gold_only": False}
 
 
+def teachers_phrase(count: int) -> str:
+    """"1 teacher" / "3 teachers", for the demo's lines."""
+    return f"{count} teacher{'' if count == 1 else 's'}"
+
+
 class SuccessorFailed(RuntimeError):
     """The successor job failed or was cancelled; the message holds the backend's reason."""
 
