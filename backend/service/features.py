@@ -8,7 +8,8 @@ until the shard listing changes, so a fast update reads 10k x 384 features once,
 
 The encoder key names what produced the features: ``base-<name>`` for a pretrained checkpoint
 (FEATURE_MODEL, else ACQUISITION_MODEL), ``ft-<version>`` for a fine-tuned acquisition checkpoint
-(aligned features), ``words-<name>`` for a tagging project's per-word features
+(aligned features), ``words-<name>`` for a tagging project's per-word features (``words-ft-<version>``
+from a fine-tuned tagger's encoder)
 (`backend.engine.word_features.WordFeatures`: float16 word vectors, shape bytes, word counts per
 task; 14.9 kB per WNUT-16 sentence at 384 dims, 1.5 GB per 100k sentences of ~19.5 words).
 A project's complete set is named in its state (``ProjectState.feature_key``).
@@ -26,7 +27,7 @@ import numpy as np
 
 from backend.engine.io import atomic_file
 from backend.engine.proxy import FEATURE_DTYPE, FeatureEncoder
-from backend.engine.types import BoolArray, FloatArray, IndexArray
+from backend.engine.types import BoolArray, FloatArray, IndexArray, TaskType
 from backend.engine.word_features import WordFeatures, offsets_of
 
 FEATURES_DIR = "features"  # the reserved folder in MODEL_DIR/<project>/ (never a version name)
@@ -48,8 +49,9 @@ def is_word_key(key: str) -> bool:
     return key.startswith("words-")
 
 
-def finetuned_key(version: str) -> str:
-    return f"ft-{version}"
+def finetuned_key(version: str, task_type: TaskType | None = None) -> str:
+    """The key of features from the fine-tuned checkpoint `version` (per word for tagging)."""
+    return f"{'words-' if task_type is TaskType.TAGGING else ''}ft-{version}"
 
 
 def features_root(model_dir: Path, project_id: int) -> Path:

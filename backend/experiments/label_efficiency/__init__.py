@@ -28,8 +28,9 @@ Tagging corpora (span F1, strict IOB2) run the same methods on the fast path's t
 `frozen-lr-random` fits it on random sentences, `proxy-uncertainty` follows the service's order
 (`tagging_typical_order`'s first `tagging_cold_start_labels` sentences, then MNLP, through
 `order_pool`), and `hybrid` compares the token head's and the few-shot fine-tune's span F1 on the
-same held-out sentences. There is no aligned head for tagging. Every tagging record carries the
-words labeled (`detail["tokens"]`), and the report reads the curves against tokens as well.
+same held-out sentences; `aligned-proxy` fits the token head on the fine-tune's own word features.
+Every tagging record carries the words labeled (`detail["tokens"]`), and the report reads the
+curves against tokens as well.
 Pool/test features (per word for tagging) are encoded once per corpus and cached (float16 `.npz`), and every fine-tune
 result is appended to `records.jsonl` in the cache (proxy curves to `curves/`), keyed by everything it
 depends on, so a longer run resumes where a shorter one stopped and runs can share the work.

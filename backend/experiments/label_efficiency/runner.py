@@ -133,7 +133,7 @@ class LabelEfficiency(TaggingCurves):
                         self.hybrid, corpus, seed, orders[seed][:b])))
         records += [r for r in tuned if r is not None]
         records += [LabelRecord(r.corpus, ALIGNED, r.seed, r.labeled, r.detail["aligned_proxy"], r.seconds,
-                                {"from": FEWSHOT})
+                                {"from": FEWSHOT, **_tokens_of(r.detail)})
                     for r in records if r.method == FEWSHOT and "aligned_proxy" in r.detail]
         if HYBRID in config.methods:  # between fine-tune budgets it serves the proxy
             measured = {(r.seed, r.labeled) for r in records if r.method == HYBRID}
@@ -242,12 +242,14 @@ class LabelEfficiency(TaggingCurves):
         examples = [corpus.pool.examples[i] for i in rows]
         model, report = self._fit(corpus, method, seed, examples)
         start = time.perf_counter()
-        aligned = method == FEWSHOT and ALIGNED in self.config.methods and not corpus.tagging
-        predictions = model.predict(corpus.test.examples, return_features=aligned)
+        aligned = method == FEWSHOT and ALIGNED in self.config.methods
+        predictions = model.predict(corpus.test.examples, return_features=aligned and not corpus.tagging)
         metrics = evaluate(predictions, corpus.test.examples, corpus.pool.schema)
         detail: dict[str, Any] = {"steps": report.steps, "test_seconds": time.perf_counter() - start,
                                   **_tokens(examples)}
-        if aligned:  # the head on this fine-tune's features, fitted on the same labels
+        if aligned and corpus.tagging:
+            detail["aligned_proxy"] = self._aligned_tag_metrics(corpus, model, rows, seed)
+        elif aligned:  # the head on this fine-tune's features, fitted on the same labels
             pool_features = model.predict(corpus.pool.examples, return_features=True).features
             head = ProxyHead(corpus.pool.schema, seed).fit(_features(pool_features)[rows], _gold(examples))
             detail["aligned_proxy"] = self._test_metrics(corpus, head, predictions.features)

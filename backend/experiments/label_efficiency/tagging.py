@@ -8,15 +8,17 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from transformers import PreTrainedModel
 
 from backend.engine.acquisition.cold_start import tagging_typical_order
 from backend.engine.acquisition.order import ColdStart, PoolScores, order_pool
 from backend.engine.acquisition.sampling import UPS
 from backend.engine.io import atomic_file
 from backend.engine.metrics import evaluate
+from backend.engine.models.transformer import TransformerModel
 from backend.engine.packaged import resolve_model
 from backend.engine.proxy import FeatureEncoder
 from backend.engine.token_head import UPS_MIN_WORDS, TokenHead, score_update
@@ -150,6 +152,19 @@ class TaggingCurves:
         rows = np.asarray(rows, np.int64)
         return TokenHead(corpus.pool.schema, seed).fit(pool_words_of(corpus).take(rows),
                                                        _tags([corpus.pool.examples[i] for i in rows]))
+
+    def _aligned_tag_metrics(self, corpus: Corpus, model: TransformerModel, rows: IndexArray,
+                             seed: int) -> dict[str, float]:
+        """The token head on the fine-tune's own word features, fitted on its labels: what the fast
+        path re-fits on once that fine-tune wins (the service's feature build runs `WordEncoder` over
+        the checkpoint's encoder; here the same encoder, in memory)."""
+        base = cast(PreTrainedModel, model.model.base_model)
+        encoder = WordEncoder(FeatureEncoder(model.name_or_path, max_length=self.config.max_length,
+                                             device=self.config.device, model=base, tokenizer=model.tokenizer))
+        labeled = [corpus.pool.examples[i] for i in rows]
+        head = TokenHead(corpus.pool.schema, seed).fit(encoder.encode(_words(labeled)), _tags(labeled))
+        return evaluate(tag_predictions(head, encoder.encode(_words(corpus.test.examples))), corpus.test.examples,
+                        corpus.pool.schema)
 
     def _tag_metrics(self, corpus: Corpus, head: TokenHead, rows: IndexArray | None = None) -> dict[str, float]:
         """Span F1 on the test set, or on pool sentences `rows` (hybrid's hold-out)."""

@@ -29,12 +29,10 @@ def fast_path_blocker(ctx: JobContext, state: ProjectState | None) -> str | None
         return "unknown project"
     if not ctx.settings.label_studio_configured:
         return "the fast path needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (it pushes to Label Studio)"
-    if state.finetune_won and state.task_type is TaskType.TAGGING:
-        return ("the fine-tuned model serves (its span F1 measured better than the token head's); full iterations "
-                "order the pool until the token head measures better again")
     if state.finetune_won and not state.feature_source_version:
-        return ("the fine-tuned model serves (it measured better than the proxy head); the fast path resumes on "
-                "its features once they are complete")
+        measured = ("its span F1 measured better than the token head's" if state.task_type is TaskType.TAGGING
+                    else "it measured better than the proxy head")
+        return f"the fine-tuned model serves ({measured}); the fast path resumes on its features once they are complete"
     return None
 
 
@@ -44,11 +42,10 @@ def without_win(state: ProjectState) -> ProjectState:
 
 
 def aligned_features_wanted(ctx: JobContext, state: ProjectState | None) -> bool:
-    """Whether scoring chunks should keep the fine-tuned encoder's pool features: whenever the fast
-    path could run, whichever model serves now. Classification only: the chunks keep sentence
-    vectors, and tagging's head works on the pretrained encoder's word features."""
-    return (state is not None and state.task_type is TaskType.CLASSIFICATION
-            and fast_path_blocker(ctx, without_win(state)) is None)
+    """Whether a fine-tune's own pool features are wanted (its scoring chunks keep a classifier's;
+    a tagger's are built from its checkpoint once it wins): whenever the fast path could run,
+    whichever model serves now."""
+    return state is not None and fast_path_blocker(ctx, without_win(state)) is None
 
 
 def base_feature_target(ctx: JobContext, task_type: TaskType = TaskType.CLASSIFICATION) -> FeatureTarget:
@@ -66,6 +63,9 @@ def current_feature_target(ctx: JobContext, state: ProjectState | None) -> Featu
 
 def features_note(state: ProjectState) -> str:
     """Whose features the proxy head works on, in words (shown with the serving decision)."""
+    if state.feature_source_version and state.task_type is TaskType.TAGGING:
+        return (f"the token head works on the word features of {state.feature_source_version}, the fine-tune that "
+                "won the serving choice, and six word-shape bits")
     if state.feature_source_version:
         return (f"the head works on the features of {state.feature_source_version}, the fine-tune that won the "
                 "serving choice (its CV accuracy on them is optimistic: that encoder was trained on these labels)")

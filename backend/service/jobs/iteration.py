@@ -180,7 +180,10 @@ def score_chunk(project_id: int, version: str, task_ids: list[int]) -> dict[str,
     t0 = time.perf_counter()
     info = store.iteration_info(project_id, version)
     checkpoint = ctx.checkpoints.get_finetuned(project_id, version)
-    aligned = info.full_rescore and aligned_features_wanted(ctx, store.get_project(project_id))
+    state = store.get_project(project_id)
+    # a classifier's pool features come from this pass; a tagger's per-word ones from a build once it wins
+    aligned = (info.full_rescore and aligned_features_wanted(ctx, state)
+               and state is not None and state.task_type is not TaskType.TAGGING)
     entries, ran, features = checkpoint.score_and_encode(store.pool_texts(project_id, task_ids), with_features=aligned)
     store.put_scores(project_id, version, dict(zip(task_ids, entries)))
     if features is not None:  # the fast path's features aligned with this fine-tune (used if it wins)

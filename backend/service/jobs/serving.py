@@ -145,24 +145,24 @@ def use_base_features(ctx: JobContext, project_id: int) -> None:
     tasks missing from them are encoded by the next fast update or a build)."""
     state = ctx.store.get_project(project_id)
     if state is not None and state.feature_source_version:
-        target = base_feature_target(ctx)
+        target = base_feature_target(ctx, state.task_type or TaskType.CLASSIFICATION)
         ctx.store.set_fields(project_id, feature_key=target.key, feature_source=target.source,
                              feature_source_version="")
 
 
 def follow_serving_model(ctx: JobContext, project_id: int, version: str, served: str,
                          full_rescore: bool) -> str | None:
-    """After a published iteration: when its fine-tune won and scored the whole pool (its chunks
-    kept the pool's features), complete that set so the fast path goes on from it; with no set at
-    all yet, build the pretrained encoder's. Returns the feature build's job id when one was queued.
-    (A UPS iteration's winner keeps the earlier winner's features, or none: encoding the whole pool
-    again would spend the inference UPS saves.)"""
+    """After a published iteration: when its fine-tune won and scored the whole pool, build its
+    features (complete the set its chunks kept, or a tagger's per-word set from its checkpoint) so
+    the fast path goes on from it; with no set at all yet, build the pretrained encoder's. Returns
+    the feature build's job id when one was queued. (A UPS iteration's winner keeps the earlier
+    winner's features, or none: encoding the whole pool again would spend the inference UPS saves.)"""
     state = ctx.store.get_project(project_id)
     if state is None or not aligned_features_wanted(ctx, state):
         return None
     if served == "finetuned" and state.finetune_won and full_rescore:
-        target = FeatureTarget(finetuned_key(version), str(checkpoint_dir(ctx.settings.model_dir, project_id, version)),
-                               version)
+        target = FeatureTarget(finetuned_key(version, state.task_type),
+                               str(checkpoint_dir(ctx.settings.model_dir, project_id, version)), version)
         return request_features(ctx, project_id, f"aligned features of {version}", target=target)
     if not state.feature_key:
         return request_features(ctx, project_id, "after a full iteration")
@@ -174,6 +174,7 @@ def drop_unused_features(ctx: JobContext, state: ProjectState) -> None:
     (7.7 MB per 10k tasks each), keeping the one in use, the pretrained encoder's and the latest
     fine-tune's (its build may still be completing), with the cold start's typical sets computed
     on the dropped ones."""
-    keep = {state.feature_key, base_feature_target(ctx).key, finetuned_key(state.acq_version)}
+    task_type = state.task_type or TaskType.CLASSIFICATION
+    keep = {state.feature_key, base_feature_target(ctx, task_type).key, finetuned_key(state.acq_version, task_type)}
     ctx.features.drop_others(state.project_id, keep)
     ctx.store.drop_typical_except(state.project_id, keep)

@@ -53,11 +53,11 @@ def test_every_method_and_budget_side_by_side(tmp_path, tiny_bert, capsys):
     for method in (OLD, FEWSHOT, ALIGNED):
         assert [r["labeled"] for r in summary[method]] == list(FINETUNE_BUDGETS)
     # the aligned head reads the few-shot fine-tune's own features: its own figure, same label sets
-    fewshot = {
-        (r["seed"], r["labeled"]): r for r in payload["records"] if r["method"] == FEWSHOT and r["corpus"] == "toy"
-    }
-    for r in (r for r in payload["records"] if r["method"] == ALIGNED):
-        assert r["metrics"] == fewshot[(r["seed"], r["labeled"])]["detail"]["aligned_proxy"]
+    fewshot = {(r["corpus"], r["seed"], r["labeled"]): r for r in payload["records"] if r["method"] == FEWSHOT}
+    aligned = [r for r in payload["records"] if r["method"] == ALIGNED]
+    assert {r["corpus"] for r in aligned} == set(payload["corpora"]), "tagging has an aligned head too"
+    for r in aligned:
+        assert r["metrics"] == fewshot[(r["corpus"], r["seed"], r["labeled"])]["detail"]["aligned_proxy"]
     for rows in summary.values():
         for row in rows:
             assert row["seeds"] == 2 and 0.0 <= row["mean"] <= 1.0 and row["std"] >= 0.0
@@ -72,11 +72,12 @@ def test_every_method_and_budget_side_by_side(tmp_path, tiny_bert, capsys):
     assert len(measured) == 2 and all("finetune_holdout" in r["detail"] for r in measured)
     assert all(r["detail"]["served"] == "proxy" for r in hybrid if r["labeled"] not in FINETUNE_BUDGETS)
 
-    # tagging: the token head's curves, the fine-tunes and the hybrid (no aligned head), by span F1,
-    # every record with the words labeled, and a table against tokens
+    # tagging: the token head's curves, the fine-tunes, the token head on their word features and
+    # the hybrid, by span F1, every record with the words labeled, and a table against tokens
     tagging = next(name for name in payload["corpora"] if name != "toy")  # same stem: named by its path
     assert tagging.endswith("toy.conll")
-    assert set(payload["summary"][tagging]) == {RANDOM, UNCERTAINTY, OLD, FEWSHOT, HYBRID}
+    assert set(payload["summary"][tagging]) == set(METHODS)
+    assert all(set(r["metrics"]) == {"main", "span_f1"} for r in aligned if r["corpus"] == tagging)
     assert payload["corpora"][tagging]["metric"] == "span F1 (strict)"
     tagged = [r for r in payload["records"] if r["corpus"] == tagging]
     assert all(r["detail"]["tokens"] > r["labeled"] for r in tagged)  # toy sentences: several words each

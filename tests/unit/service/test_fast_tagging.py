@@ -217,3 +217,61 @@ def test_large_pools_rescore_a_ups_subsample_from_the_last_version(backend, monk
     answer = client.post("/predict", json={"project": f"{PID}.1", "tasks": pool}).json
     assert answer["model_version"] == second["version"]
     assert all(0 < r["score"] <= 1 for r in answer["results"]), "every pool task keeps a score"
+
+
+def test_a_winning_tagging_fine_tune_hands_the_token_head_its_own_word_features(backend):
+    """Once a tagging fine-tune wins the serving choice, its encoder's per-word pool features are
+    built from its checkpoint and fast updates re-fit the token head on them (on WNUT-16 that head
+    beats the fine-tune it came from: docs/benchmarks/label-efficiency-tagging/aligned_screen.json);
+    when the token head measures better again it goes back to the pretrained encoder's."""
+    from backend.engine.proxy import FeatureEncoder
+    from backend.engine.types import TaskType
+    from backend.engine.word_features import WordEncoder
+    from backend.labeling.text import split_words
+    from backend.service.checkpoints import checkpoint_dir
+    from backend.service.features import finetuned_key
+    from backend.service.jobs.gate import fast_path_blocker
+    from backend.service.jobs.serving import drop_unused_features, follow_serving_model, use_base_features
+
+    data = sentences(50, seed=6)
+    ls, client = connect(backend, [t for t, _, _ in data], xml=NER_XML)
+    for i in range(14):
+        ls.annotate(i + 1, data[i][1])
+    annotate(client, ls, 15, data[14][1])
+    work(backend)
+    request_training(backend, PID, "test")
+    work(backend)
+    version = backend.store.get_project(PID).acq_version
+    aligned_key = finetuned_key(version, TaskType.TAGGING)
+    assert aligned_key.startswith("words-") and not backend.features.load(PID, finetuned_key(version)).ids.size, \
+        "a tagger's scoring chunks keep no sentence vectors"
+
+    # the fine-tune won the choice (planted: who wins on toy data is chance)
+    backend.store.set_fields(PID, finetune_won=True, serving_model="finetuned", feature_source_version="")
+    assert "resumes on its features" in fast_path_blocker(backend, backend.store.get_project(PID))
+    assert follow_serving_model(backend, PID, version, "finetuned", full_rescore=True)
+    work(backend)  # the build encodes the pool and the labeled sentences with the checkpoint, then a fast update
+    state = client.get(f"/projects/{PID}").json
+    assert state["features"]["key"] == aligned_key and state["features"]["aligned_with"] == version
+    status = state["fast_path"]
+    assert status["status"] == "published" and status["labeled"] == 15, status
+    assert ls.model_version == status["version"] and version in state["serving"]["why"]["features"]
+    assert any(p["result"] for p in ls.predictions if p["model_version"] == status["version"])
+    aligned = backend.features.load_words(PID, aligned_key)
+    assert len(aligned.ids) == 50
+    text = data[20][0]
+    rows, _ = aligned.rows([21])
+    reference = WordEncoder(FeatureEncoder(checkpoint_dir(backend.settings.model_dir, PID, version), device="cpu"))
+    expected = reference.encode([[w for w, _, _ in split_words(text)]])
+    np.testing.assert_allclose(aligned.words.take(rows).matrix.astype(np.float32),
+                               expected.matrix.astype(np.float32), atol=5e-3)
+    base = word_key(backend.settings.feature_encoder)
+    assert len(backend.features.load_words(PID, base).ids) == 50, "the serving choice still reads the pretrained set"
+
+    use_base_features(backend, PID)  # the token head measured better at a later iteration
+    state = backend.store.get_project(PID)
+    assert state.feature_key == base and not state.feature_source_version
+    backend.store.set_fields(PID, acq_version="acq-2-later")  # the next full rescore drops the loser's set
+    drop_unused_features(backend, backend.store.get_project(PID))
+    assert not backend.features.load_words(PID, aligned_key).ids.size
+    assert len(backend.features.load_words(PID, base).ids) == 50
