@@ -1,5 +1,4 @@
 """Runs every method on every corpus and seed, with a cache of features, curves and fine-tunes."""
-
 from __future__ import annotations
 
 import json
@@ -21,7 +20,7 @@ from backend.engine.metrics import evaluate
 from backend.engine.models.transformer import FitReport, TrainingConfig, TransformerModel
 from backend.engine.packaged import resolve_model
 from backend.engine.proxy import C_MAX, C_MIN, C_SCALE, FeatureEncoder, ProxyHead
-from backend.engine.selection import SWITCH_STANDARD_ERRORS, ModelEstimate, decide_serving
+from backend.engine.selection import ModelEstimate, decide_serving, switch_standard_errors
 from backend.engine.token_head import BALANCE, DEFAULT_C
 from backend.engine.types import (
     BoolArray,
@@ -285,8 +284,9 @@ class LabelEfficiency(TaggingCurves):
         finetune_metrics = evaluate(trial.predict(corpus.test.examples), corpus.test.examples, schema)
         detail.update(finetune_test=finetune_metrics["main"], proxy_test=proxy_metrics["main"], steps=report.steps,
                       trained_on=len(fit_rows))
-        decision = decide_serving(ModelEstimate(finetune_estimate, len(held_rows), "hold-out share"),
-                                  ModelEstimate(proxy_estimate, len(fit_rows), "hold-out share"))  # the service's rule
+        decision = decide_serving(ModelEstimate(finetune_estimate, len(held_rows), "hold-out share"),  # the service's
+                                  ModelEstimate(proxy_estimate, len(fit_rows), "hold-out share"),  # rule
+                                  standard_errors=switch_standard_errors(schema.task_type))
         metrics = finetune_metrics if decision.serve == "finetuned" else proxy_metrics
         detail.update(served=decision.serve, why=decision.why, margin=decision.margin)
         self.progress(f"{corpus.name} seed {seed} hybrid @{len(rows)}: {metrics['main']:.3f} serves "
@@ -303,7 +303,7 @@ class LabelEfficiency(TaggingCurves):
                "holdout_share": self.config.holdout_share if method == HYBRID else None, "training": training}
         if method == HYBRID:  # its labels come from proxy-uncertainty's order
             key["order"] = self._order_key(corpus, seed)
-            key["switch_standard_errors"] = SWITCH_STANDARD_ERRORS
+            key["switch_standard_errors"] = switch_standard_errors(corpus.pool.schema.task_type)
         return digest(key)
 
     def _order_key(self, corpus: Corpus, seed: int) -> dict[str, Any]:

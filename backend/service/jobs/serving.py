@@ -11,7 +11,7 @@ import numpy as np
 from backend.engine.errors import NotEnoughLabelsError
 from backend.engine.metrics import strict_span_f1
 from backend.engine.proxy import ProxyHead
-from backend.engine.selection import ModelEstimate, ServingDecision, decide_serving
+from backend.engine.selection import ModelEstimate, ServingDecision, decide_serving, switch_standard_errors
 from backend.engine.token_head import TokenHead
 from backend.engine.types import TaggingExample, TaskType, classification_examples, tagging_examples
 from backend.labeling import ConversionReport, LabelConfig, result_choices
@@ -29,9 +29,11 @@ from backend.service.jobs.gate import (
 from backend.service.records import UNTRAINED, ProjectState
 from backend.service.runtime import JobContext
 
-TAGGING_SERVING_RULE = ("the fine-tuned model serves once its strict span F1 on sentences labeled after it was trained "
-                        "(at least FINETUNE_MIN_HELDOUT of them) beats the token head's cross-validated span F1 by "
-                        "more than one standard error; until then the token head serves")
+TAGGING_SERVING_RULE = ("the fine-tuned model serves once its strict span F1 on the sentences labeled after it was "
+                        "trained (at least FINETUNE_MIN_HELDOUT of them) beats the token head's on the same sentences, "
+                        "the head fitted on the sentences that fine-tune was trained on; the token head then re-fits "
+                        "on the fine-tune's word features. Until then the token head serves on the pretrained "
+                        "encoder's")
 SERVING_RULE = ("the fine-tuned model serves once its accuracy on labels that arrived after it was trained "
                 "(at least FINETUNE_MIN_HELDOUT of them) beats the proxy head's cross-validated accuracy by more "
                 "than one standard error of that held-out accuracy; until then the proxy head serves")
@@ -57,25 +59,32 @@ def measure_serving(ctx: JobContext, project_id: int, state: ProjectState, repor
 
 def _measure_tagging(ctx: JobContext, project_id: int, state: ProjectState, report: ConversionReport,
                      config: LabelConfig) -> ServingDecision:
-    """Tagging's choice, on strict span F1: the previous fine-tune's spans on the sentences labeled
-    after it against the token head's cross-validated F1 on the pretrained encoder's word features."""
+    """Tagging's choice, on strict span F1 over the same sentences: the previous fine-tune's spans
+    on the sentences labeled after it against the token head's there, the head fitted on the
+    pretrained encoder's word features of the sentences that fine-tune was trained on (paired, as
+    `bench-labels`' hybrid; no margin: `selection.TAGGING_SWITCH_STANDARD_ERRORS`). Without an
+    earlier fine-tune the head's cross-validated span F1 is shown."""
     examples = tagging_examples(report.examples)
     gold = {int(t): ex for t, ex in zip(report.task_ids, examples, strict=True)}
-    finetuned = _finetuned_span_f1(ctx, project_id, state.acq_version, gold, config)
-    proxy = _token_head_estimate(ctx, project_id, report, config)
-    return decide_serving(finetuned, proxy, ctx.settings.finetune_min_heldout, TAGGING_SERVING_RULE, metric="span F1")
+    finetuned, held = _finetuned_span_f1(ctx, project_id, state.acq_version, gold, config)
+    paired = _paired_token_head_estimate(ctx, project_id, state.acq_version, gold, held, config)
+    proxy = paired if paired.accuracy is not None else _token_head_estimate(ctx, project_id, report, config)
+    return decide_serving(finetuned, proxy, ctx.settings.finetune_min_heldout, TAGGING_SERVING_RULE, metric="span F1",
+                          standard_errors=switch_standard_errors(TaskType.TAGGING),
+                          proxy_measure="the token head's" if paired.accuracy is not None else "proxy CV")
 
 
 def _finetuned_span_f1(ctx: JobContext, project_id: int, prev: str, gold: Mapping[int, TaggingExample],
-                       config: LabelConfig) -> ModelEstimate:
+                       config: LabelConfig) -> tuple[ModelEstimate, list[int]]:
+    """The estimate, and the sentences it was measured on."""
     if prev == UNTRAINED:
-        return ModelEstimate(note="no earlier fine-tune to measure")
+        return ModelEstimate(note="no earlier fine-tune to measure"), []
     trained_on = ctx.store.trained_on(project_id, prev)
     if trained_on is None:
-        return ModelEstimate(note=f"{prev}'s training labels are not recorded")
+        return ModelEstimate(note=f"{prev}'s training labels are not recorded"), []
     later = [t for t in gold if t not in trained_on]
     entries = ctx.store.get_scores(project_id, prev, later)
-    truth, predicted = [], []
+    truth, predicted, held = [], [], []
     for t in later:
         if t not in entries or gold[t].text is None:
             continue
@@ -83,9 +92,37 @@ def _finetuned_span_f1(ctx: JobContext, project_id: int, prev: str, gold: Mappin
         if example is not None and len(example.tags) == len(gold[t].tags):
             truth.append(list(gold[t].tags))
             predicted.append(list(example.tags))
+            held.append(t)
     f1 = round(strict_span_f1(truth, predicted), 4) if truth else None
     return ModelEstimate(accuracy=f1, labels=len(truth), version=prev,
-                         note=f"strict span F1 of {prev} on the sentences labeled after it was trained")
+                         note=f"strict span F1 of {prev} on the sentences labeled after it was trained"), held
+
+
+def _paired_token_head_estimate(ctx: JobContext, project_id: int, prev: str, gold: Mapping[int, TaggingExample],
+                                held: list[int], config: LabelConfig) -> ModelEstimate:
+    """The token head fitted on the sentences `prev` was trained on, scored on `held` (the
+    sentences the fine-tune was measured on); no estimate where any of them lacks word features."""
+    trained_on = ctx.store.trained_on(project_id, prev) if held else None
+    if not trained_on:
+        return ModelEstimate()
+    features = ctx.features.load_words(project_id, base_feature_target(ctx, TaskType.TAGGING).key)
+    train = [t for t in gold if t in trained_on]
+    rows, found = features.rows(train + held)
+    lengths = features.words.lengths
+    matches = [bool(f) and int(lengths[r]) == len(gold[t].words) for t, r, f in zip(train + held, rows, found)]
+    if not all(matches[len(train):]):
+        return ModelEstimate(note="some held-out sentences have no word features yet: the head's CV span F1 instead")
+    keep = [i for i in range(len(train)) if matches[i]]
+    try:
+        head = TokenHead(config.schema, ctx.settings.seed).fit(features.words.take(rows[keep]),
+                                                               [list(gold[train[i]].tags) for i in keep])
+    except (NotEnoughLabelsError, ValueError) as exc:
+        return ModelEstimate(note=f"the token head could not be fitted on {prev}'s sentences: {exc}"[:300])
+    predicted = head.predict(features.words.take(rows[len(train):])).all_tags()
+    f1 = round(strict_span_f1([list(gold[t].tags) for t in held], predicted), 4)
+    return ModelEstimate(accuracy=f1, labels=len(keep),
+                         note=f"strict span F1 of the token head fitted on the {len(keep)} sentences {prev} was "
+                              f"trained on, on the same {len(held)} later sentences")
 
 
 def _token_head_estimate(ctx: JobContext, project_id: int, report: ConversionReport,

@@ -24,3 +24,22 @@ def test_the_margin_shrinks_as_held_out_labels_accumulate():
 def test_no_held_out_labels_is_an_error_not_a_zero_margin():
     with pytest.raises(ValueError, match="heldout"):
         switch_margin(0.8, 0.7, 0)
+
+
+def test_tagging_switches_on_any_lead_of_the_paired_estimate():
+    """Tagging compares both models on the same sentences, and a winning tagger hands the token head
+    its word features: a lead of 0.01 on 40 sentences switches it, where classification would want
+    about 0.07 more."""
+    from backend.engine.selection import ModelEstimate, decide_serving, switch_standard_errors
+    from backend.engine.types import TaskType
+
+    finetuned, head = ModelEstimate(0.31, 40), ModelEstimate(0.30, 25)
+    tagging = decide_serving(finetuned, head, 10, metric="span F1", proxy_measure="the token head's",
+                             standard_errors=switch_standard_errors(TaskType.TAGGING))
+    assert tagging.serve == "finetuned" and tagging.margin == 0.0
+    assert tagging.why == "fine-tuned held-out span F1 0.31 > the token head's span F1 0.3 + margin 0.0"
+    tie = decide_serving(ModelEstimate(0.30, 40), head, 10, standard_errors=switch_standard_errors(TaskType.TAGGING))
+    assert tie.serve == "proxy", "a tie keeps the token head"
+    classification = decide_serving(finetuned, head, 10,
+                                    standard_errors=switch_standard_errors(TaskType.CLASSIFICATION))
+    assert classification.serve == "proxy" and classification.margin == pytest.approx(0.0728, abs=1e-4)

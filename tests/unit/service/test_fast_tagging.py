@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.engine.token_head import is_valid_iob2
+from backend.engine.metrics import strict_span_f1
+from backend.engine.token_head import TokenHead, is_valid_iob2
 from backend.labeling import gold_tagging_results, parse_label_config, text_to_example
 from backend.labeling.results import iob2_spans
 from backend.service.features import word_key
@@ -187,6 +188,20 @@ def test_full_iterations_choose_between_fine_tune_and_token_head_by_span_f1(back
     why = client.get(f"/projects/{PID}").json["serving"]["why"]
     assert why["finetuned"]["heldout"] == 12 and why["finetuned"]["heldout_accuracy"] is not None, why
     assert why["finetuned"]["version"] and "span F1" in why["why_serve"]
+    # paired: the token head fitted on the 15 sentences that fine-tune was trained on, scored on the
+    # same 12 later ones, and any lead switches (a winning tagger's word features go to the head)
+    assert why["proxy"]["labeled"] == 15 and "on the same 12 later sentences" in why["proxy"]["note"], why
+    assert "the token head's span F1" in why["why_serve"] and why["margin"] == 0.0
+    features = backend.features.load_words(PID, word_key(backend.settings.feature_encoder))
+    rows, found = features.rows(list(range(1, 28)))
+    assert found.all()
+    head = TokenHead(CONFIG.schema, backend.settings.seed).fit(features.words.take(rows[:15]),
+                                                              [tags for _, _, tags in data[:15]])
+    predicted = head.predict(features.words.take(rows[15:])).all_tags()
+    expected = strict_span_f1([tags for _, _, tags in data[15:27]], predicted)
+    assert why["proxy"]["cv_accuracy"] == pytest.approx(expected, abs=1e-4)
+    lead = why["finetuned"]["heldout_accuracy"] > why["proxy"]["cv_accuracy"]
+    assert why["serve"] == ("finetuned" if lead else "proxy"), why
 
 
 def test_large_pools_rescore_a_ups_subsample_from_the_last_version(backend, monkeypatch):
