@@ -7,11 +7,18 @@ import numpy as np
 import pytest
 
 from backend.engine.metrics import strict_span_f1
+from backend.engine.proxy import FeatureEncoder
 from backend.engine.token_head import TokenHead, is_valid_iob2
+from backend.engine.types import TaskType
+from backend.engine.word_features import WordEncoder
 from backend.labeling import gold_tagging_results, parse_label_config, text_to_example
 from backend.labeling.results import iob2_spans
-from backend.service.features import word_key
+from backend.labeling.text import split_words
+from backend.service.checkpoints import checkpoint_dir
+from backend.service.features import finetuned_key, word_key
+from backend.service.jobs.gate import fast_path_blocker
 from backend.service.jobs.iteration import request_training
+from backend.service.jobs.serving import drop_unused_features, follow_serving_model, use_base_features
 from backend.service.runtime import set_context
 from tests.helpers.backend import NER_XML
 from tests.helpers.toy_data import toy_tagging
@@ -159,20 +166,26 @@ def test_tagging_features_cover_tasks_created_after_them(backend):
     assert found.all() and features.words.lengths[rows].tolist() == [len(t.split(" ")) for t, _, _ in data[30:33]]
 
 
-def test_full_iterations_choose_between_fine_tune_and_token_head_by_span_f1(backend):
-    """Two full iterations on a tagging project: the first has no earlier fine-tune to measure (the
-    token head's CV span F1 alone: it serves); the second measures iteration 1's fine-tune on the
-    sentences labeled after it. Either way the choice and its numbers are in ``/projects/<id>``."""
-    data = sentences(60, seed=4)
+def fifteen_labels_and_a_full_iteration(backend, n: int, seed: int):
+    """n toy sentences, 15 labeled (the last through the webhook: a fast version), then iteration 1:
+    (data, LS stand-in, client)."""
+    data = sentences(n, seed=seed)
     ls, client = connect(backend, [t for t, _, _ in data], xml=NER_XML)
     for i in range(14):
         ls.annotate(i + 1, data[i][1])
     annotate(client, ls, 15, data[14][1])
     work(backend)
     assert fast_status(client)["status"] == "published"
-
     request_training(backend, PID, "test")
     work(backend)
+    return data, ls, client
+
+
+def test_full_iterations_choose_between_fine_tune_and_token_head_by_span_f1(backend):
+    """Two full iterations on a tagging project: the first has no earlier fine-tune to measure (the
+    token head's CV span F1 alone: it serves); the second measures iteration 1's fine-tune on the
+    sentences labeled after it. Either way the choice and its numbers are in ``/projects/<id>``."""
+    data, ls, client = fifteen_labels_and_a_full_iteration(backend, 60, seed=4)
     state = client.get(f"/projects/{PID}").json
     serving = state["serving"]
     assert serving["model"] == "proxy", serving
@@ -239,23 +252,7 @@ def test_a_winning_tagging_fine_tune_hands_the_token_head_its_own_word_features(
     built from its checkpoint and fast updates re-fit the token head on them (on WNUT-16 that head
     beats the fine-tune it came from: docs/benchmarks/label-efficiency-tagging/aligned_screen.json);
     when the token head measures better again it goes back to the pretrained encoder's."""
-    from backend.engine.proxy import FeatureEncoder
-    from backend.engine.types import TaskType
-    from backend.engine.word_features import WordEncoder
-    from backend.labeling.text import split_words
-    from backend.service.checkpoints import checkpoint_dir
-    from backend.service.features import finetuned_key
-    from backend.service.jobs.gate import fast_path_blocker
-    from backend.service.jobs.serving import drop_unused_features, follow_serving_model, use_base_features
-
-    data = sentences(50, seed=6)
-    ls, client = connect(backend, [t for t, _, _ in data], xml=NER_XML)
-    for i in range(14):
-        ls.annotate(i + 1, data[i][1])
-    annotate(client, ls, 15, data[14][1])
-    work(backend)
-    request_training(backend, PID, "test")
-    work(backend)
+    data, ls, client = fifteen_labels_and_a_full_iteration(backend, 50, seed=6)
     version = backend.store.get_project(PID).acq_version
     aligned_key = finetuned_key(version, TaskType.TAGGING)
     assert aligned_key.startswith("words-") and not backend.features.load(PID, finetuned_key(version)).ids.size, \
