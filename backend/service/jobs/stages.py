@@ -242,7 +242,9 @@ def record_iteration_point(ctx: JobContext, project_id: int, record: IterationRe
     ctx.store.append_history(project_id, HistoryPoint(
         at=time.time(), version=record.fast_version or record.version, kind="iteration", labeled=record.labeled,
         serving=record.served, metric="span F1" if task_type is TaskType.TAGGING else "accuracy",
-        cv=decision.proxy.accuracy if decision else None, heldout=decision.finetuned.accuracy if decision else None,
+        # a CV figure only (tagging's paired estimate is on the fine-tune's held-out sentences instead)
+        cv=decision.proxy.accuracy if decision and decision.proxy.folds else None,
+        heldout=decision.finetuned.accuracy if decision else None,
         seconds=record.seconds.get("total"), scored=record.scored_by_model, pool=record.pool_size))
 
 
