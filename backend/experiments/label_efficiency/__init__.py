@@ -28,7 +28,9 @@ Tagging corpora (span F1, strict IOB2) run the same methods on the fast path's t
 `frozen-lr-random` fits it on random sentences, `proxy-uncertainty` follows the service's order
 (`tagging_typical_order`'s first `tagging_cold_start_labels` sentences, then MNLP, through
 `order_pool`), and `hybrid` compares the token head's and the few-shot fine-tune's span F1 on the
-same held-out sentences; `aligned-proxy` fits the token head on the fine-tune's own word features.
+same held-out sentences (where the fine-tune wins, its figure is the token head re-fitted on all
+labels on that fine-tune's word features: what the service serves once they are built);
+`aligned-proxy` fits the token head on the few-shot fine-tune's own word features.
 Every tagging record carries the words labeled (`detail["tokens"]`), and the report reads the
 curves against tokens as well.
 Pool/test features (per word for tagging) are encoded once per corpus and cached (float16 `.npz`), and every fine-tune

@@ -28,10 +28,8 @@ from backend.engine.types import (
     FloatArray,
     IndexArray,
     Predictions,
-    TaggingExample,
     TaskType,
     classification_examples,
-    tagging_examples,
 )
 from backend.experiments.label_efficiency.config import (
     ALIGNED,
@@ -55,6 +53,8 @@ from backend.experiments.label_efficiency.tagging import (
     pool_words_of,
     safe_name,
     tag_predictions,
+    tokens_labeled,
+    tokens_of,
 )
 from backend.experiments.reports import jsonable
 
@@ -132,7 +132,7 @@ class LabelEfficiency(TaggingCurves):
                         self.hybrid, corpus, seed, orders[seed][:b])))
         records += [r for r in tuned if r is not None]
         records += [LabelRecord(r.corpus, ALIGNED, r.seed, r.labeled, r.detail["aligned_proxy"], r.seconds,
-                                {"from": FEWSHOT, **_tokens_of(r.detail)})
+                                {"from": FEWSHOT, **tokens_of(r.detail)})
                     for r in records if r.method == FEWSHOT and "aligned_proxy" in r.detail]
         if HYBRID in config.methods:  # between fine-tune budgets it serves the proxy
             measured = {(r.seed, r.labeled) for r in records if r.method == HYBRID}
@@ -140,7 +140,7 @@ class LabelEfficiency(TaggingCurves):
                 if r.labeled not in budgets and (r.seed, r.labeled) not in measured:
                     records.append(LabelRecord(corpus.name, HYBRID, r.seed, r.labeled, dict(r.metrics), r.seconds,
                                                {"served": "proxy", "why": "no fine-tune at this budget",
-                                                **_tokens_of(r.detail)}))
+                                                **tokens_of(r.detail)}))
         return [r for r in records if r.method in config.methods]  # the proxy curves serve hybrid too
 
     # ------------------------------------------------------------------------ proxy path
@@ -245,7 +245,7 @@ class LabelEfficiency(TaggingCurves):
         predictions = model.predict(corpus.test.examples, return_features=aligned and not corpus.tagging)
         metrics = evaluate(predictions, corpus.test.examples, corpus.pool.schema)
         detail: dict[str, Any] = {"steps": report.steps, "test_seconds": time.perf_counter() - start,
-                                  **_tokens(examples)}
+                                  **tokens_labeled(examples)}
         if aligned and corpus.tagging:
             detail["aligned_proxy"] = self._aligned_tag_metrics(corpus, model, rows, seed)
         elif aligned:  # the head on this fine-tune's features, fitted on the same labels
@@ -273,7 +273,7 @@ class LabelEfficiency(TaggingCurves):
         trial, report = self._fit(corpus, FEWSHOT, seed, [corpus.pool.examples[i] for i in fit_rows])
         finetune_estimate = evaluate(trial.predict(held), held, schema)["main"]
         detail: dict[str, Any] = {"proxy_holdout": proxy_estimate, "finetune_holdout": finetune_estimate,
-                                  "holdout": len(held_rows), **_tokens([corpus.pool.examples[i] for i in rows])}
+                                  "holdout": len(held_rows), **tokens_labeled([corpus.pool.examples[i] for i in rows])}
         if corpus.tagging:
             proxy_metrics = self._tag_metrics(corpus, self._token_head(corpus, rows, seed))
         else:
@@ -288,6 +288,9 @@ class LabelEfficiency(TaggingCurves):
                                   ModelEstimate(proxy_estimate, len(fit_rows), "hold-out share"),  # rule
                                   standard_errors=switch_standard_errors(schema.task_type))
         metrics = finetune_metrics if decision.serve == "finetuned" else proxy_metrics
+        if corpus.tagging and decision.serve == "finetuned":  # once its word features are built, the token head
+            metrics = self._aligned_tag_metrics(corpus, trial, rows, seed)  # re-fits on them: that serves
+            detail["aligned_test"] = metrics["main"]
         detail.update(served=decision.serve, why=decision.why, margin=decision.margin)
         self.progress(f"{corpus.name} seed {seed} hybrid @{len(rows)}: {metrics['main']:.3f} serves "
                       f"{detail['served']} (hold-out proxy {proxy_estimate:.3f} vs fine-tune {finetune_estimate:.3f})")
@@ -304,6 +307,8 @@ class LabelEfficiency(TaggingCurves):
         if method == HYBRID:  # its labels come from proxy-uncertainty's order
             key["order"] = self._order_key(corpus, seed)
             key["switch_standard_errors"] = switch_standard_errors(corpus.pool.schema.task_type)
+            if corpus.tagging:
+                key["after_a_win"] = "the token head on the fine-tune's word features"
         return digest(key)
 
     def _order_key(self, corpus: Corpus, seed: int) -> dict[str, Any]:
@@ -383,17 +388,6 @@ def _holdout(corpus: Corpus, rows: IndexArray, share: float, seed: int) -> tuple
     stratify = labels if counts.min() >= 2 and n_held >= len(counts) and not corpus.pool.schema.multi_label else None
     fit, held = split(np.asarray(rows), test_size=n_held, random_state=seed, stratify=stratify)
     return fit, held
-
-
-def _tokens(examples: Sequence[Example]) -> dict[str, int]:
-    """{"tokens": words labeled} for tagging examples, else nothing."""
-    if not examples or not isinstance(examples[0], TaggingExample):
-        return {}
-    return {"tokens": int(sum(len(ex.words) for ex in tagging_examples(examples)))}
-
-
-def _tokens_of(detail: dict[str, Any]) -> dict[str, Any]:
-    return {"tokens": detail["tokens"]} if "tokens" in detail else {}
 
 
 def progress_to_stderr(message: str) -> None:

@@ -22,7 +22,15 @@ from backend.engine.models.transformer import TransformerModel
 from backend.engine.packaged import resolve_model
 from backend.engine.proxy import FeatureEncoder
 from backend.engine.token_head import UPS_MIN_WORDS, TokenHead, score_update
-from backend.engine.types import BoolArray, Example, IndexArray, Predictions, TaskType, tagging_examples
+from backend.engine.types import (
+    BoolArray,
+    Example,
+    IndexArray,
+    Predictions,
+    TaggingExample,
+    TaskType,
+    tagging_examples,
+)
 from backend.engine.word_features import WordEncoder, WordFeatures
 from backend.experiments.label_efficiency.config import (
     RANDOM,
@@ -40,6 +48,17 @@ def _words(examples: Sequence[Example]) -> list[list[str]]:  # tagging's proxy p
 
 def _tags(examples: Sequence[Example]) -> list[list[str]]:
     return [list(ex.tags) for ex in tagging_examples(examples)]
+
+
+def tokens_labeled(examples: Sequence[Example]) -> dict[str, int]:
+    """{"tokens": words labeled} for tagging examples, else nothing."""
+    if not examples or not isinstance(examples[0], TaggingExample):
+        return {}
+    return {"tokens": int(sum(len(ex.words) for ex in tagging_examples(examples)))}
+
+
+def tokens_of(detail: dict[str, Any]) -> dict[str, Any]:
+    return {"tokens": detail["tokens"]} if "tokens" in detail else {}
 
 
 def pool_words_of(corpus: Corpus) -> WordFeatures:

@@ -84,6 +84,10 @@ def test_every_method_and_budget_side_by_side(tmp_path, tiny_bert, capsys):
     for method in (RANDOM, UNCERTAINTY, HYBRID):
         assert {r["labeled"] for r in payload["summary"][tagging][method]} >= set(BUDGETS)
     assert all("finetune_holdout" in r["detail"] for r in tagged if r["method"] == HYBRID and r["labeled"] == 20)
+    for r in (r for r in tagged if r["method"] == HYBRID and r["labeled"] in FINETUNE_BUDGETS):
+        # a winning fine-tune serves through the token head on its word features, as in the service
+        won = r["detail"]["served"] == "finetuned"
+        assert r["metrics"]["main"] == r["detail"]["aligned_test" if won else "proxy_test"]
     assert set(payload["tokens_summary"]) == {tagging}
     assert set(payload["tokens_summary"][tagging]) == {RANDOM, UNCERTAINTY}
     assert "against TOKENS labeled" in table
