@@ -5,6 +5,7 @@ pretrained encoder's. The rule itself is `backend.engine.selection.decide_servin
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
@@ -68,7 +69,10 @@ def _measure_tagging(ctx: JobContext, project_id: int, state: ProjectState, repo
     gold = {int(t): ex for t, ex in zip(report.task_ids, examples, strict=True)}
     finetuned, held = _finetuned_span_f1(ctx, project_id, state.acq_version, gold, config)
     paired = _paired_token_head_estimate(ctx, project_id, state.acq_version, gold, held, config)
-    proxy = paired if paired.accuracy is not None else _token_head_estimate(ctx, project_id, report, config)
+    proxy = paired
+    if paired.accuracy is None:  # no earlier fine-tune, or it cannot be paired: the CV, saying why
+        cv = _token_head_estimate(ctx, project_id, report, config)
+        proxy = replace(cv, note="; ".join(n for n in (paired.note, cv.note) if n))
     return decide_serving(finetuned, proxy, ctx.settings.finetune_min_heldout, TAGGING_SERVING_RULE, metric="span F1",
                           standard_errors=switch_standard_errors(TaskType.TAGGING),
                           proxy_measure="the token head's" if paired.accuracy is not None else "proxy CV")
