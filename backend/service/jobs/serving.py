@@ -5,7 +5,7 @@ pretrained encoder's. The rule itself is `backend.engine.selection.decide_servin
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -14,11 +14,11 @@ from backend.engine.metrics import strict_span_f1
 from backend.engine.proxy import ProxyHead
 from backend.engine.selection import ModelEstimate, ServingDecision, decide_serving, switch_standard_errors
 from backend.engine.token_head import TokenHead
-from backend.engine.types import TaggingExample, TaskType, classification_examples, tagging_examples
+from backend.engine.types import IndexArray, TaggingExample, TaskType, classification_examples, tagging_examples
 from backend.labeling import ConversionReport, LabelConfig, result_choices
 from backend.labeling.spans import tagging_example
 from backend.service.checkpoints import checkpoint_dir
-from backend.service.features import finetuned_key
+from backend.service.features import WordFeatureSet, finetuned_key
 from backend.service.jobs.feature_jobs import request_features
 from backend.service.jobs.gate import (
     FeatureTarget,
@@ -67,25 +67,35 @@ def _measure_tagging(ctx: JobContext, project_id: int, state: ProjectState, repo
     earlier fine-tune the head's cross-validated span F1 is shown."""
     examples = tagging_examples(report.examples)
     gold = {int(t): ex for t, ex in zip(report.task_ids, examples, strict=True)}
-    finetuned, held = _finetuned_span_f1(ctx, project_id, state.acq_version, gold, config)
-    paired = _paired_token_head_estimate(ctx, project_id, state.acq_version, gold, held, config)
+    features = ctx.features.load_words(project_id, base_feature_target(ctx, TaskType.TAGGING).key)
+    measured = _finetuned_span_f1(ctx, project_id, state.acq_version, gold, config)
+    paired = _paired_token_head_estimate(features, gold, measured, config, ctx.settings.seed)
     proxy = paired
     if paired.accuracy is None:  # no earlier fine-tune, or it cannot be paired: the CV, saying why
-        cv = _token_head_estimate(ctx, project_id, report, config)
+        cv = _token_head_estimate(features, gold, config, ctx.settings.seed)
         proxy = replace(cv, note="; ".join(n for n in (paired.note, cv.note) if n))
-    return decide_serving(finetuned, proxy, ctx.settings.finetune_min_heldout, TAGGING_SERVING_RULE, metric="span F1",
-                          standard_errors=switch_standard_errors(TaskType.TAGGING),
+    return decide_serving(measured.estimate, proxy, ctx.settings.finetune_min_heldout, TAGGING_SERVING_RULE,
+                          metric="span F1", standard_errors=switch_standard_errors(TaskType.TAGGING),
                           proxy_measure="the token head's" if paired.accuracy is not None else "proxy CV")
 
 
+@dataclass(frozen=True)
+class _HeldOutSpans:
+    """A fine-tune's span F1 on the sentences labeled after it, which of the labeled sentences it
+    was trained on, and which later ones the estimate read (in the labels' order)."""
+
+    estimate: ModelEstimate
+    trained: list[int] = field(default_factory=list)
+    held: list[int] = field(default_factory=list)
+
+
 def _finetuned_span_f1(ctx: JobContext, project_id: int, prev: str, gold: Mapping[int, TaggingExample],
-                       config: LabelConfig) -> tuple[ModelEstimate, list[int]]:
-    """The estimate, and the sentences it was measured on."""
+                       config: LabelConfig) -> _HeldOutSpans:
     if prev == UNTRAINED:
-        return ModelEstimate(note="no earlier fine-tune to measure"), []
+        return _HeldOutSpans(ModelEstimate(note="no earlier fine-tune to measure"))
     trained_on = ctx.store.trained_on(project_id, prev)
     if trained_on is None:
-        return ModelEstimate(note=f"{prev}'s training labels are not recorded"), []
+        return _HeldOutSpans(ModelEstimate(note=f"{prev}'s training labels are not recorded"))
     later = [t for t in gold if t not in trained_on]
     entries = ctx.store.get_scores(project_id, prev, later)
     truth, predicted, held = [], [], []
@@ -98,28 +108,35 @@ def _finetuned_span_f1(ctx: JobContext, project_id: int, prev: str, gold: Mappin
             predicted.append(list(example.tags))
             held.append(t)
     f1 = round(strict_span_f1(truth, predicted), 4) if truth else None
-    return ModelEstimate(accuracy=f1, labels=len(truth), version=prev,
-                         note=f"strict span F1 of {prev} on the sentences labeled after it was trained"), held
+    estimate = ModelEstimate(accuracy=f1, labels=len(truth), version=prev,
+                             note=f"strict span F1 of {prev} on the sentences labeled after it was trained")
+    return _HeldOutSpans(estimate, [t for t in gold if t in trained_on], held)
 
 
-def _paired_token_head_estimate(ctx: JobContext, project_id: int, prev: str, gold: Mapping[int, TaggingExample],
-                                held: list[int], config: LabelConfig) -> ModelEstimate:
-    """The token head fitted on the sentences `prev` was trained on, scored on `held` (the
-    sentences the fine-tune was measured on); no estimate where any of them lacks word features."""
-    trained_on = ctx.store.trained_on(project_id, prev) if held else None
-    if not trained_on:
-        return ModelEstimate()
-    features = ctx.features.load_words(project_id, base_feature_target(ctx, TaskType.TAGGING).key)
-    train = [t for t in gold if t in trained_on]
-    rows, found = features.rows(train + held)
+def _word_rows(features: WordFeatureSet, gold: Mapping[int, TaggingExample],
+               task_ids: list[int]) -> tuple[IndexArray, list[int]]:
+    """The rows of `task_ids` in `features`, and the positions of those whose features cover the
+    labeled sentence word for word (a task edited after it was encoded does not)."""
+    rows, found = features.rows(task_ids)
     lengths = features.words.lengths
-    matches = [bool(f) and int(lengths[r]) == len(gold[t].words) for t, r, f in zip(train + held, rows, found)]
-    if not all(matches[len(train):]):
+    return rows, [i for i in np.flatnonzero(found) if int(lengths[rows[i]]) == len(gold[task_ids[i]].words)]
+
+
+def _paired_token_head_estimate(features: WordFeatureSet, gold: Mapping[int, TaggingExample],
+                                measured: _HeldOutSpans, config: LabelConfig, seed: int) -> ModelEstimate:
+    """The token head fitted on the sentences the fine-tune was trained on, scored on the ones its
+    estimate read; no estimate where any of those lacks word features."""
+    train, held = measured.trained, measured.held
+    if not train or not held:
+        return ModelEstimate()
+    rows, usable = _word_rows(features, gold, train + held)
+    keep = [i for i in usable if i < len(train)]
+    if len(usable) - len(keep) < len(held):
         return ModelEstimate(note="some held-out sentences have no word features yet: the head's CV span F1 instead")
-    keep = [i for i in range(len(train)) if matches[i]]
+    prev = measured.estimate.version
     try:
-        head = TokenHead(config.schema, ctx.settings.seed).fit(features.words.take(rows[keep]),
-                                                               [list(gold[train[i]].tags) for i in keep])
+        head = TokenHead(config.schema, seed).fit(features.words.take(rows[keep]),
+                                                  [list(gold[train[i]].tags) for i in keep])
     except (NotEnoughLabelsError, ValueError) as exc:
         return ModelEstimate(note=f"the token head could not be fitted on {prev}'s sentences: {exc}"[:300])
     predicted = head.predict(features.words.take(rows[len(train):])).all_tags()
@@ -129,18 +146,15 @@ def _paired_token_head_estimate(ctx: JobContext, project_id: int, prev: str, gol
                               f"trained on, on the same {len(held)} later sentences")
 
 
-def _token_head_estimate(ctx: JobContext, project_id: int, report: ConversionReport,
-                         config: LabelConfig) -> ModelEstimate:
-    features = ctx.features.load_words(project_id, base_feature_target(ctx, TaskType.TAGGING).key)
+def _token_head_estimate(features: WordFeatureSet, gold: Mapping[int, TaggingExample], config: LabelConfig,
+                         seed: int) -> ModelEstimate:
     if not len(features.ids):
         return ModelEstimate(note="no word features yet")
-    rows, found = features.rows([int(t) for t in report.task_ids])
-    examples = tagging_examples(report.examples)
-    lengths = features.words.lengths
-    keep = [i for i in np.flatnonzero(found) if lengths[rows[i]] == len(examples[i].words)]
-    tags = [list(examples[i].tags) for i in keep]
-    estimate = TokenHead(config.schema, ctx.settings.seed).cross_validate(features.words.take(rows[keep]), tags)
-    missing = len(examples) - len(keep)
+    task_ids = list(gold)
+    rows, keep = _word_rows(features, gold, task_ids)
+    tags = [list(gold[task_ids[i]].tags) for i in keep]
+    estimate = TokenHead(config.schema, seed).cross_validate(features.words.take(rows[keep]), tags)
+    missing = len(task_ids) - len(keep)
     note = f"{missing} labeled sentences without word features" if missing else ""
     return ModelEstimate(accuracy=estimate.f1, labels=len(tags), folds=estimate.folds, note=note)
 
