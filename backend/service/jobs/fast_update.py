@@ -108,8 +108,7 @@ def features_ready(project_id: int, key: str, source: str, version: str, build_i
         return {"skipped": f"{version} no longer serves; its features are not used"}  # pruned by the next switch
     ctx.store.set_fields(project_id, feature_key=key, feature_source=source, feature_source_version=version)
     # the serving choice reads the base set
-    task_type = (state.task_type if state is not None else None) or TaskType.CLASSIFICATION
-    ctx.features.drop_others(project_id, {key, base_feature_target(ctx, task_type).key})
+    ctx.features.drop_others(project_id, {key, base_feature_target(ctx, state.task_type if state else None).key})
     return request_fast_update(ctx, project_id, f"features of {version} ready" if version else "pool features ready")
 
 

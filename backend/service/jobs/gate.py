@@ -48,8 +48,9 @@ def aligned_features_wanted(ctx: JobContext, state: ProjectState | None) -> bool
     return state is not None and fast_path_blocker(ctx, without_win(state)) is None
 
 
-def base_feature_target(ctx: JobContext, task_type: TaskType = TaskType.CLASSIFICATION) -> FeatureTarget:
-    """The pretrained encoder's features (FEATURE_MODEL): a vector per text, or per word for tagging."""
+def base_feature_target(ctx: JobContext, task_type: TaskType | None = None) -> FeatureTarget:
+    """The pretrained encoder's features (FEATURE_MODEL): a vector per text, or per word for tagging
+    (a project whose task type is not known yet counts as classification)."""
     source = ctx.settings.feature_encoder
     return FeatureTarget(word_key(source) if task_type is TaskType.TAGGING else base_key(source), source)
 
@@ -58,7 +59,7 @@ def current_feature_target(ctx: JobContext, state: ProjectState | None) -> Featu
     """The set the fast path uses now, or the pretrained encoder's when it has none yet."""
     if state is not None and state.feature_key:
         return FeatureTarget(state.feature_key, state.feature_source, state.feature_source_version)
-    return base_feature_target(ctx, (state.task_type if state is not None else None) or TaskType.CLASSIFICATION)
+    return base_feature_target(ctx, state.task_type if state is not None else None)
 
 
 def features_note(state: ProjectState) -> str:

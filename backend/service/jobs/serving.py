@@ -200,7 +200,7 @@ def use_base_features(ctx: JobContext, project_id: int) -> None:
     tasks missing from them are encoded by the next fast update or a build)."""
     state = ctx.store.get_project(project_id)
     if state is not None and state.feature_source_version:
-        target = base_feature_target(ctx, state.task_type or TaskType.CLASSIFICATION)
+        target = base_feature_target(ctx, state.task_type)
         ctx.store.set_fields(project_id, feature_key=target.key, feature_source=target.source,
                              feature_source_version="")
 
@@ -229,7 +229,7 @@ def drop_unused_features(ctx: JobContext, state: ProjectState) -> None:
     (7.7 MB per 10k tasks each), keeping the one in use, the pretrained encoder's and the latest
     fine-tune's (its build may still be completing), with the cold start's typical sets computed
     on the dropped ones."""
-    task_type = state.task_type or TaskType.CLASSIFICATION
-    keep = {state.feature_key, base_feature_target(ctx, task_type).key, finetuned_key(state.acq_version, task_type)}
+    keep = {state.feature_key, base_feature_target(ctx, state.task_type).key,
+            finetuned_key(state.acq_version, state.task_type)}
     ctx.features.drop_others(state.project_id, keep)
     ctx.store.drop_typical_except(state.project_id, keep)
